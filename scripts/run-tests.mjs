@@ -1,0 +1,49 @@
+#!/usr/bin/env node
+// Runs the whole suite with node's test runner, twice for the parts whose behaviour depends on the
+// native/TypeScript selection (DESIGN.md "Native and TypeScript paths"): once as selected (auto),
+// once with MUXWIRE_NO_NATIVE=1. Prints one closing line that CI reads:
+//   tests: N passed, N failed, N skipped
+import { spawnSync } from 'node:child_process';
+import { readdirSync, statSync } from 'node:fs';
+import { join, relative } from 'node:path';
+
+const root = new URL('..', import.meta.url).pathname;
+const testRoot = join(root, 'dist', 'test');
+
+function find(dir) {
+  const out = [];
+  for (const name of readdirSync(dir).sort()) {
+    const p = join(dir, name);
+    if (statSync(p).isDirectory()) out.push(...find(p));
+    else if (name.endsWith('.test.js')) out.push(p);
+  }
+  return out;
+}
+
+const filter = process.argv.slice(2);
+const all = find(testRoot).filter((f) => filter.length === 0 || filter.some((s) => f.includes(s)));
+// Suites that exercise the selected accelerator path run a second time on the TypeScript path.
+const PATH_DEPENDENT = ['/accel/', '/mux/', '/daemon/', '/transport/', '/sim/', '/client/'];
+const twice = all.filter((f) => PATH_DEPENDENT.some((d) => f.includes(d)));
+
+const totals = { pass: 0, fail: 0, skipped: 0 };
+function run(label, files, env) {
+  if (files.length === 0) return;
+  process.stdout.write(`\n== ${label}: ${files.length} files\n`);
+  const r = spawnSync(process.execPath, ['--test', '--test-reporter=spec', '--test-reporter=tap', '--test-reporter-destination=stdout', `--test-reporter-destination=${join(root, 'dist', `tap-${label}.txt`)}`, ...files.map((f) => relative(root, f))], {
+    cwd: root,
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'inherit', 'inherit'],
+  });
+  const tap = spawnSync('cat', [join(root, 'dist', `tap-${label}.txt`)], { encoding: 'utf8' }).stdout ?? '';
+  const num = (k) => Number((tap.match(new RegExp(`^# ${k} (\\d+)`, 'm')) ?? [])[1] ?? 0);
+  totals.pass += num('pass');
+  totals.fail += num('fail') + num('cancelled');
+  totals.skipped += num('skipped') + num('todo');
+  if (r.status !== 0 && num('fail') + num('cancelled') === 0) totals.fail += 1;
+}
+
+run('auto', all, {});
+run('js', twice, { MUXWIRE_NO_NATIVE: '1' });
+process.stdout.write(`\ntests: ${totals.pass} passed, ${totals.fail} failed, ${totals.skipped} skipped\n`);
+process.exitCode = totals.fail === 0 && totals.pass > 0 ? 0 : 1;

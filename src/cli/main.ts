@@ -1,0 +1,73 @@
+#!/usr/bin/env node
+/**
+ * The `muxwire` command: one dispatcher, one file per subcommand in `commands/`, each exporting
+ * `run(argv): Promise<number>` (the exit code). Subcommands load lazily so `muxwire list` does not
+ * pay for the simulator's start-up.
+ */
+import { MuxwireError } from '../errors.js';
+
+type Command = { summary: string; load: () => Promise<{ run(argv: string[]): Promise<number> }> };
+
+const COMMANDS: Record<string, Command> = {
+  daemon: { summary: 'run the usbmuxd-compatible daemon', load: () => import('./commands/daemon.js') },
+  sim: { summary: 'run a simulated iPhone on a vusb bus directory', load: () => import('./commands/sim.js') },
+  list: { summary: 'list attached devices', load: () => import('./commands/list.js') },
+  watch: { summary: 'print attach, detach and pair events', load: () => import('./commands/watch.js') },
+  info: { summary: 'read lockdown values', load: () => import('./commands/info.js') },
+  pair: { summary: 'pair with a device', load: () => import('./commands/pair.js') },
+  validate: { summary: 'check the pairing with a device', load: () => import('./commands/validate.js') },
+  unpair: { summary: 'remove the pairing with a device', load: () => import('./commands/unpair.js') },
+  forward: { summary: 'forward local TCP ports to device ports', load: () => import('./commands/forward.js') },
+  afc: { summary: 'move files over AFC', load: () => import('./commands/afc.js') },
+  demo: { summary: 'daemon, simulated device, pairing and an AFC transfer end to end', load: () => import('./commands/demo.js') },
+  bench: { summary: 'run the benchmarks', load: () => import('./commands/bench.js') },
+};
+
+function usage(): string {
+  const lines = Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(9)} ${c.summary}`);
+  return `usage: muxwire <command> [options]\n\ncommands:\n${lines.join('\n')}\n\nRun 'muxwire <command> --help' for a command's options.`;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
+    process.stdout.write(usage() + '\n');
+    return name === undefined ? 2 : 0;
+  }
+  if (name === '--version') {
+    process.stdout.write('muxwire 0.1.0\n');
+    return 0;
+  }
+  const command = COMMANDS[name];
+  if (!command) {
+    process.stderr.write(`muxwire: unknown command '${name}'\n${usage()}\n`);
+    return 2;
+  }
+  let mod: { run(argv: string[]): Promise<number> };
+  try {
+    mod = await command.load();
+  } catch (err) {
+    process.stderr.write(`muxwire ${name}: not available in this build (${(err as Error).message})\n`);
+    return 2;
+  }
+  return mod.run(rest);
+}
+
+/** Prints a failure as one readable line, with its code, and returns the exit status. */
+export function reportFailure(command: string, err: unknown): number {
+  if (err instanceof MuxwireError) process.stderr.write(`muxwire ${command}: ${err.message} (${err.code})\n`);
+  else process.stderr.write(`muxwire ${command}: ${err instanceof Error ? err.message : String(err)}\n`);
+  return 1;
+}
+
+const isEntry = process.argv[1] !== undefined && import.meta.url.endsWith(process.argv[1].replace(/\\/g, '/').split('/').pop() ?? '');
+if (isEntry) {
+  main(process.argv.slice(2)).then(
+    (code) => {
+      process.exitCode = code;
+    },
+    (err) => {
+      process.exitCode = reportFailure(process.argv[2] ?? '', err);
+    },
+  );
+}

@@ -1,0 +1,61 @@
+/**
+ * One logger with levels and a context (STYLE.md §11): `log.child({ dev: 3 }).info('attached')`
+ * prints `muxwire info dev=3 attached`. Debug lines cost a level check when off; callers on hot
+ * paths guard with `log.enabled('debug')` before building a message.
+ */
+import { channel } from 'node:diagnostics_channel';
+
+export type LogLevel = 'error' | 'warn' | 'info' | 'debug' | 'trace';
+const ORDER: Record<LogLevel, number> = { error: 0, warn: 1, info: 2, debug: 3, trace: 4 };
+
+export type LogSink = (line: string, level: LogLevel) => void;
+
+let threshold: number = ORDER[(process.env.MUXWIRE_LOG as LogLevel | undefined) ?? 'warn'] ?? ORDER.warn;
+let sink: LogSink = (line) => process.stderr.write(line + '\n');
+
+/** Sets the global level (`-v` sets debug). */
+export function setLogLevel(level: LogLevel): void {
+  threshold = ORDER[level];
+}
+
+/** Sends log lines somewhere else than stderr (tests capture them this way). */
+export function setLogSink(next: LogSink): void {
+  sink = next;
+}
+
+export class Logger {
+  readonly #context: string;
+  constructor(context = '') {
+    this.#context = context;
+  }
+  /** A logger whose lines carry more context, e.g. `{ dev: 3, conn: '1→62078' }`. */
+  child(fields: Record<string, string | number>): Logger {
+    const more = Object.entries(fields)
+      .map(([k, v]) => `${k}=${v}`)
+      .join(' ');
+    return new Logger(this.#context ? `${this.#context} ${more}` : more);
+  }
+  enabled(level: LogLevel): boolean {
+    return ORDER[level] <= threshold;
+  }
+  #write(level: LogLevel, message: string): void {
+    if (ORDER[level] > threshold) return;
+    sink(`muxwire ${level}${this.#context ? ' ' + this.#context : ''} ${message}`, level);
+  }
+  error(message: string): void { this.#write('error', message); }
+  warn(message: string): void { this.#write('warn', message); }
+  info(message: string): void { this.#write('info', message); }
+  debug(message: string): void { this.#write('debug', message); }
+  trace(message: string): void { this.#write('trace', message); }
+}
+
+/** The root logger. */
+export const log = new Logger();
+
+/** diagnostics_channel events for attach, detach and connect (STYLE.md §11). */
+export const diagnostics = {
+  attach: channel('muxwire:device:attach'),
+  detach: channel('muxwire:device:detach'),
+  connect: channel('muxwire:connection:open'),
+  close: channel('muxwire:connection:close'),
+};

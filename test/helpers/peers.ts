@@ -1,0 +1,79 @@
+/**
+ * Real peers for interop tests (DESIGN.md "Tests"): programs this project did not write, such as
+ * libimobiledevice's `idevice_id` or Debian's `/usr/sbin/usbmuxd`. A test whose peer is missing is
+ * skipped with the reason; with `MUXWIRE_REQUIRE_PEERS=1` (set by `.ci/run`, which installs the
+ * peers) a missing peer fails the test instead, so CI cannot go green by skipping.
+ *
+ * ```ts
+ * test('lists a simulated device', async (t) => {
+ *   if (!requirePeer(t, 'idevice_id')) return;
+ *   ...
+ * });
+ * ```
+ */
+import { accessSync, constants, statSync } from 'node:fs';
+import { delimiter, isAbsolute, join } from 'node:path';
+import assert from 'node:assert/strict';
+import type { TestContext } from 'node:test';
+
+const found = new Map<string, string | undefined>();
+
+/**
+ * Where the peer `name` lives: an absolute path is checked as it is, a bare name is looked up on
+ * PATH (and in /usr/sbin and /sbin, where Debian installs usbmuxd, which PATH of a non-root user
+ * often lacks). Returns the executable's path, or undefined.
+ */
+export function findPeer(name: string): string | undefined {
+  if (found.has(name)) return found.get(name);
+  const candidates = isAbsolute(name)
+    ? [name]
+    : [...(process.env.PATH ?? '').split(delimiter).filter((d) => d !== ''), '/usr/sbin', '/sbin']
+        .map((dir) => join(dir, name));
+  let hit: string | undefined;
+  for (const file of candidates) {
+    try {
+      if (!statSync(file).isFile()) continue;
+      accessSync(file, constants.X_OK);
+      hit = file;
+      break;
+    } catch {
+      // not here; try the next directory
+    }
+  }
+  found.set(name, hit);
+  return hit;
+}
+
+/** True when the peer `name` (a program name or an absolute path) can be run. */
+export function hasPeer(name: string): boolean {
+  return findPeer(name) !== undefined;
+}
+
+/** True when missing peers must fail tests rather than skip them. */
+export function peersRequired(): boolean {
+  return process.env.MUXWIRE_REQUIRE_PEERS === '1';
+}
+
+/**
+ * Returns true when every named peer is available. Otherwise skips the test with the reason and
+ * returns false, or, when MUXWIRE_REQUIRE_PEERS=1, fails it (throws an AssertionError).
+ */
+export function requirePeer(t: TestContext, ...names: string[]): boolean {
+  const missing = names.filter((n) => !hasPeer(n));
+  if (missing.length === 0) return true;
+  const reason = `peer not installed: ${missing.join(', ')}`;
+  if (peersRequired()) assert.fail(`${reason} (MUXWIRE_REQUIRE_PEERS=1)`);
+  t.skip(reason);
+  return false;
+}
+
+/**
+ * Like requirePeer for a condition that is not a program (e.g. "unshare -m works here"): skips with
+ * `reason` when `ok` is false, or fails under MUXWIRE_REQUIRE_PEERS=1.
+ */
+export function requireCondition(t: TestContext, ok: boolean, reason: string): boolean {
+  if (ok) return true;
+  if (peersRequired()) assert.fail(`${reason} (MUXWIRE_REQUIRE_PEERS=1)`);
+  t.skip(reason);
+  return false;
+}
