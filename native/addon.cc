@@ -1,0 +1,70 @@
+// N-API glue for the muxwire addon: argument checks and conversions only; the work lives in files
+// of its own (mux-scan.cc, demuxer.cc) that know nothing of Node. src/accel/ is the one place that loads this
+// addon, validates arguments first and holds a TypeScript twin of every entry point; the checks
+// here still turn a wrong type into a TypeError rather than a crash (STYLE.md §6).
+//
+// State lives per environment (worker threads each get their own MuxwireAddon through
+// napi_set_instance_data, which Napi::Addon uses), never in globals.
+#include <napi.h>
+
+#include <cstdint>
+
+#include "demuxer-binding.h"
+#include "mux-scan.h"
+#include "napi-args.h"
+
+namespace muxwire {
+namespace {
+
+// Bumped whenever an export changes shape; src/accel/native-binding.ts refuses an addon built from
+// other sources (a stale build/) instead of calling into it with the wrong contract.
+constexpr uint32_t kAbiVersion = 2;
+
+class MuxwireAddon : public Napi::Addon<MuxwireAddon> {
+ public:
+  MuxwireAddon(Napi::Env env, Napi::Object exports) {
+    DefineAddon(exports,
+                {
+                    InstanceValue("abiVersion", Napi::Number::New(env, kAbiVersion),
+                                  napi_enumerable),
+                    InstanceMethod("scanMuxPackets", &MuxwireAddon::ScanMuxPacketsJs,
+                                   napi_enumerable),
+                    InstanceValue("Demuxer", DefineDemuxerClass(env), napi_enumerable),
+                });
+  }
+
+ private:
+  // scanMuxPackets(buf: Uint8Array, version: 1 | 2, out: Uint32Array): number (mux-scan.h).
+  Napi::Value ScanMuxPacketsJs(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (info.Length() != 3) {
+      Napi::TypeError::New(env, "scanMuxPackets takes (buf, version, out)")
+          .ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    const uint8_t* data;
+    size_t size;
+    int version;
+    uint32_t* out;
+    size_t out_len;
+    if (!GetBytes(info, 0, "buf must be a Buffer or Uint8Array", &data, &size) ||
+        !GetMuxVersion(info, 1, &version) ||
+        !GetU32Array(info, 2, "out must be a Uint32Array", &out, &out_len)) {
+      return env.Undefined();
+    }
+    if (out_len < kScanRecordFields) {
+      Napi::RangeError::New(env, "out must hold at least one record (5 entries)")
+          .ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    const int64_t result = ScanMuxPackets(data, size, version, out, out_len);
+    return Napi::Number::New(env, static_cast<double>(result));
+  }
+};
+
+}  // namespace
+}  // namespace muxwire
+
+// The macro pastes the class name into an identifier, so it needs the unqualified name.
+using muxwire::MuxwireAddon;
+NODE_API_ADDON(MuxwireAddon)

@@ -1,0 +1,177 @@
+// See demuxer.h for the contract; mux-wire.h for the byte layout.
+#include "demuxer.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "mux-wire.h"
+
+namespace muxwire {
+
+namespace {
+
+inline uint32_t PortsKey(uint16_t sport, uint16_t dport) {
+  return (static_cast<uint32_t>(sport) << 16) | dport;
+}
+
+}  // namespace
+
+Demuxer::Demuxer(int version, uint32_t max_packet, uint8_t* staging_a, uint8_t* staging_b,
+                 uint32_t* ring_state, size_t max_connections)
+    : version_(version),
+      max_packet_(max_packet),
+      staging_{staging_a, staging_b},
+      ring_state_(ring_state),
+      rings_(max_connections) {}
+
+void Demuxer::SetVersion(int version) { version_ = version; }
+
+size_t Demuxer::HeaderSize() const { return MuxHeaderSize(version_); }
+
+bool Demuxer::LengthOk(uint32_t length) const {
+  return length >= HeaderSize() && length <= max_packet_;
+}
+
+bool Demuxer::HasPorts(uint16_t sport, uint16_t dport) const {
+  return slots_by_ports_.count(PortsKey(sport, dport)) != 0;
+}
+
+void Demuxer::Open(uint32_t slot, uint16_t sport, uint16_t dport, uint8_t* ring,
+                   uint32_t capacity) {
+  Ring& r = rings_[slot];
+  r.data = ring;
+  r.capacity = capacity;
+  r.key = PortsKey(sport, dport);
+  ring_state_[2 * slot] = 0;
+  ring_state_[2 * slot + 1] = 0;
+  slots_by_ports_[r.key] = slot;
+}
+
+void Demuxer::Close(uint32_t slot) {
+  Ring& r = rings_[slot];
+  slots_by_ports_.erase(r.key);
+  r = Ring();
+}
+
+int64_t Demuxer::Fail(uint32_t offset, uint32_t length, uint32_t* events) {
+  // A length that cannot be trusted leaves no way to find the next packet: the stream is over
+  // (netmuxd: fatal for the device), and every later push says so again.
+  failed_ = true;
+  failed_offset_ = offset;
+  failed_length_ = length;
+  events[0] = offset;
+  events[1] = length;
+  return kDemuxBadLength;
+}
+
+int64_t Demuxer::Push(const uint8_t* data, size_t size, uint32_t* events) {
+  if (failed_) {
+    events[0] = failed_offset_;
+    events[1] = failed_length_;
+    return kDemuxBadLength;
+  }
+  size_t count = 0;
+  size_t pos = 0;
+
+  // 1. Finish the packet that began in an earlier transfer, copying only what it still lacks.
+  if (staged_ > 0) {
+    uint8_t* stage = staging_[current_];
+    if (staged_ < kMuxLengthFieldEnd) {
+      const size_t take = std::min(kMuxLengthFieldEnd - staged_, size);
+      std::memcpy(stage + staged_, data, take);
+      staged_ += static_cast<uint32_t>(take);
+      pos = take;
+      if (staged_ < kMuxLengthFieldEnd) return 0;
+      const uint32_t length = ReadU32BE(stage + 4);
+      if (!LengthOk(length)) return Fail(kOffsetEarlier, length, events);
+    }
+    const uint32_t length = ReadU32BE(stage + 4);
+    const size_t take = std::min<size_t>(length - staged_, size - pos);
+    std::memcpy(stage + staged_, data + pos, take);
+    staged_ += static_cast<uint32_t>(take);
+    pos += take;
+    if (staged_ < length) return 0;
+    Emit(1 + current_, 0, stage, length, events);
+    ++count;
+    // The finished packet stays readable in this staging buffer until the next push; a new
+    // partial packet goes to the other one.
+    current_ ^= 1;
+    staged_ = 0;
+  }
+
+  // 2. Whole packets inside the transfer: events point into it, nothing is copied.
+  while (size - pos >= kMuxLengthFieldEnd) {
+    const uint8_t* packet = data + pos;
+    const uint32_t length = ReadU32BE(packet + 4);
+    if (!LengthOk(length)) return Fail(static_cast<uint32_t>(pos), length, events);
+    if (size - pos < length) break;
+    Emit(kSourceTransfer, static_cast<uint32_t>(pos), packet, length,
+         events + count * kEventFields);
+    ++count;
+    pos += length;
+  }
+
+  // 3. Keep the start of the next packet. Its length, when visible, passed the check above, so
+  // it fits in a staging buffer of max_packet bytes.
+  if (pos < size) {
+    std::memcpy(staging_[current_], data + pos, size - pos);
+    staged_ = static_cast<uint32_t>(size - pos);
+  }
+  return static_cast<int64_t>(count);
+}
+
+void Demuxer::Emit(uint32_t source, uint32_t offset, const uint8_t* packet, uint32_t length,
+                   uint32_t* record) {
+  const size_t header_size = HeaderSize();
+  const uint32_t protocol = ReadU32BE(packet);
+  record[2] = source;
+  record[3] = offset;
+  record[4] = length;
+  record[5] = version_ == 2 ? ReadU32BE(packet + 12) : 0;
+  // usbmuxd drops TCP packets shorter than header + 20 (usbmux.md §2.7); they are reported as
+  // plain packets for the engine to log.
+  if (protocol != kMuxProtocolTcp || length < header_size + kTcpHeaderSize) {
+    record[0] = kEventPacket;
+    record[1] = protocol;
+    record[6] = 0;
+    record[7] = length - static_cast<uint32_t>(header_size);
+    return;
+  }
+  const uint8_t* tcp = packet + header_size;
+  const uint32_t payload_length = length - static_cast<uint32_t>(header_size + kTcpHeaderSize);
+  record[7] = payload_length;
+  const auto found = slots_by_ports_.find(PortsKey(ReadU16BE(tcp), ReadU16BE(tcp + 2)));
+  if (found == slots_by_ports_.end()) {
+    record[0] = kEventTcp;
+    record[1] = kNoSlot;
+    record[6] = 0;
+    return;
+  }
+  const uint32_t slot = found->second;
+  const Ring& ring = rings_[slot];
+  const uint32_t read = ring_state_[2 * slot];
+  const uint32_t write = ring_state_[2 * slot + 1];
+  record[1] = slot;
+  record[6] = write;
+  if (payload_length == 0) {
+    record[0] = kEventTcp;
+    return;
+  }
+  // JS owns the read position; one that claims more unread bytes than the ring holds is treated
+  // as a full ring rather than trusted.
+  const uint32_t unread = write - read;
+  const uint32_t free_bytes = unread > ring.capacity ? 0 : ring.capacity - unread;
+  if (payload_length > free_bytes) {
+    record[0] = kEventTcpOverflow;
+    return;
+  }
+  const uint32_t at = write & (ring.capacity - 1);
+  const uint32_t first = std::min(payload_length, ring.capacity - at);
+  const uint8_t* payload = tcp + kTcpHeaderSize;
+  std::memcpy(ring.data + at, payload, first);
+  std::memcpy(ring.data, payload + first, payload_length - first);
+  ring_state_[2 * slot + 1] = write + payload_length;
+  record[0] = kEventTcpData;
+}
+
+}  // namespace muxwire

@@ -1,0 +1,257 @@
+/**
+ * The TypeScript twin of native/demuxer.cc: the device→host demuxer core. It reads the bulk IN
+ * pipe as a byte stream of mux packets (packets may span transfers, a transfer may hold several),
+ * and appends each TCP payload of a known connection to that connection's ring buffer. The parity
+ * test holds the two to identical events, ring bytes and positions.
+ *
+ * ```
+ * IN transfers:   │ pkt │ pkt │ pk│ │t│ │t │ pkt │ p│ ...      (boundaries anywhere)
+ *                              └─staged─┘ reassembled in staging A/B, else events point into
+ *                                         the transfer itself
+ * event record (DEMUX_EVENT_FIELDS u32 per packet):
+ *  0 kind        1 PACKET · 2 TCP (payload not stored) · 3 TCP_DATA (payload in the ring)
+ *                · 4 TCP_OVERFLOW (payload larger than the ring's free space: not stored)
+ *  1 protocol (PACKET) | connection slot (TCP kinds; 0xFFFFFFFF = no such connection)
+ *  2 source      0 transfer · 1 staging A · 2 staging B
+ *  3 offset      4 length (whole packet)
+ *  5 v2: tx_seq << 16 | rx_seq (v1: 0)
+ *  6 TCP kinds: ring write position before this payload    7 payload length
+ * ring positions (shared Uint32Array, 2 per slot): [2s] read, [2s+1] write; byte totals mod 2^32
+ * ```
+ */
+import { SCAN_BAD_LENGTH } from './accel.js';
+
+export const DEMUX_EVENT_FIELDS = 8;
+/** Event kinds (field 0). */
+export const DemuxEvent = { PACKET: 1, TCP: 2, TCP_DATA: 3, TCP_OVERFLOW: 4 } as const;
+/** Field indices inside one event record. */
+export const DemuxField = {
+  KIND: 0,
+  /** The protocol for PACKET events, the connection slot for TCP kinds. */
+  SLOT_OR_PROTOCOL: 1,
+  SOURCE: 2,
+  OFFSET: 3,
+  LENGTH: 4,
+  SEQS: 5,
+  RING_START: 6,
+  PAYLOAD_LENGTH: 7,
+} as const;
+/** Source (field 2) of a packet that lies in the pushed transfer; 1 and 2 are staging A and B. */
+export const SOURCE_TRANSFER = 0;
+/** Slot (field 1) of a TCP packet for no open connection. */
+export const NO_SLOT = 0xffffffff;
+/** Offset reported by a failed push when the bad packet began in an earlier transfer. */
+export const OFFSET_EARLIER = 0xffffffff;
+
+const LENGTH_FIELD_END = 8;
+const TCP_HEADER_SIZE = 20;
+const PROTOCOL_TCP = 6;
+
+/** The raw demuxer both the addon's `Demuxer` class and {@link DemuxCoreJs} implement. Arguments
+ * are assumed valid (src/accel/demuxer.ts checks them). */
+export interface RawDemuxer {
+  setVersion(version: 1 | 2): void;
+  /** Registers a connection under the ports its device packets carry (sport = device port). */
+  open(slot: number, sport: number, dport: number, ring: Uint8Array): void;
+  close(slot: number): void;
+  /** Event count, or -1 with events[0] = offset (OFFSET_EARLIER) and events[1] = length. */
+  push(transfer: Uint8Array, events: Uint32Array): number;
+  /** Bytes of a packet still being reassembled. */
+  staged(): number;
+}
+
+export type RawDemuxerConstructor = new (
+  version: 1 | 2,
+  maxPacket: number,
+  stagingA: Uint8Array,
+  stagingB: Uint8Array,
+  ringState: Uint32Array,
+) => RawDemuxer;
+
+interface Ring {
+  data: Uint8Array;
+  key: number;
+}
+
+export class DemuxCoreJs implements RawDemuxer {
+  #version: 1 | 2;
+  readonly #maxPacket: number;
+  readonly #staging: [Uint8Array, Uint8Array];
+  readonly #ringState: Uint32Array;
+  readonly #rings: (Ring | undefined)[];
+  readonly #slotsByPorts = new Map<number, number>();
+  /** Which staging buffer receives the packet being reassembled, and how much of it is there. */
+  #current = 0;
+  #staged = 0;
+  #failed: { offset: number; length: number } | undefined;
+
+  constructor(version: 1 | 2, maxPacket: number, stagingA: Uint8Array, stagingB: Uint8Array, ringState: Uint32Array) {
+    this.#version = version;
+    this.#maxPacket = maxPacket;
+    this.#staging = [stagingA, stagingB];
+    this.#ringState = ringState;
+    this.#rings = new Array<Ring | undefined>(ringState.length / 2).fill(undefined);
+  }
+
+  setVersion(version: 1 | 2): void {
+    this.#version = version;
+  }
+
+  open(slot: number, sport: number, dport: number, ring: Uint8Array): void {
+    const key = portsKey(sport, dport);
+    this.#rings[slot] = { data: ring, key };
+    this.#ringState[2 * slot] = 0;
+    this.#ringState[2 * slot + 1] = 0;
+    this.#slotsByPorts.set(key, slot);
+  }
+
+  close(slot: number): void {
+    const ring = this.#rings[slot];
+    if (ring === undefined) return;
+    this.#slotsByPorts.delete(ring.key);
+    this.#rings[slot] = undefined;
+  }
+
+  staged(): number {
+    return this.#staged;
+  }
+
+  push(data: Uint8Array, events: Uint32Array): number {
+    if (this.#failed !== undefined) {
+      events[0] = this.#failed.offset;
+      events[1] = this.#failed.length;
+      return SCAN_BAD_LENGTH;
+    }
+    const size = data.length;
+    let count = 0;
+    let pos = 0;
+
+    // 1. Finish the packet that began in an earlier transfer, copying only what it still lacks.
+    if (this.#staged > 0) {
+      const stage = this.#staging[this.#current]!;
+      if (this.#staged < LENGTH_FIELD_END) {
+        const take = Math.min(LENGTH_FIELD_END - this.#staged, size);
+        stage.set(data.subarray(0, take), this.#staged);
+        this.#staged += take;
+        pos = take;
+        if (this.#staged < LENGTH_FIELD_END) return 0;
+        const length = readU32BE(stage, 4);
+        if (!this.#lengthOk(length)) return this.#fail(OFFSET_EARLIER, length, events);
+      }
+      const length = readU32BE(stage, 4);
+      const take = Math.min(length - this.#staged, size - pos);
+      stage.set(data.subarray(pos, pos + take), this.#staged);
+      this.#staged += take;
+      pos += take;
+      if (this.#staged < length) return 0;
+      this.#emit(1 + this.#current, 0, stage, 0, length, events, 0);
+      count++;
+      // The finished packet stays readable in this staging buffer until the next push; a new
+      // partial packet goes to the other one.
+      this.#current ^= 1;
+      this.#staged = 0;
+    }
+
+    // 2. Whole packets inside the transfer: events point into it, nothing is copied.
+    while (size - pos >= LENGTH_FIELD_END) {
+      const length = readU32BE(data, pos + 4);
+      if (!this.#lengthOk(length)) return this.#fail(pos, length, events);
+      if (size - pos < length) break;
+      this.#emit(SOURCE_TRANSFER, pos, data, pos, length, events, count * DEMUX_EVENT_FIELDS);
+      count++;
+      pos += length;
+    }
+
+    // 3. Keep the start of the next packet; its length, when visible, passed the check above.
+    if (pos < size) {
+      this.#staging[this.#current]!.set(data.subarray(pos), 0);
+      this.#staged = size - pos;
+    }
+    return count;
+  }
+
+  #headerSize(): number {
+    return this.#version === 1 ? 8 : 16;
+  }
+
+  #lengthOk(length: number): boolean {
+    return length >= this.#headerSize() && length <= this.#maxPacket;
+  }
+
+  #fail(offset: number, length: number, events: Uint32Array): number {
+    // A length that cannot be trusted leaves no way to find the next packet: the stream is over
+    // (netmuxd: fatal for the device), and every later push says so again.
+    this.#failed = { offset, length };
+    events[0] = offset;
+    events[1] = length;
+    return SCAN_BAD_LENGTH;
+  }
+
+  /** Writes the record for the packet at `buf[at, at + length)` (reported as source/offset). */
+  #emit(source: number, offset: number, buf: Uint8Array, at: number, length: number, record: Uint32Array, r: number): void {
+    const headerSize = this.#headerSize();
+    const protocol = readU32BE(buf, at);
+    record[r + 2] = source;
+    record[r + 3] = offset;
+    record[r + 4] = length;
+    record[r + 5] = this.#version === 2 ? readU32BE(buf, at + 12) : 0;
+    // usbmuxd drops TCP packets shorter than header + 20 (usbmux.md §2.7): reported as packets.
+    if (protocol !== PROTOCOL_TCP || length < headerSize + TCP_HEADER_SIZE) {
+      record[r] = DemuxEvent.PACKET;
+      record[r + 1] = protocol;
+      record[r + 6] = 0;
+      record[r + 7] = length - headerSize;
+      return;
+    }
+    const tcp = at + headerSize;
+    const payloadLength = length - headerSize - TCP_HEADER_SIZE;
+    record[r + 7] = payloadLength;
+    const slot = this.#slotsByPorts.get(portsKey((buf[tcp]! << 8) | buf[tcp + 1]!, (buf[tcp + 2]! << 8) | buf[tcp + 3]!));
+    if (slot === undefined) {
+      record[r] = DemuxEvent.TCP;
+      record[r + 1] = NO_SLOT;
+      record[r + 6] = 0;
+      return;
+    }
+    const ring = this.#rings[slot]!.data;
+    const read = this.#ringState[2 * slot]!;
+    const write = this.#ringState[2 * slot + 1]!;
+    record[r + 1] = slot;
+    record[r + 6] = write;
+    if (payloadLength === 0) {
+      record[r] = DemuxEvent.TCP;
+      return;
+    }
+    // JS owns the read position; one that claims more unread bytes than the ring holds is treated
+    // as a full ring rather than trusted.
+    const capacity = ring.length;
+    const unread = (write - read) >>> 0;
+    const free = unread > capacity ? 0 : capacity - unread;
+    if (payloadLength > free) {
+      record[r] = DemuxEvent.TCP_OVERFLOW;
+      return;
+    }
+    const ringAt = write & (capacity - 1);
+    const first = Math.min(payloadLength, capacity - ringAt);
+    const payload = tcp + TCP_HEADER_SIZE;
+    copyBytes(buf, payload, payload + first, ring, ringAt);
+    copyBytes(buf, payload + first, payload + payloadLength, ring, 0);
+    this.#ringState[2 * slot + 1] = write + payloadLength;
+    record[r] = DemuxEvent.TCP_DATA;
+  }
+}
+
+function portsKey(sport: number, dport: number): number {
+  return sport * 65536 + dport;
+}
+
+function readU32BE(buf: Uint8Array, at: number): number {
+  return ((buf[at]! << 24) | (buf[at + 1]! << 16) | (buf[at + 2]! << 8) | buf[at + 3]!) >>> 0;
+}
+
+/** Copies without allocating a view when the source is a Buffer (the usual case). */
+function copyBytes(src: Uint8Array, start: number, end: number, dst: Uint8Array, at: number): void {
+  if (end <= start) return;
+  if (Buffer.isBuffer(src)) src.copy(dst, at, start, end);
+  else dst.set(src.subarray(start, end), at);
+}

@@ -1,0 +1,206 @@
+/**
+ * The device→host demuxer (issue 6) behind one interface for both implementations: the addon's
+ * `Demuxer` class (native/demuxer.cc) or its TypeScript twin (demux-core.ts). This wrapper checks
+ * arguments, owns the memory both sides work in, and turns raw results into coded errors.
+ *
+ * Memory both sides see (STYLE.md §6): `events` (one record per packet, see demux-core.ts), two
+ * staging buffers for packets that span transfers, and per connection a ring buffer plus its
+ * read/write positions in `ringState`. A TCP payload is copied once, from the transfer into its
+ * connection's ring; `readable(slot)` hands out views of ring memory, and `consume(slot, n)`
+ * releases them. Backpressure: a ring never grows, so memory per connection is its capacity, and
+ * a device that sends past it gets TCP_OVERFLOW events (the engine's window should prevent that).
+ *
+ * Views returned by `packet(i)` are valid until the next `push`; views from `readable(slot)` until
+ * the bytes are consumed or the connection closes.
+ */
+import { MuxwireError } from '../errors.js';
+import {
+  DEMUX_EVENT_FIELDS,
+  DemuxField,
+  OFFSET_EARLIER,
+  SOURCE_TRANSFER,
+  type RawDemuxer,
+  type RawDemuxerConstructor,
+} from './demux-core.js';
+import { SCAN_BAD_LENGTH } from './accel.js';
+
+export interface DemuxerOptions {
+  /** Mux header version of the packets to come (1 until VERSION negotiates 2). */
+  readonly version: 1 | 2;
+  /** Largest packet accepted (default 65536, usbmuxd's DEV_MRU; at least 16). */
+  readonly maxPacket?: number;
+  /** Connection slots (default 256). */
+  readonly maxConnections?: number;
+}
+
+/** Default ring capacity: the 256 KiB a host window of 128 KiB fits in twice. */
+export const DEFAULT_RING_CAPACITY = 256 * 1024;
+const DEFAULT_MAX_PACKET = 65536;
+const DEFAULT_MAX_CONNECTIONS = 256;
+const MAX_RING_CAPACITY = 1 << 30;
+
+export class Demuxer {
+  readonly #core: RawDemuxer;
+  readonly #staging: [Buffer, Buffer];
+  readonly #rings: (Buffer | undefined)[];
+  readonly #slotsByPorts = new Map<number, number>();
+  #version: 1 | 2;
+  #events: Uint32Array;
+  /** The transfer of the last push, which events with source 0 point into. */
+  #transfer: Uint8Array = new Uint8Array(0);
+  #count = 0;
+
+  /** Read and write positions per slot, shared with the core: `[2s]` read, `[2s + 1]` write. */
+  readonly ringState: Uint32Array;
+
+  /** Use `Accel.createDemuxer()`; this takes the implementation's raw constructor. */
+  constructor(Core: RawDemuxerConstructor, options: DemuxerOptions) {
+    const { version, maxPacket = DEFAULT_MAX_PACKET, maxConnections = DEFAULT_MAX_CONNECTIONS } = options;
+    checkVersion(version);
+    if (!Number.isInteger(maxPacket) || maxPacket < 16 || maxPacket > DEFAULT_MAX_PACKET) {
+      throw new RangeError(`maxPacket must be an integer in 16..${DEFAULT_MAX_PACKET}`);
+    }
+    if (!Number.isInteger(maxConnections) || maxConnections < 1 || maxConnections > 65536) {
+      throw new RangeError('maxConnections must be an integer in 1..65536');
+    }
+    this.#version = version;
+    this.#staging = [Buffer.allocUnsafeSlow(maxPacket), Buffer.allocUnsafeSlow(maxPacket)];
+    this.ringState = new Uint32Array(2 * maxConnections);
+    this.#rings = new Array<Buffer | undefined>(maxConnections).fill(undefined);
+    this.#events = new Uint32Array(DEMUX_EVENT_FIELDS * (1 + 16384 / 8));
+    this.#core = new Core(version, maxPacket, this.#staging[0], this.#staging[1], this.ringState);
+  }
+
+  /** Header version for the packets to come; set 2 once VERSION negotiated it. */
+  get version(): 1 | 2 {
+    return this.#version;
+  }
+  set version(version: 1 | 2) {
+    checkVersion(version);
+    this.#core.setVersion(version);
+    this.#version = version;
+  }
+
+  /** Records of the last push: `count` × DEMUX_EVENT_FIELDS entries (demux-core.ts). */
+  get events(): Uint32Array {
+    return this.#events;
+  }
+
+  /** Bytes of a packet that began in a pushed transfer and is still incomplete. */
+  get staged(): number {
+    return this.#core.staged();
+  }
+
+  /**
+   * Opens a connection slot for the ports the device's packets carry (sport = the device's port,
+   * dport = the host's), with a ring of `capacity` bytes (a power of two). Returns the slot.
+   * @throws MuxwireError `MUXWIRE_ERR_TOO_MANY_CONNECTIONS` when every slot is taken;
+   *   `MUXWIRE_ERR_PORT_IN_USE` when these ports already have a connection.
+   */
+  openConnection(sport: number, dport: number, capacity = DEFAULT_RING_CAPACITY): number {
+    checkPort(sport, 'sport');
+    checkPort(dport, 'dport');
+    if (!Number.isInteger(capacity) || capacity < 1 || capacity > MAX_RING_CAPACITY || (capacity & (capacity - 1)) !== 0) {
+      throw new RangeError('ring capacity must be a power of two up to 1 GiB');
+    }
+    const key = sport * 65536 + dport;
+    if (this.#slotsByPorts.has(key)) {
+      throw new MuxwireError('MUXWIRE_ERR_PORT_IN_USE', `a connection ${sport}→${dport} is already open`);
+    }
+    const slot = this.#rings.indexOf(undefined);
+    if (slot < 0) {
+      throw new MuxwireError('MUXWIRE_ERR_TOO_MANY_CONNECTIONS', `all ${this.#rings.length} connection slots are in use`);
+    }
+    const ring = Buffer.allocUnsafeSlow(capacity);
+    this.#core.open(slot, sport, dport, ring);
+    this.#rings[slot] = ring;
+    this.#slotsByPorts.set(key, slot);
+    return slot;
+  }
+
+  /** Forgets a connection: its packets become TCP events without a slot; its ring is released. */
+  closeConnection(slot: number): void {
+    this.#ring(slot);
+    this.#core.close(slot);
+    this.#rings[slot] = undefined;
+    for (const [key, s] of this.#slotsByPorts) {
+      if (s === slot) this.#slotsByPorts.delete(key);
+    }
+  }
+
+  /**
+   * Consumes one IN transfer and returns how many event records it produced (read them from
+   * `events`). Views from the previous push's `packet()` are invalid from here on.
+   * @throws MuxwireError `MUXWIRE_ERR_BAD_LENGTH` (`detail: {offset, length}`, offset undefined
+   *   when the packet began in an earlier transfer) — fatal: every later push throws it again.
+   */
+  push(transfer: Uint8Array): number {
+    if (!(transfer instanceof Uint8Array)) throw new TypeError('push: transfer must be a Buffer or Uint8Array');
+    const need = DEMUX_EVENT_FIELDS * (1 + Math.floor(transfer.length / (this.#version === 1 ? 8 : 16)));
+    // Grow to the largest transfer seen: bounded by the transfer itself, already in memory.
+    if (this.#events.length < need) this.#events = new Uint32Array(need);
+    this.#count = 0;
+    this.#transfer = transfer;
+    const result = this.#core.push(transfer, this.#events);
+    if (result === SCAN_BAD_LENGTH) {
+      const offset = this.#events[0] === OFFSET_EARLIER ? undefined : this.#events[0]!;
+      const length = this.#events[1]!;
+      throw new MuxwireError(
+        'MUXWIRE_ERR_BAD_LENGTH',
+        `mux packet ${offset === undefined ? 'begun in an earlier transfer' : `at offset ${offset}`} declares length ${length}, outside ${this.#version === 1 ? 8 : 16}..${this.#staging[0].length}`,
+        { detail: { offset, length } },
+      );
+    }
+    this.#count = result;
+    return result;
+  }
+
+  /** A view of event `i`'s whole packet (header included), valid until the next push. */
+  packet(i: number): Buffer {
+    if (!Number.isInteger(i) || i < 0 || i >= this.#count) throw new RangeError(`no event ${i}`);
+    const r = i * DEMUX_EVENT_FIELDS;
+    const source = this.#events[r + DemuxField.SOURCE]!;
+    const offset = this.#events[r + DemuxField.OFFSET]!;
+    const length = this.#events[r + DemuxField.LENGTH]!;
+    const from = source === SOURCE_TRANSFER ? this.#transfer : this.#staging[source - 1]!;
+    return Buffer.from(from.buffer, from.byteOffset + offset, length);
+  }
+
+  /** Unread payload bytes of a connection. */
+  unread(slot: number): number {
+    this.#ring(slot);
+    return (this.ringState[2 * slot + 1]! - this.ringState[2 * slot]!) >>> 0;
+  }
+
+  /** Views of a connection's unread bytes in order: none, one, or two when they wrap the ring. */
+  readable(slot: number): Buffer[] {
+    const ring = this.#ring(slot);
+    const unread = this.unread(slot);
+    if (unread === 0) return [];
+    const at = this.ringState[2 * slot]! & (ring.length - 1);
+    const first = Math.min(unread, ring.length - at);
+    const views = [ring.subarray(at, at + first)];
+    if (first < unread) views.push(ring.subarray(0, unread - first));
+    return views;
+  }
+
+  /** Releases `n` bytes from the front of a connection's unread data. */
+  consume(slot: number, n: number): void {
+    if (!Number.isInteger(n) || n < 0 || n > this.unread(slot)) throw new RangeError(`cannot consume ${n} bytes`);
+    this.ringState[2 * slot] = this.ringState[2 * slot]! + n;
+  }
+
+  #ring(slot: number): Buffer {
+    const ring = Number.isInteger(slot) ? this.#rings[slot] : undefined;
+    if (ring === undefined) throw new RangeError(`no open connection in slot ${slot}`);
+    return ring;
+  }
+}
+
+function checkVersion(version: unknown): asserts version is 1 | 2 {
+  if (version !== 1 && version !== 2) throw new RangeError('version must be 1 or 2');
+}
+
+function checkPort(port: unknown, name: string): void {
+  if (!Number.isInteger(port) || (port as number) < 0 || (port as number) > 65535) throw new RangeError(`${name} must be a port number`);
+}

@@ -1,0 +1,144 @@
+/**
+ * `muxwire daemon`: the usbmuxd-compatible daemon (DESIGN.md "The command").
+ */
+import { parseArgs } from 'node:util';
+import { MuxwireError } from '../../errors.js';
+import { log, setLogLevel } from '../../log.js';
+import { reportFailure } from '../main.js';
+import { MuxDaemon } from '../../daemon/mux-daemon.js';
+import { DEFAULT_PAIR_DIR } from '../../daemon/pair-store.js';
+import { DEFAULT_SOCKET_PATH, parseListenAddress } from '../../daemon/server.js';
+import type { TcpAddress } from '../../daemon/server.js';
+import type { DeviceSource } from '../../transport/device-link.js';
+
+const HELP = `usage: muxwire daemon [options]
+
+Serves the usbmuxd client protocol (binary and plist) so libimobiledevice, pymobiledevice3, go-ios
+and appium tools work unchanged, and runs the device mux protocol to each attached device.
+
+options:
+  --socket PATH         UNIX socket to serve (default ${DEFAULT_SOCKET_PATH}); clients find it with
+                        USBMUXD_SOCKET_ADDRESS=UNIX:PATH
+  --socket-mode MODE    octal mode of the socket file (default 0666, as usbmuxd, so every local
+                        user reaches devices; e.g. 0660 to limit it to the socket's group)
+  --no-socket           serve no UNIX socket (use with --listen)
+  --listen HOST:PORT    also serve TCP (repeatable); PORT alone means 127.0.0.1:PORT
+  --pair-dir DIR        pair records and SystemBUID, usbmuxd's layout (default ${DEFAULT_PAIR_DIR})
+  --vusb-dir DIR        take simulated devices from a vusb bus directory (see 'muxwire sim')
+  --simulate N          start N simulated devices inside the daemon (echo 7, sink 9, source 19,
+                        lockdownd, AFC)
+  --no-usb              do not look for real USB devices
+  --backend B           auto | native | js: which USB/demux implementation to use. Recorded only:
+                        this build has no real USB support yet (it arrives with issue 6), so
+                        devices come from --vusb-dir and --simulate
+  --no-preflight        do not check pairing when a device appears
+  -v, --verbose         debug logging (-v -v: trace, every packet)
+  -h, --help            this text
+
+Prints 'muxwire daemon: listening on <address>' when ready. SIGINT/SIGTERM reset every device
+connection, close every client and remove the socket file.
+`;
+
+export async function run(argv: string[]): Promise<number> {
+  let args;
+  try {
+    args = parseArgs({
+      args: argv,
+      allowPositionals: false,
+      options: {
+        socket: { type: 'string' },
+        'socket-mode': { type: 'string' },
+        'no-socket': { type: 'boolean' },
+        listen: { type: 'string', multiple: true },
+        'pair-dir': { type: 'string' },
+        'vusb-dir': { type: 'string' },
+        simulate: { type: 'string' },
+        'no-usb': { type: 'boolean' },
+        backend: { type: 'string' },
+        'no-preflight': { type: 'boolean' },
+        verbose: { type: 'boolean', short: 'v', multiple: true },
+        help: { type: 'boolean', short: 'h' },
+      },
+    });
+  } catch (err) {
+    process.stderr.write(`muxwire daemon: ${(err as Error).message}\n${HELP}`);
+    return 2;
+  }
+  const o = args.values;
+  if (o.help) {
+    process.stdout.write(HELP);
+    return 0;
+  }
+  const verbosity = o.verbose?.length ?? 0;
+  if (verbosity >= 2) setLogLevel('trace');
+  else if (verbosity === 1) setLogLevel('debug');
+
+  let daemon: MuxDaemon | undefined;
+  const sims: Array<{ close(): Promise<void> }> = [];
+  try {
+    const backend = o.backend ?? 'auto';
+    if (!['auto', 'native', 'js'].includes(backend)) {
+      throw new MuxwireError('MUXWIRE_ERR_BAD_ARGUMENT', `--backend must be auto, native or js, not '${backend}'`);
+    }
+    let socketMode: number | undefined;
+    if (o['socket-mode'] !== undefined) {
+      if (!/^0?[0-7]{3}$/.test(o['socket-mode'])) throw new MuxwireError('MUXWIRE_ERR_BAD_ARGUMENT', `--socket-mode must be octal like 0666, not '${o['socket-mode']}'`);
+      socketMode = parseInt(o['socket-mode'], 8);
+    }
+    const listen: TcpAddress[] = (o.listen ?? []).map(parseListenAddress);
+    let simulate = 0;
+    if (o.simulate !== undefined) {
+      simulate = Number(o.simulate);
+      if (!/^\d+$/.test(o.simulate) || simulate > 1024) throw new MuxwireError('MUXWIRE_ERR_BAD_ARGUMENT', `--simulate takes a count from 0 to 1024, not '${o.simulate}'`);
+    }
+    if (o['no-socket'] && listen.length === 0) throw new MuxwireError('MUXWIRE_ERR_BAD_ARGUMENT', '--no-socket needs at least one --listen');
+
+    const pairDir = o['pair-dir'] ?? DEFAULT_PAIR_DIR;
+    daemon = new MuxDaemon({
+      socketPath: o['no-socket'] ? null : (o.socket ?? DEFAULT_SOCKET_PATH),
+      ...(socketMode !== undefined ? { socketMode } : {}),
+      listen,
+      pairDir,
+      preflight: !o['no-preflight'],
+    });
+    await daemon.start();
+    log.debug(`backend ${backend} recorded; real USB is not in this build${o['no-usb'] ? ' (and --no-usb was given)' : ''}`);
+
+    if (o['vusb-dir'] !== undefined) {
+      const { VusbSource } = await import('../../transport/vusb-source.js');
+      const source: DeviceSource = new VusbSource({ dir: o['vusb-dir'] });
+      await daemon.addSource(source);
+    }
+    if (simulate > 0) {
+      const { SimulatedDevice } = await import('../../sim/simulator.js');
+      for (let i = 0; i < simulate; i++) {
+        const sim = await SimulatedDevice.create({});
+        sims.push(sim);
+        daemon.addLink(sim.inProcessLink());
+      }
+    }
+
+    for (const addr of daemon.addresses) process.stdout.write(`muxwire daemon: listening on ${addr}\n`);
+
+    const running = daemon;
+    await new Promise<void>((resolve) => {
+      const stop = (signal: string): void => {
+        log.info(`${signal}: shutting down`);
+        process.off('SIGINT', onInt);
+        process.off('SIGTERM', onTerm);
+        resolve();
+      };
+      const onInt = (): void => stop('SIGINT');
+      const onTerm = (): void => stop('SIGTERM');
+      process.on('SIGINT', onInt);
+      process.on('SIGTERM', onTerm);
+    });
+    await running.close();
+    await Promise.all(sims.map((s) => s.close().catch(() => undefined)));
+    return 0;
+  } catch (err) {
+    await daemon?.close().catch(() => undefined);
+    await Promise.all(sims.map((s) => s.close().catch(() => undefined)));
+    return reportFailure('daemon', err);
+  }
+}

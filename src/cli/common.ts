@@ -1,0 +1,84 @@
+/**
+ * What every client command shares: the common options (`--socket`, `-u/--udid`, `--json`,
+ * `--help`), the usbmux client they build, and output: human text by default, one JSON document
+ * with `--json`, one-line errors with a code and a non-zero exit.
+ */
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { MuxwireError } from '../errors.js';
+import { UsbmuxClient } from '../client/usbmux-client.js';
+import { reportFailure } from './main.js';
+
+export const COMMON_OPTIONS = {
+  socket: { type: 'string' },
+  udid: { type: 'string', short: 'u' },
+  json: { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' },
+  timeout: { type: 'string' },
+} as const satisfies ParseArgsConfig['options'];
+
+/** The values of the common options, once parsed. */
+export interface CommonValues {
+  socket?: string;
+  udid?: string;
+  json?: boolean;
+  help?: boolean;
+  timeout?: string;
+}
+
+export const COMMON_HELP = `common options:
+  --socket ADDR   usbmuxd socket: UNIX:/path, /path, host:port or [v6]:port
+                  (default: $USBMUXD_SOCKET_ADDRESS, else /var/run/usbmuxd)
+  -u, --udid UDID the device to use (default: the first USB device)
+  --json          print one JSON document instead of text
+  --timeout MS    deadline for each request to the daemon (default 5000)
+  -h, --help      this help`;
+
+/** Parses argv with the common options plus `extra`; unknown options are a coded error. */
+export function parseCommand<T extends NonNullable<ParseArgsConfig['options']>>(
+  argv: string[],
+  extra: T,
+  allowPositionals = true,
+): { values: Record<string, string | boolean | undefined> & CommonValues; positionals: string[] } {
+  try {
+    const parsed = parseArgs({ args: argv, options: { ...COMMON_OPTIONS, ...extra }, allowPositionals, strict: true });
+    return parsed as unknown as { values: Record<string, string | boolean | undefined> & CommonValues; positionals: string[] };
+  } catch (err) {
+    throw new MuxwireError('MUXWIRE_ERR_BAD_ARGUMENT', (err as Error).message.split('\n')[0] ?? 'bad arguments');
+  }
+}
+
+export function makeClient(values: { socket?: string; timeout?: string }): UsbmuxClient {
+  const timeoutMs = values.timeout !== undefined ? Number(values.timeout) : undefined;
+  if (timeoutMs !== undefined && !(timeoutMs > 0)) throw new MuxwireError('MUXWIRE_ERR_BAD_ARGUMENT', `--timeout must be a positive number of ms`);
+  return new UsbmuxClient({ address: values.socket, timeoutMs, progName: 'muxwire' });
+}
+
+/** Runs a command body, turning any failure into one line on stderr and exit status 1. */
+export async function runCommand(name: string, help: string, argv: string[], body: () => Promise<number | void>): Promise<number> {
+  if (argv.includes('--help') || argv.includes('-h')) {
+    process.stdout.write(help.trimEnd() + '\n');
+    return 0;
+  }
+  try {
+    return (await body()) ?? 0;
+  } catch (err) {
+    return reportFailure(name, err);
+  }
+}
+
+/** Prints a value as JSON (Buffers as base64, bigints as numbers or strings, Dates as ISO). */
+export function printJson(value: unknown): void {
+  process.stdout.write(
+    JSON.stringify(
+      value,
+      (_k, v: unknown) => {
+        if (typeof v === 'bigint') return Number.isSafeInteger(Number(v)) ? Number(v) : v.toString();
+        if (v && typeof v === 'object' && (v as { type?: string }).type === 'Buffer' && Array.isArray((v as { data?: unknown }).data)) {
+          return Buffer.from((v as { data: number[] }).data).toString('base64');
+        }
+        return v;
+      },
+      2,
+    ) + '\n',
+  );
+}

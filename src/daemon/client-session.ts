@@ -1,0 +1,497 @@
+/**
+ * One client of the daemon: a socket speaking the usbmuxd client protocol (usbmux.md §4), binary
+ * (v0) or plist (v1), until it becomes an event stream (Listen) or a raw tunnel (Connect).
+ *
+ * ```
+ *  command ──Listen────────────────────> listening   (events until the client goes)
+ *  command ──Connect───────────────────> connecting  (socket paused; bytes behind the Connect kept)
+ *  connecting ──device accepts─────────> connected   (Result 0, kept bytes forwarded, raw tunnel)
+ *  connecting ──refused/timeout/gone───> command     (Result 3 / 3 / 2; more requests may follow)
+ *  command ──any other request─────────> command     (any number of requests per socket)
+ *  any ──EOF, error, impossible length─> closed      (fail(): one path releases everything)
+ * ```
+ *
+ * Reply format (§4.6): binary until the client sends any PLIST message, plist for good after.
+ *
+ * Differences from usbmuxd, on purpose: every request gets a reply (a malformed plist or a
+ * missing MessageType gets Result 1, where usbmuxd is silent, §6.8); bytes a client sends right
+ * behind its Connect are kept and forwarded once connected (usbmuxd parses them as a command and
+ * drops the client, §6.7); a request on a listening socket gets Result 1 and the events go on.
+ */
+import type { Socket } from 'node:net';
+import { MuxwireError, isMuxwireError } from '../errors.js';
+import type { Logger } from '../log.js';
+import { ClientMessageDecoder, ClientMessageType, ResultCode, encodeClientMessage } from '../protocol/client-message.js';
+import type { ClientMessage } from '../protocol/client-message.js';
+import { CLIENT_VERSION_PLIST } from '../protocol/client-header.js';
+import {
+  attachedEvent,
+  buidReply,
+  decodePortNumber,
+  detachedEvent,
+  deviceListReply,
+  listenersReply,
+  pairRecordReply,
+  pairedEvent,
+  resultMessage,
+} from '../protocol/client-plist.js';
+import type { ListenerInfo } from '../protocol/client-plist.js';
+import type { PlistDict, PlistValue } from '../protocol/plist.js';
+import type { MuxConnection } from '../mux/mux-connection.js';
+import type { DeviceEntry, DeviceRegistry } from './device-registry.js';
+import { EINVAL, errnoOf, validatePairRecordId } from './pair-store.js';
+import type { PairStore } from './pair-store.js';
+
+/** Client states (see the drawing above). */
+export type ClientState = 'command' | 'listening' | 'connecting' | 'connected' | 'closed';
+
+/** What a client session needs from the daemon. */
+export interface ClientContext {
+  registry: DeviceRegistry;
+  pairStore: PairStore;
+  /** Every live client, for ListListeners. */
+  clients: ReadonlySet<ClientSession>;
+  /** Connect timeout (ms) for device connections. */
+  connectTimeoutMs?: number;
+  /** Called once when the client is gone. */
+  onClosed(client: ClientSession): void;
+}
+
+/** Most event bytes a listening client may leave unread before it is dropped. */
+const MAX_EVENT_BACKLOG = 1024 * 1024;
+/** A closing tunnel that makes no progress delivering to its client for this long is cut (§3.9). */
+const FLUSH_STALL_MS = 1000;
+
+export class ClientSession {
+  /** The client number (log context, ListListeners "ID String"). */
+  readonly id: number;
+  readonly socket: Socket;
+  readonly log: Logger;
+
+  #ctx: ClientContext;
+  #state: ClientState = 'command';
+  #protoVersion: 0 | 1 = 0;
+  #decoder = new ClientMessageDecoder();
+  #progName: string | undefined;
+  #bundleId: string | undefined;
+  #clientVersion: string | undefined;
+  #libUSBMuxVersion: number | undefined;
+  #conn: MuxConnection | undefined;
+  #device: DeviceEntry | undefined;
+  #flushTimer: NodeJS.Timeout | undefined;
+  #flushMark = -1;
+  #onData = (chunk: Buffer): void => this.#receive(chunk);
+
+  constructor(socket: Socket, id: number, ctx: ClientContext, log: Logger) {
+    this.socket = socket;
+    this.id = id;
+    this.#ctx = ctx;
+    this.log = log;
+    socket.on('data', this.#onData);
+    socket.on('end', () => this.#onEnd());
+    socket.on('error', (err) => this.fail(err));
+    socket.on('close', () => this.fail());
+  }
+
+  get state(): ClientState {
+    return this.#state;
+  }
+
+  /** The device connection of a tunnel (connecting or connected), if any. */
+  get connection(): MuxConnection | undefined {
+    return this.#conn;
+  }
+
+  /** This client as a ListListeners entry, with its own number (usbmuxd uses the asker's, §6.10). */
+  listenerInfo(): ListenerInfo {
+    const info: ListenerInfo = { idString: `${this.id}-${this.#progName ?? 'unknown'}` };
+    if (this.#progName !== undefined) info.progName = this.#progName;
+    if (this.#bundleId !== undefined) info.bundleId = this.#bundleId;
+    if (this.#libUSBMuxVersion !== undefined) info.libUSBMuxVersion = this.#libUSBMuxVersion;
+    return info;
+  }
+
+  /** True while the client receives device events. */
+  get listening(): boolean {
+    return this.#state === 'listening';
+  }
+
+  // ---- events to a listening client ------------------------------------------------------------
+
+  /** Sends an Attached / DEVICE_ADD event. */
+  deviceAttached(entry: DeviceEntry): void {
+    if (this.#state !== 'listening') return;
+    this.#sendEvent(
+      this.#protoVersion === 1
+        ? encodeClientMessage({ kind: 'plist', tag: 0, version: CLIENT_VERSION_PLIST, plist: attachedEvent(entry.properties) })
+        : encodeClientMessage({
+            kind: 'device-add',
+            tag: 0,
+            device: { deviceId: entry.id, productId: entry.properties.productId, serialNumber: entry.properties.serialNumber, locationId: entry.properties.locationId },
+          }),
+    );
+  }
+
+  /** Sends a Detached / DEVICE_REMOVE event. */
+  deviceDetached(entry: DeviceEntry): void {
+    if (this.#state !== 'listening') return;
+    this.#sendEvent(
+      this.#protoVersion === 1
+        ? encodeClientMessage({ kind: 'plist', tag: 0, version: CLIENT_VERSION_PLIST, plist: detachedEvent(entry.id) })
+        : encodeClientMessage({ kind: 'device-remove', tag: 0, deviceId: entry.id }),
+    );
+  }
+
+  /** Sends a Paired / DEVICE_PAIRED event. */
+  devicePaired(entry: DeviceEntry): void {
+    if (this.#state !== 'listening') return;
+    this.#sendEvent(
+      this.#protoVersion === 1
+        ? encodeClientMessage({ kind: 'plist', tag: 0, version: CLIENT_VERSION_PLIST, plist: pairedEvent(entry.id) })
+        : encodeClientMessage({ kind: 'device-paired', tag: 0, deviceId: entry.id }),
+    );
+  }
+
+  #sendEvent(bytes: Buffer): void {
+    if (this.socket.writableLength > MAX_EVENT_BACKLOG) {
+      this.log.warn('listener does not read its events; dropping it');
+      this.fail(new MuxwireError('MUXWIRE_ERR_SLOW_CLIENT', 'listener does not read its events'));
+      return;
+    }
+    this.socket.write(bytes);
+  }
+
+  // ---- the one fatal path ------------------------------------------------------------------------
+
+  /** Ends the client: closes its socket and its device connection (RST), reports once. */
+  fail(err?: Error): void {
+    if (this.#state === 'closed') return;
+    const prev = this.#state;
+    this.#state = 'closed';
+    if (err && !isMuxwireError(err, 'MUXWIRE_ERR_SLOW_CLIENT')) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ECONNRESET' || code === 'EPIPE') this.log.debug(`client gone (${code})`);
+      else this.log.debug(`client closed: ${err.message}`);
+    } else {
+      this.log.debug(`client closed (was ${prev})`);
+    }
+    if (this.#flushTimer !== undefined) clearInterval(this.#flushTimer);
+    this.#flushTimer = undefined;
+    this.socket.off('data', this.#onData);
+    const conn = this.#conn;
+    this.#conn = undefined;
+    if (conn !== undefined) {
+      conn.unpipe(this.socket);
+      this.socket.unpipe(conn);
+      conn.destroy();
+    }
+    this.socket.destroy();
+    this.#ctx.onClosed(this);
+  }
+
+  // ---- command mode ----------------------------------------------------------------------------
+
+  #receive(chunk: Buffer): void {
+    if (this.#state === 'closed' || this.#state === 'connected') return;
+    this.#decoder.push(chunk);
+    this.#processCommands();
+  }
+
+  #processCommands(): void {
+    while (this.#state === 'command' || this.#state === 'listening') {
+      let msg: ClientMessage | undefined;
+      try {
+        msg = this.#decoder.next();
+      } catch (err) {
+        // An impossible length: no way to find the next message. Only this client is closed.
+        this.log.warn(`closing client: ${(err as Error).message}`);
+        this.fail(err as Error);
+        return;
+      }
+      if (msg === undefined) return;
+      this.#handle(msg);
+    }
+  }
+
+  #onEnd(): void {
+    if (this.#state === 'connected' || this.#state === 'closed') return;
+    if (this.#state === 'connecting') {
+      // The client gave up waiting for its Connect (libusbmuxd does after 5 s): abort it (RST).
+      this.fail();
+      return;
+    }
+    // EOF from a command or listen client: answer what is pending, then close.
+    this.socket.end();
+  }
+
+  #handle(msg: ClientMessage): void {
+    switch (msg.kind) {
+      case 'listen':
+        this.#listen(msg.tag);
+        return;
+      case 'connect':
+        this.#connect(msg.tag, msg.deviceId, msg.port);
+        return;
+      case 'plist':
+        this.#protoVersion = 1;
+        this.#plistRequest(msg.tag, msg.plist);
+        return;
+      case 'bad-plist':
+        this.#protoVersion = 1;
+        this.log.debug(`malformed plist request: ${msg.error.message}`);
+        this.#result(msg.tag, ResultCode.BADCOMMAND);
+        return;
+      case 'unknown':
+        if (msg.version !== 0 && msg.version !== 1) {
+          this.log.debug(`request with header version ${msg.version}`);
+          this.#result(msg.tag, ResultCode.BADVERSION);
+        } else {
+          if (msg.message === ClientMessageType.PLIST) this.#protoVersion = 1;
+          this.log.debug(`unknown request type ${msg.message} (${msg.payload.length} payload bytes)`);
+          this.#result(msg.tag, ResultCode.BADCOMMAND);
+        }
+        return;
+      default:
+        // Daemon-to-client types (RESULT, DEVICE_ADD…) sent by a client.
+        this.#result(msg.tag, ResultCode.BADCOMMAND);
+    }
+  }
+
+  #plistRequest(tag: number, req: PlistDict): void {
+    // usbmuxd copies these from every request and uses them for ListListeners (§4.4).
+    if (typeof req.ProgName === 'string') this.#progName = req.ProgName;
+    if (typeof req.BundleID === 'string') this.#bundleId = req.BundleID;
+    if (typeof req.ClientVersionString === 'string') this.#clientVersion = req.ClientVersionString;
+    const v = toUint(req.kLibUSBMuxVersion);
+    if (v !== undefined) this.#libUSBMuxVersion = v;
+    const type = req.MessageType;
+    if (typeof type !== 'string') {
+      this.#result(tag, ResultCode.BADCOMMAND);
+      return;
+    }
+    if (this.log.enabled('debug')) this.log.debug(`${type} from ${this.#progName ?? 'unknown'}`);
+    switch (type) {
+      case 'Listen':
+        this.#listen(tag);
+        return;
+      case 'Connect': {
+        const deviceId = toUint(req.DeviceID);
+        const portNumber = toUint(req.PortNumber);
+        // usbmuxd: no DeviceID → BADDEV, no PortNumber → BADCOMMAND (§4.4).
+        if (deviceId === undefined) this.#result(tag, ResultCode.BADDEV);
+        else if (portNumber === undefined) this.#result(tag, ResultCode.BADCOMMAND);
+        else this.#connect(tag, deviceId, decodePortNumber(portNumber));
+        return;
+      }
+      case 'ListDevices':
+        this.#reply(tag, deviceListReply(this.#ctx.registry.visible().map((d) => d.properties)));
+        return;
+      case 'ListListeners':
+        this.#reply(tag, listenersReply([...this.#ctx.clients].filter((c) => c.listening).map((c) => c.listenerInfo())));
+        return;
+      case 'ReadBUID':
+        this.#async(tag, this.#ctx.pairStore.readBUID().then((buid) => buidReply(buid)));
+        return;
+      case 'ReadPairRecord':
+        this.#async(tag, this.#readPairRecord(req.PairRecordID));
+        return;
+      case 'SavePairRecord':
+        this.#async(tag, this.#savePairRecord(req.PairRecordID, req.PairRecordData, toUint(req.DeviceID)));
+        return;
+      case 'DeletePairRecord':
+        this.#async(tag, this.#deletePairRecord(req.PairRecordID));
+        return;
+      default:
+        this.log.debug(`unknown MessageType ${type}`);
+        this.#result(tag, ResultCode.BADCOMMAND);
+    }
+  }
+
+  /** Replies with the dictionary `work` gives, or with Result errno when it fails. */
+  #async(tag: number, work: Promise<PlistDict | number>): void {
+    work.then(
+      (reply) => {
+        if (typeof reply === 'number') this.#result(tag, reply);
+        else this.#reply(tag, reply);
+      },
+      (err: unknown) => {
+        this.log.debug(`pair-record request failed: ${err instanceof Error ? err.message : String(err)}`);
+        this.#result(tag, errnoOf(err));
+      },
+    );
+  }
+
+  async #readPairRecord(id: PlistValue | undefined): Promise<PlistDict | number> {
+    if (typeof id !== 'string') return EINVAL;
+    validatePairRecordId(id);
+    const data = await this.#ctx.pairStore.readPairRecordData(id);
+    if (data === undefined) return 2; // ENOENT, as usbmuxd (it collides with BADDEV, §6.9)
+    return pairRecordReply(data);
+  }
+
+  async #savePairRecord(id: PlistValue | undefined, data: PlistValue | undefined, deviceId: number | undefined): Promise<number> {
+    if (typeof id !== 'string' || !Buffer.isBuffer(data)) return EINVAL;
+    validatePairRecordId(id);
+    // The store's 'saved' event turns a matching DeviceID into a Paired event.
+    await this.#ctx.pairStore.savePairRecordData(id, data, deviceId);
+    return ResultCode.OK;
+  }
+
+  async #deletePairRecord(id: PlistValue | undefined): Promise<number> {
+    if (typeof id !== 'string') return EINVAL;
+    validatePairRecordId(id);
+    await this.#ctx.pairStore.deletePairRecord(id);
+    return ResultCode.OK;
+  }
+
+  #listen(tag: number): void {
+    if (this.#state === 'listening') {
+      this.#result(tag, ResultCode.BADCOMMAND);
+      return;
+    }
+    this.#result(tag, ResultCode.OK);
+    this.#state = 'listening';
+    for (const entry of this.#ctx.registry.visible()) this.deviceAttached(entry);
+  }
+
+  // ---- connect and tunnel --------------------------------------------------------------------
+
+  #connect(tag: number, deviceId: number, port: number): void {
+    if (this.#state === 'listening') {
+      this.#result(tag, ResultCode.BADCOMMAND);
+      return;
+    }
+    const entry = this.#ctx.registry.get(deviceId);
+    if (entry === undefined) {
+      this.log.debug(`Connect to unknown device ${deviceId}`);
+      this.#result(tag, ResultCode.BADDEV);
+      return;
+    }
+    this.#state = 'connecting';
+    this.#device = entry;
+    // Stop reading: the bytes behind the Connect (already in the decoder, or still in the socket)
+    // are tunnel data for the device if it accepts, and more requests if it refuses.
+    this.socket.pause();
+    this.log.debug(`connecting to device ${deviceId} port ${port}`);
+    const opts = this.#ctx.connectTimeoutMs !== undefined ? { timeoutMs: this.#ctx.connectTimeoutMs } : {};
+    entry.session.connect(port, opts).then(
+      (conn) => this.#connected(tag, conn),
+      (err: unknown) => this.#connectFailed(tag, err),
+    );
+  }
+
+  #connectFailed(tag: number, err: unknown): void {
+    if (this.#state !== 'connecting') return;
+    this.#device = undefined;
+    const code = isMuxwireError(err) ? err.code : '';
+    this.log.debug(`connect failed: ${err instanceof Error ? err.message : String(err)}`);
+    // libusbmuxd maps 3 to ECONNREFUSED and 2 to ENODEV (§4.12).
+    const result = code === 'MUXWIRE_ERR_NO_DEVICE' || code === 'MUXWIRE_ERR_CLOSED' || code === 'MUXWIRE_ERR_NO_PORT' ? ResultCode.BADDEV : ResultCode.CONNREFUSED;
+    this.#state = 'command';
+    this.#result(tag, result);
+    this.socket.resume();
+    // Requests the client sent behind the Connect are answered now.
+    this.#processCommands();
+  }
+
+  #connected(tag: number, conn: MuxConnection): void {
+    if (this.#state !== 'connecting') {
+      conn.destroy();
+      return;
+    }
+    this.#state = 'connected';
+    this.#conn = conn;
+    this.socket.off('data', this.#onData);
+    this.#result(tag, ResultCode.OK);
+    const early = this.#decoder.remainder();
+    if (early.length > 0) {
+      this.log.debug(`forwarding ${early.length} bytes sent before the Connect result`);
+      conn.write(early);
+    }
+    conn.on('error', onTunnelError);
+    conn.once('end', () => this.#deviceEnded());
+    conn.on('close', () => this.#deviceClosed());
+    conn.pipe(this.socket, { end: false });
+    // Client EOF ends the connection's writable side: an RST after the written data (§6.5).
+    this.socket.pipe(conn);
+    conn.on('closing', () => this.#startFlushGuard());
+  }
+
+  /** Every byte the device sent has been handed to the socket: close it once written. */
+  #deviceEnded(): void {
+    if (this.#state !== 'connected') return;
+    this.log.debug(`tunnel ended (${this.#conn?.closeReason ?? 'closed'})`);
+    this.#startFlushGuard();
+    this.socket.end();
+    this.socket.once('finish', () => this.fail());
+  }
+
+  #deviceClosed(): void {
+    if (this.#state !== 'connected') return;
+    // Destroyed without ending (e.g. session shutdown): nothing more will come.
+    if (this.#conn !== undefined && !this.#conn.readableEnded) this.fail();
+  }
+
+  /**
+   * The device side is over; the client gets what was received, but a client that stops reading
+   * is cut after FLUSH_STALL_MS without progress (usbmuxd gives 1 s, §3.9).
+   */
+  #startFlushGuard(): void {
+    if (this.#flushTimer !== undefined || this.#state !== 'connected') return;
+    this.#flushMark = -1;
+    this.#flushTimer = setInterval(onFlushCheck, FLUSH_STALL_MS, this);
+    this.#flushTimer.unref();
+  }
+
+  /** @internal */
+  checkFlush(): void {
+    const progress = this.socket.bytesWritten;
+    if (progress === this.#flushMark) {
+      this.log.debug('client makes no progress reading the last device data; closing');
+      this.fail();
+      return;
+    }
+    this.#flushMark = progress;
+  }
+
+  // ---- replies -----------------------------------------------------------------------------------
+
+  #result(tag: number, n: number): void {
+    if (this.#state === 'closed') return;
+    const bytes =
+      this.#protoVersion === 1
+        ? encodeClientMessage({ kind: 'plist', tag, version: CLIENT_VERSION_PLIST, plist: resultMessage(n) })
+        : encodeClientMessage({ kind: 'result', tag, result: n });
+    this.socket.write(bytes);
+  }
+
+  #reply(tag: number, dict: PlistDict): void {
+    if (this.#state === 'closed') return;
+    this.socket.write(encodeClientMessage({ kind: 'plist', tag, version: CLIENT_VERSION_PLIST, plist: dict }));
+  }
+
+  /** The device a tunnel goes to (log context). */
+  get device(): DeviceEntry | undefined {
+    return this.#device;
+  }
+
+  /** What the client said it is (ClientVersionString), for logs. */
+  get clientVersion(): string | undefined {
+    return this.#clientVersion;
+  }
+}
+
+function onTunnelError(this: MuxConnection, err: Error): void {
+  this.log.debug(`connection error: ${err.message}`);
+}
+
+function onFlushCheck(client: ClientSession): void {
+  client.checkFlush();
+}
+
+/** A plist integer as a u32, or undefined. */
+function toUint(v: PlistValue | undefined): number | undefined {
+  if (typeof v === 'number' && Number.isInteger(v) && v >= 0) return v >>> 0;
+  if (typeof v === 'bigint' && v >= 0n) return Number(v & 0xffffffffn);
+  return undefined;
+}

@@ -1,0 +1,166 @@
+/**
+ * The daemon put together: listening sockets (server.ts) → client sessions (client-session.ts) →
+ * devices (device-registry.ts, one mux DeviceSession each) fed by device sources, with the pair
+ * store (pair-store.ts) and preflight (preflight.ts). `muxwire daemon` is a thin command line
+ * around this class; tests and embedders use it directly.
+ */
+import type { Socket } from 'node:net';
+import { log } from '../log.js';
+import type { DeviceLink, DeviceSource } from '../transport/device-link.js';
+import { ClientSession } from './client-session.js';
+import type { ClientContext } from './client-session.js';
+import { DeviceRegistry } from './device-registry.js';
+import type { DeviceEntry, PreflightHook } from './device-registry.js';
+import { PairStore, DEFAULT_PAIR_DIR } from './pair-store.js';
+import type { PairRecordSaved } from './pair-store.js';
+import { createPreflight } from './preflight.js';
+import { ClientServer, DEFAULT_SOCKET_PATH } from './server.js';
+import type { TcpAddress } from './server.js';
+
+export interface MuxDaemonOptions {
+  /** UNIX socket path (default /var/run/usbmuxd); null for no UNIX socket. */
+  socketPath?: string | null;
+  /** Mode of the UNIX socket (default 0o666, as usbmuxd). */
+  socketMode?: number;
+  /** TCP addresses to listen on as well. */
+  listen?: TcpAddress[];
+  /** Pair-record directory (default /var/lib/lockdown). */
+  pairDir?: string;
+  /**
+   * Runs once per device after the mux is up: `true` for the pairing preflight (preflight.ts), a
+   * hook of your own, or nothing (default: devices are announced as soon as the mux is up).
+   */
+  preflight?: PreflightHook | boolean;
+  /** Longest a device stays hidden while preflight runs (ms, default 3000). */
+  hideMs?: number;
+  /** Connect timeout for device connections (ms, default 5000). */
+  connectTimeoutMs?: number;
+}
+
+/** Counts for tests and diagnostics. */
+export interface MuxDaemonStats {
+  clients: number;
+  devices: number;
+  connections: number;
+  rxQueued: number;
+  readableBuffered: number;
+  txPending: number;
+}
+
+export class MuxDaemon {
+  readonly registry: DeviceRegistry;
+  readonly pairStore: PairStore;
+  #server: ClientServer;
+  #clients = new Set<ClientSession>();
+  #nextClientId = 1;
+  #sources: Array<{ source: DeviceSource; onAttach: (l: DeviceLink) => void; onDetach: (l: DeviceLink) => void }> = [];
+  #context: ClientContext;
+  #closed = false;
+
+  constructor(opts: MuxDaemonOptions = {}) {
+    this.pairStore = new PairStore(opts.pairDir ?? DEFAULT_PAIR_DIR);
+    const preflight = opts.preflight === true ? createPreflight(() => this) : opts.preflight === false ? undefined : opts.preflight;
+    this.registry = new DeviceRegistry({ preflight, hideMs: opts.hideMs, connectTimeoutMs: opts.connectTimeoutMs });
+    const clients = this.#clients;
+    this.#context = {
+      registry: this.registry,
+      pairStore: this.pairStore,
+      clients,
+      connectTimeoutMs: opts.connectTimeoutMs,
+      onClosed: (client) => clients.delete(client),
+    };
+    // A record saved with a DeviceID (by a client or by preflight) announces Paired (§4.4).
+    this.pairStore.on('saved', (e: PairRecordSaved) => this.registry.notePaired(e.udid, e.deviceId));
+    this.registry.on('attached', (entry: DeviceEntry) => {
+      for (const c of clients) c.deviceAttached(entry);
+    });
+    this.registry.on('detached', (entry: DeviceEntry) => {
+      for (const c of clients) c.deviceDetached(entry);
+    });
+    this.registry.on('paired', (entry: DeviceEntry) => {
+      for (const c of clients) c.devicePaired(entry);
+    });
+    const socketPath = opts.socketPath === null ? undefined : (opts.socketPath ?? DEFAULT_SOCKET_PATH);
+    this.#server = new ClientServer({
+      socketPath,
+      socketMode: opts.socketMode,
+      tcp: opts.listen,
+      onClient: (socket, transport) => this.#accept(socket, transport),
+    });
+  }
+
+  /** Addresses being served once started. */
+  get addresses(): readonly string[] {
+    return this.#server.addresses;
+  }
+
+  /** Starts listening. Device sources added before or after are started by addSource. */
+  async start(): Promise<void> {
+    await this.#server.start();
+  }
+
+  /** Takes devices from `source` (attach/detach events) and starts it. */
+  async addSource(source: DeviceSource): Promise<void> {
+    const onAttach = (link: DeviceLink): void => {
+      this.addLink(link);
+    };
+    const onDetach = (link: DeviceLink): void => this.registry.detach(link);
+    source.on('attach', onAttach);
+    source.on('detach', onDetach);
+    this.#sources.push({ source, onAttach, onDetach });
+    await source.start();
+  }
+
+  /** Adds one device link directly (in-process simulated devices, tests). */
+  addLink(link: DeviceLink): DeviceEntry | undefined {
+    if (this.#closed) {
+      link.close();
+      return undefined;
+    }
+    return this.registry.attach(link);
+  }
+
+  /** Totals over clients, devices and connections (buffered bytes included). */
+  stats(): MuxDaemonStats {
+    const s: MuxDaemonStats = { clients: this.#clients.size, devices: this.registry.size, connections: 0, rxQueued: 0, readableBuffered: 0, txPending: 0 };
+    for (const d of this.registry.all()) {
+      const ds = d.session.stats();
+      s.connections += ds.connections;
+      s.rxQueued += ds.rxQueued;
+      s.readableBuffered += ds.readableBuffered;
+      s.txPending += ds.txPending;
+    }
+    return s;
+  }
+
+  /**
+   * Shuts down: stops accepting and the sources, resets every device connection, closes every
+   * client and removes the socket file.
+   */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await this.#server.close();
+    for (const { source, onAttach, onDetach } of this.#sources) {
+      source.off('attach', onAttach);
+      source.off('detach', onDetach);
+    }
+    await this.registry.close();
+    for (const c of [...this.#clients]) c.fail();
+    await Promise.all(this.#sources.map(({ source }) => source.stop().catch((err: unknown) => log.debug(`source stop: ${String(err)}`))));
+    this.#sources = [];
+  }
+
+  #accept(socket: Socket, transport: 'unix' | 'tcp'): void {
+    if (this.#closed) {
+      socket.destroy();
+      return;
+    }
+    const id = this.#nextClientId++;
+    // usbmuxd sets 128 KiB socket buffers; Node's defaults are close enough and not settable here.
+    if (transport === 'tcp') socket.setNoDelay(true);
+    const client = new ClientSession(socket, id, this.#context, log.child({ client: id }));
+    this.#clients.add(client);
+    client.log.debug(`accepted (${transport})`);
+  }
+}

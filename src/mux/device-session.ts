@@ -1,0 +1,452 @@
+/**
+ * The host side of the device mux protocol for one device link (usbmux.md §2, §3): version
+ * negotiation, the v2 sequence fields, source ports, and the demultiplexing of device packets to
+ * connections.
+ *
+ * ```
+ *  negotiating ──VERSION reply, major 2──> SETUP sent ──> active
+ *  negotiating ──VERSION reply, major 1──────────────────> active      (8-byte headers from now on)
+ *  negotiating ──other major / no reply / bad packet─────> closed      (ready rejects)
+ *  active      ──link closes (unplug)────────────────────> closed      (clients get their data, then end)
+ *  active      ──close()─────────────────────────────────> closed      (RST every connection)
+ * ```
+ *
+ * The demultiplexer never waits for a connection: a connection whose reader is slow only stops
+ * moving its own ACK number, so its device side stops at its window while every other connection
+ * and device keeps going (no head-of-line blocking, unlike usbmuxd's single loop and usbmuxd2's
+ * blocking sends, §5.4).
+ */
+import { EventEmitter } from 'node:events';
+import { MuxwireError } from '../errors.js';
+import { log as rootLog, diagnostics } from '../log.js';
+import type { Logger } from '../log.js';
+import type { DeviceLink } from '../transport/device-link.js';
+import { MuxProtocol, MUX_MAGIC, muxHeaderSize, encodeMuxHeader, encodeVersionPayload, decodeVersionPayload } from '../protocol/mux-header.js';
+import type { MuxHeader } from '../protocol/mux-header.js';
+import { TCP_HEADER_SIZE, encodeTcpHeader, decodeTcpHeader } from '../protocol/tcp-header.js';
+import type { TcpHeader } from '../protocol/tcp-header.js';
+import { MuxPacketDecoder } from '../protocol/mux-decoder.js';
+import { MuxConnection, HOST_WINDOW } from './mux-connection.js';
+import type { MuxConnectionHost } from './mux-connection.js';
+import { PortAllocator } from './port-allocator.js';
+
+/** Session states (see the drawing above). */
+export type DeviceSessionState = 'negotiating' | 'active' | 'closed';
+
+export interface DeviceSessionOptions {
+  /** The daemon's device ID, for log context. */
+  deviceId?: number;
+  /** Default connect timeout in ms; 0 waits forever like usbmuxd (default 5000, libusbmuxd's). */
+  connectTimeoutMs?: number;
+  /** How long to wait for the device's VERSION reply (default 10000 ms). */
+  versionTimeoutMs?: number;
+  /** Largest device packet accepted (default 65536, usbmuxd's DEV_MRU). */
+  maxPacket?: number;
+  /** Where the source port counter starts (tests use it to begin near the wrap). */
+  firstSourcePort?: number;
+  logger?: Logger;
+}
+
+export interface ConnectOptions {
+  /** Connect timeout in ms for this connect; 0 waits forever. */
+  timeoutMs?: number;
+}
+
+/** Totals over the session's connections, for tests and diagnostics. */
+export interface DeviceSessionStats {
+  connections: number;
+  rxQueued: number;
+  readableBuffered: number;
+  txPending: number;
+}
+
+/** The major/minor the host offers (usbmux.md §2.3). */
+const OFFER = { major: 2, minor: 0 };
+/** SETUP payload (§2.3 step 3). */
+const SETUP_PAYLOAD = Buffer.from([0x07]);
+const RST = 0x04;
+
+// Scratch header objects: encoders copy the fields out, so one of each serves every packet.
+const muxScratch: MuxHeader = { protocol: MuxProtocol.TCP, length: 0, magic: MUX_MAGIC, txSeq: 0, rxSeq: 0 };
+const tcpScratch: TcpHeader = { sport: 0, dport: 0, seq: 0, ack: 0, flags: 0, window: 0 };
+
+/**
+ * The host end of one device's mux. Construct it over a started-or-not DeviceLink; it starts the
+ * link, offers VERSION 2.0 and resolves `ready` when the device is usable.
+ */
+export class DeviceSession extends EventEmitter implements MuxConnectionHost {
+  readonly link: DeviceLink;
+  /** Resolves when VERSION (and SETUP for v2) is done; rejects if the device cannot be used. */
+  readonly ready: Promise<void>;
+  readonly log: Logger;
+
+  #state: DeviceSessionState = 'negotiating';
+  #version: 1 | 2 = 1;
+  #txSeq = 0;
+  #rxSeq = 0xffff;
+  #decoder: MuxPacketDecoder;
+  #connections = new Map<number, MuxConnection>();
+  #ports: PortAllocator;
+  #connectTimeoutMs: number;
+  #deviceId: number;
+  #readyResolve!: () => void;
+  #readyReject!: (err: Error) => void;
+  #versionTimer: NodeJS.Timeout | undefined;
+  #closeError: Error | undefined;
+  #portInUse = (port: number): boolean => this.#connections.has(port);
+
+  constructor(link: DeviceLink, opts: DeviceSessionOptions = {}) {
+    super();
+    this.link = link;
+    this.#deviceId = opts.deviceId ?? 0;
+    this.log = opts.logger ?? rootLog.child({ dev: this.#deviceId });
+    this.#connectTimeoutMs = opts.connectTimeoutMs ?? 5000;
+    this.#ports = new PortAllocator(opts.firstSourcePort);
+    this.#decoder = new MuxPacketDecoder({ version: 1, maxPacket: opts.maxPacket ?? 65536 });
+    this.ready = new Promise<void>((resolve, reject) => {
+      this.#readyResolve = resolve;
+      this.#readyReject = reject;
+    });
+    // Callers that never await `ready` must not turn a dead device into an unhandled rejection.
+    this.ready.catch(ignore);
+    this.#versionTimer = setTimeout(onVersionTimeout, opts.versionTimeoutMs ?? 10000, this);
+    link.start({
+      onData: (chunk) => this.#onData(chunk),
+      onClose: (err) => this.#onLinkClose(err),
+    });
+    // VERSION goes out with the v1 header, offering 2.0 (§2.3 step 1).
+    if (this.#state === 'negotiating') {
+      this.#sendPacket(MuxProtocol.VERSION, encodeVersionPayload(OFFER));
+    }
+  }
+
+  /** The daemon's ID for this device (log context). */
+  get deviceId(): number {
+    return this.#deviceId;
+  }
+
+  get state(): DeviceSessionState {
+    return this.#state;
+  }
+
+  /** The mux protocol version agreed with the device (1 or 2). */
+  get version(): 1 | 2 {
+    return this.#version;
+  }
+
+  /** Open connections (connecting, connected); closing ones have already given their port back. */
+  get connectionCount(): number {
+    return this.#connections.size;
+  }
+
+  /** The source port the next connect starts its search from. */
+  get nextSourcePort(): number {
+    return this.#ports.next;
+  }
+
+  /** Sums of the buffered bytes of the open connections. */
+  stats(): DeviceSessionStats {
+    const s: DeviceSessionStats = { connections: this.#connections.size, rxQueued: 0, readableBuffered: 0, txPending: 0 };
+    for (const conn of this.#connections.values()) {
+      const c = conn.stats();
+      s.rxQueued += c.rxQueued;
+      s.readableBuffered += c.readableBuffered;
+      s.txPending += c.txPending;
+    }
+    return s;
+  }
+
+  /**
+   * Opens a connection to `port` on the device. Resolves once the device accepts (SYN|ACK);
+   * rejects with MUXWIRE_ERR_CONN_REFUSED (RST), MUXWIRE_ERR_TIMEOUT (no answer; an RST is sent),
+   * MUXWIRE_ERR_NO_DEVICE (unplugged), MUXWIRE_ERR_NO_PORT (65535 connections open) or
+   * MUXWIRE_ERR_CLOSED (session closed).
+   */
+  async connect(port: number, opts: ConnectOptions = {}): Promise<MuxConnection> {
+    if (!Number.isInteger(port) || port < 1 || port > 0xffff) {
+      throw new MuxwireError('MUXWIRE_ERR_BAD_ARGUMENT', `not a device port: ${port}`);
+    }
+    if (this.#state === 'negotiating') await this.ready;
+    if (this.#state !== 'active' || this.#closeError !== undefined) {
+      throw this.#closeError instanceof MuxwireError && this.#closeError.code === 'MUXWIRE_ERR_CLOSED'
+        ? new MuxwireError('MUXWIRE_ERR_CLOSED', 'the device session is closed')
+        : new MuxwireError('MUXWIRE_ERR_NO_DEVICE', 'the device is not connected');
+    }
+    const sport = this.#ports.allocate(this.#portInUse);
+    if (sport === 0) throw new MuxwireError('MUXWIRE_ERR_NO_PORT', 'all 65535 source ports of this device are in use');
+    const conn = new MuxConnection({
+      host: this,
+      sourcePort: sport,
+      devicePort: port,
+      logger: this.log.child({ conn: `${sport}→${port}` }),
+    });
+    this.#connections.set(sport, conn);
+    const timeoutMs = opts.timeoutMs ?? this.#connectTimeoutMs;
+    return new Promise<MuxConnection>((resolve, reject) => {
+      conn.open(timeoutMs, (c) => {
+        diagnostics.connect.publish({ deviceId: this.#deviceId, sourcePort: sport, devicePort: port });
+        conn.log.debug('connected');
+        resolve(c);
+      }, reject);
+    });
+  }
+
+  /**
+   * Shuts the session down: every connection is reset (connecting ones reject with
+   * MUXWIRE_ERR_CLOSED), then the link is closed once the RSTs have been handed to it.
+   */
+  async close(): Promise<void> {
+    if (this.#state === 'closed') return;
+    this.#closeError = new MuxwireError('MUXWIRE_ERR_CLOSED', 'the device session was closed');
+    for (const conn of [...this.#connections.values()]) conn.shutdown();
+    // The RSTs are queued on the link; let its writes start before closing it (a link flushes
+    // what it was given before it closes, as usbmuxd flushes its final RSTs for 100 ms).
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    this.#finish(this.#closeError);
+    this.link.close();
+  }
+
+  /**
+   * The device was unplugged (its source says so): no RST can reach it. Each connection delivers
+   * what it received, then ends; connecting ones reject with MUXWIRE_ERR_NO_DEVICE.
+   */
+  detach(): void {
+    if (this.#state === 'closed') return;
+    this.#onLinkClose(new MuxwireError('MUXWIRE_ERR_NO_DEVICE', 'the device was unplugged'));
+    this.link.close();
+  }
+
+  // ---- MuxConnectionHost ---------------------------------------------------------------------
+
+  /** @internal */
+  sendSegment(conn: MuxConnection, flags: number, data?: Buffer, offset = 0, length = 0): void {
+    if (this.#state !== 'active') return;
+    tcpScratch.sport = conn.sourcePort;
+    tcpScratch.dport = conn.devicePort;
+    tcpScratch.seq = conn.txSeq;
+    tcpScratch.ack = conn.rxAck;
+    tcpScratch.flags = flags;
+    tcpScratch.window = HOST_WINDOW;
+    const dataLength = data === undefined ? 0 : length;
+    const hsize = muxHeaderSize(this.#version);
+    const packet = Buffer.allocUnsafe(hsize + TCP_HEADER_SIZE + dataLength);
+    this.#writeMuxHeader(packet, MuxProtocol.TCP);
+    encodeTcpHeader(tcpScratch, packet, hsize);
+    if (data !== undefined && dataLength > 0) data.copy(packet, hsize + TCP_HEADER_SIZE, offset, offset + dataLength);
+    if (rootLog.enabled('trace')) conn.log.trace(`[OUT] flags=0x${flags.toString(16)} seq=${conn.txSeq} ack=${conn.rxAck} len=${dataLength}`);
+    this.link.sendPacket(packet);
+  }
+
+  /** @internal */
+  releaseConnection(conn: MuxConnection): void {
+    if (this.#connections.get(conn.sourcePort) === conn) this.#connections.delete(conn.sourcePort);
+    diagnostics.close.publish({ deviceId: this.#deviceId, sourcePort: conn.sourcePort, devicePort: conn.devicePort });
+  }
+
+  /** @internal The VERSION reply did not come in time. */
+  versionTimedOut(): void {
+    this.#versionTimer = undefined;
+    if (this.#state !== 'negotiating') return;
+    this.#fail(new MuxwireError('MUXWIRE_ERR_TIMEOUT', 'the device did not answer the mux VERSION offer'));
+  }
+
+  // ---- receive path ------------------------------------------------------------------------------
+
+  #onData(chunk: Buffer): void {
+    if (this.#state === 'closed') return;
+    const decoder = this.#decoder;
+    try {
+      decoder.push(chunk);
+    } catch (err) {
+      this.#fail(err as Error);
+      return;
+    }
+    for (;;) {
+      let packet;
+      try {
+        packet = decoder.next();
+      } catch (err) {
+        // The IN pipe is framed by the header length; after a bad length there is no way back in.
+        this.#fail(err as Error);
+        return;
+      }
+      if (packet === undefined) return;
+      this.#dispatch(packet.header, packet.payload);
+      if ((this.#state as DeviceSessionState) === 'closed') return;
+    }
+  }
+
+  #dispatch(header: MuxHeader, payload: Buffer): void {
+    // usbmuxd echoes the rx_seq field of every device v2 packet (§2.4); it never checks tx_seq.
+    if (this.#version === 2 && header.rxSeq !== undefined) this.#rxSeq = header.rxSeq;
+    switch (header.protocol) {
+      case MuxProtocol.TCP:
+        this.#onTcp(payload);
+        return;
+      case MuxProtocol.VERSION:
+        this.#onVersion(payload);
+        return;
+      case MuxProtocol.CONTROL:
+        this.#onControl(payload);
+        return;
+      default:
+        this.log.debug(`ignoring a mux packet of unknown protocol ${header.protocol}`);
+    }
+  }
+
+  #onVersion(payload: Buffer): void {
+    if (this.#state !== 'negotiating') {
+      this.log.warn('ignoring a second VERSION packet');
+      return;
+    }
+    if (payload.length < 12) {
+      this.log.debug(`dropping a short VERSION packet (${payload.length} bytes)`);
+      return;
+    }
+    const { major, minor } = decodeVersionPayload(payload);
+    if (major === 2) {
+      this.#version = 2;
+      this.#decoder.version = 2;
+      // SETUP resets the counters first: it carries tx_seq 0, rx_seq 0xFFFF (§2.3 step 3).
+      this.#txSeq = 0;
+      this.#rxSeq = 0xffff;
+      this.#activate(major, minor);
+      this.#sendPacket(MuxProtocol.SETUP, SETUP_PAYLOAD);
+    } else if (major === 1) {
+      this.#version = 1;
+      this.#activate(major, minor);
+    } else {
+      // usbmuxd frees the device but leaves its USB handle claimed (§6.12); we close the link.
+      this.#fail(new MuxwireError('MUXWIRE_ERR_MUX_VERSION', `the device speaks mux version ${major}.${minor}, not 1 or 2`));
+    }
+  }
+
+  #activate(major: number, minor: number): void {
+    if (this.#versionTimer !== undefined) clearTimeout(this.#versionTimer);
+    this.#versionTimer = undefined;
+    this.#state = 'active';
+    this.log.debug(`connected to a v${major}.${minor} device`);
+    this.#readyResolve();
+  }
+
+  #onControl(payload: Buffer): void {
+    if (payload.length === 0) {
+      this.log.warn('empty CONTROL packet');
+      return;
+    }
+    // The payload starts right after the header for v1 devices too (usbmuxd's offset bug, §2.6).
+    const type = payload[0]!;
+    const text = payload.subarray(1).toString('latin1').replace(/\0+$/, '');
+    if (type === 3) this.log.error(`device error: ${text}`);
+    else if (type === 5 || type === 4) this.log.warn(`device warning: ${text}`);
+    else if (type === 7) this.log.info(`device info: ${text}`);
+    else this.log.debug(`device control message of type ${type}: ${text}`);
+  }
+
+  #onTcp(payload: Buffer): void {
+    if (this.#state !== 'active') {
+      this.log.debug('dropping a TCP packet that came before VERSION');
+      return;
+    }
+    if (payload.length < TCP_HEADER_SIZE) {
+      this.log.debug(`dropping a TCP packet of ${payload.length} bytes`);
+      return;
+    }
+    const th = decodeTcpHeader(payload, 0);
+    const data = payload.subarray(TCP_HEADER_SIZE);
+    // The device's source port is the service port; its destination is our source port.
+    const conn = this.#connections.get(th.dport);
+    if (rootLog.enabled('trace')) {
+      this.log.trace(`[IN] ${th.sport}→${th.dport} flags=0x${th.flags.toString(16)} seq=${th.seq} ack=${th.ack} win=${th.window} len=${data.length}`);
+    }
+    if (conn === undefined || conn.devicePort !== th.sport) {
+      if ((th.flags & RST) === 0) this.#sendAnonymousReset(th.sport, th.dport, th.seq);
+      return;
+    }
+    conn.handleSegment(th.flags, th.ack, th.window, data);
+  }
+
+  /** An RST for a packet that matches no connection: seq 0, ack = its seq, window 0 (§2.7). */
+  #sendAnonymousReset(deviceSport: number, deviceDport: number, seq: number): void {
+    this.log.debug(`resetting a packet for unknown connection ${deviceDport}→${deviceSport}`);
+    tcpScratch.sport = deviceDport;
+    tcpScratch.dport = deviceSport;
+    tcpScratch.seq = 0;
+    tcpScratch.ack = seq;
+    tcpScratch.flags = RST;
+    tcpScratch.window = 0;
+    const hsize = muxHeaderSize(this.#version);
+    const packet = Buffer.allocUnsafe(hsize + TCP_HEADER_SIZE);
+    this.#writeMuxHeader(packet, MuxProtocol.TCP);
+    encodeTcpHeader(tcpScratch, packet, hsize);
+    this.link.sendPacket(packet);
+  }
+
+  // ---- send path ---------------------------------------------------------------------------------
+
+  /** Writes the mux header for a packet whose total length is `packet.length`, advancing tx_seq. */
+  #writeMuxHeader(packet: Buffer, protocol: MuxProtocol): void {
+    muxScratch.protocol = protocol;
+    muxScratch.length = packet.length;
+    muxScratch.magic = MUX_MAGIC;
+    muxScratch.txSeq = this.#txSeq;
+    muxScratch.rxSeq = this.#rxSeq;
+    encodeMuxHeader(muxScratch, this.#version, packet, 0);
+    // tx_seq counts every v2 packet (SETUP, data, ACK, RST) and wraps at 16 bits (§2.4).
+    if (this.#version === 2) this.#txSeq = (this.#txSeq + 1) & 0xffff;
+  }
+
+  #sendPacket(protocol: MuxProtocol, payload: Buffer): void {
+    const hsize = muxHeaderSize(this.#version);
+    const packet = Buffer.allocUnsafe(hsize + payload.length);
+    payload.copy(packet, hsize);
+    this.#writeMuxHeader(packet, protocol);
+    this.link.sendPacket(packet);
+  }
+
+  // ---- endings -----------------------------------------------------------------------------------
+
+  #onLinkClose(err?: Error): void {
+    if (this.#state === 'closed') return;
+    if (err) this.log.debug(`device link closed: ${err.message}`);
+    const cause = new MuxwireError('MUXWIRE_ERR_NO_DEVICE', 'the device was disconnected', err ? { cause: err } : undefined);
+    if (this.#state === 'negotiating') {
+      this.#finish(cause);
+      return;
+    }
+    // Unplug: no RST can reach the device; each client gets what was received, then its end.
+    this.#finish(cause);
+  }
+
+  /** Fatal device error: reset what can be reset, close the link. */
+  #fail(err: Error): void {
+    if (this.#state === 'closed') return;
+    this.log.warn(`device session failed: ${err.message}`);
+    for (const conn of [...this.#connections.values()]) conn.shutdown();
+    this.#finish(err);
+    this.link.close();
+  }
+
+  #finish(err: Error): void {
+    if (this.#state === 'closed') return;
+    const wasNegotiating = this.#state === 'negotiating';
+    this.#state = 'closed';
+    this.#closeError ??= err;
+    if (this.#versionTimer !== undefined) clearTimeout(this.#versionTimer);
+    this.#versionTimer = undefined;
+    if (wasNegotiating) this.#readyReject(err);
+    // Connections still connecting learn of it through deviceGone(); the map empties as they go.
+    const conns = [...this.#connections.values()];
+    for (const conn of conns) conn.deviceGone();
+    this.#connections.clear();
+    this.emit('closed', err);
+  }
+}
+
+function ignore(): void {
+  // intentionally empty: see the call sites
+}
+
+function onVersionTimeout(session: DeviceSession): void {
+  session.versionTimedOut();
+}

@@ -1,0 +1,486 @@
+/**
+ * One TCP-like connection over the device mux (usbmux.md §3), as a Node Duplex.
+ *
+ * States (one function performs each transition):
+ *
+ * ```
+ *  connecting ──SYN|ACK──────────────> connected        #establish()
+ *  connecting ──RST / odd flags──────> closed           #fail()      (CONNREFUSED)
+ *  connecting ──timeout──────────────> closed           #fail()      (RST sent, TIMEOUT)
+ *  connecting ──unplug / shutdown────> closed           #fail()      (NO_DEVICE / CLOSED)
+ *  connected  ──device RST or FIN────> closing          #startClosing()  (no RST back for RST)
+ *  connected  ──client end()─────────> closing          #startClosing()  (RST sent, no half-close)
+ *  connected  ──unplug───────────────> closing          #startClosing()
+ *  closing    ──received data handed to the reader, end pushed──> closed (once the stream closes)
+ *  any        ──destroy()────────────> closed           (RST sent if the device still knows us)
+ * ```
+ *
+ *  - connecting: SYN sent, waiting for the device's SYN|ACK (or RST: nobody listens there).
+ *  - connected: data both ways, flow-controlled by the two windows.
+ *  - closing: the mux side is over (no more device data can come); what the device sent is still
+ *    being delivered to the reader, then the readable side ends.
+ *  - closed: the port is released and nothing more happens.
+ *
+ * Flow control, device → reader: we advertise a constant 128 KiB window like usbmuxd, and our ACK
+ * number counts bytes handed to the readable side (`push`), never bytes merely received. While
+ * the reader is slow, `push` says stop, data waits in `#rxQueue`, our ACK stops moving and the
+ * device stops at its window: memory is bounded by the window plus the stream's highWaterMark.
+ * When the reader drains (`_read`), the queue is pushed and a window-update ACK goes out at once —
+ * usbmuxd waits for a 30 ms idle timer there (§3.6, §5 consequence 1), which stalls a device that
+ * only sends when ACKed.
+ *
+ * Flow control, writer → device: at most `deviceWindow - (txSeq - deviceAck)` bytes in flight and
+ * at most 49116 data bytes per packet (§3.5). A write that does not fit keeps its callback until
+ * the device ACKs, so the Writable buffers at most its highWaterMark and then pushes back.
+ */
+import { Duplex } from 'node:stream';
+import { MuxwireError } from '../errors.js';
+import type { Logger } from '../log.js';
+
+/** Named connection states (see the drawing above). */
+export type MuxConnectionState = 'connecting' | 'connected' | 'closing' | 'closed';
+
+/** Why a connection left `connected`. */
+export type MuxCloseReason = 'local' | 'reset' | 'fin' | 'device-gone' | 'shutdown' | 'overrun';
+
+// TCP flags (usbmux.md §3.1), duplicated here as plain constants for the hot path.
+const FIN = 0x01;
+const SYN = 0x02;
+const RST = 0x04;
+const ACK = 0x10;
+
+/** The window the host advertises, in bytes (usbmuxd: 131072, sent as 512). */
+export const HOST_WINDOW = 131072;
+/** Largest data payload per host→device packet: 49152 − 16 − 20 (usbmux.md §3.3). */
+export const MAX_PAYLOAD = 49116;
+/** Payloads smaller than this are copied out of the transfer buffer so a view cannot pin it. */
+const COPY_BELOW = 2048;
+
+/** What a connection needs from its device session: sending segments and giving its port back. */
+export interface MuxConnectionHost {
+  /** Sends one TCP segment for `conn`; `data` is sent from `offset`, `length` bytes. */
+  sendSegment(conn: MuxConnection, flags: number, data?: Buffer, offset?: number, length?: number): void;
+  /** Forgets `conn`: its port is free again and device packets for it get an anonymous RST. */
+  releaseConnection(conn: MuxConnection): void;
+}
+
+/** Buffered bytes of one connection, for tests and diagnostics (bounded by the windows). */
+export interface MuxConnectionStats {
+  state: MuxConnectionState;
+  /** Device data received but not yet handed to the readable side (bounded by HOST_WINDOW). */
+  rxQueued: number;
+  /** Device data in the readable side's buffer (bounded by its highWaterMark plus one packet). */
+  readableBuffered: number;
+  /** Writer data held for the device's window (one write) plus the Writable's own buffer. */
+  txPending: number;
+  /** Bytes sent but not yet ACKed by the device. */
+  inFlight: number;
+  bytesReceived: number;
+  bytesSent: number;
+}
+
+export interface MuxConnectionOptions {
+  host: MuxConnectionHost;
+  sourcePort: number;
+  devicePort: number;
+  logger: Logger;
+  /** highWaterMark of the readable side in bytes (default 128 KiB). */
+  readableHighWaterMark?: number;
+  /** highWaterMark of the writable side in bytes (default 64 KiB, usbmuxd's output buffer). */
+  writableHighWaterMark?: number;
+}
+
+/**
+ * A connection to one port of one device. Emits 'closing' (reason) when the mux side is over and
+ * only the delivery of received data remains. Created by `DeviceSession.connect`, which resolves with
+ * it once the device has accepted (SYN|ACK). There is no half-close on the mux: ending the
+ * writable side resets the connection after the written data has gone out, and the readable side
+ * ends once what the device had sent has been read.
+ */
+export class MuxConnection extends Duplex {
+  /** The host's source port (1..65535). */
+  readonly sourcePort: number;
+  /** The device port (e.g. 62078 for lockdownd). */
+  readonly devicePort: number;
+  readonly log: Logger;
+
+  #host: MuxConnectionHost;
+  #state: MuxConnectionState = 'connecting';
+  #closeReason: MuxCloseReason | undefined;
+  #closeError: MuxwireError | undefined;
+
+  // Sequence numbers (u32, wrapping). usbmuxd's scheme (§3.3): both sides start at 0, SYN counts 1.
+  #txSeq = 0;
+  #deviceAck = 0;
+  #deviceWindow = 0;
+  #rxAck = 0;
+  #ackSent = 0;
+
+  // Device data not yet handed to the reader.
+  #rxQueue: Buffer[] = [];
+  #rxHead = 0;
+  #rxQueued = 0;
+  #readPaused = false;
+  #readableEnded = false;
+
+  // The one write waiting for the device's window.
+  #wChunk: Buffer | undefined;
+  #wOffset = 0;
+  #wCallback: ((err?: Error | null) => void) | undefined;
+
+  #bytesReceived = 0;
+  #bytesSent = 0;
+
+  // Connect promise plumbing.
+  #resolve: ((conn: MuxConnection) => void) | undefined;
+  #reject: ((err: Error) => void) | undefined;
+  #timer: NodeJS.Timeout | undefined;
+
+  /** @internal Sessions create connections; users get them from `DeviceSession.connect`. */
+  constructor(opts: MuxConnectionOptions) {
+    super({
+      allowHalfOpen: false,
+      readableHighWaterMark: opts.readableHighWaterMark ?? 131072,
+      writableHighWaterMark: opts.writableHighWaterMark ?? 65536,
+    });
+    this.#host = opts.host;
+    this.sourcePort = opts.sourcePort;
+    this.devicePort = opts.devicePort;
+    this.log = opts.logger;
+  }
+
+  /** The current state (see the class drawing). */
+  get state(): MuxConnectionState {
+    return this.#state;
+  }
+
+  /** Why the connection left `connected`, once it has. */
+  get closeReason(): MuxCloseReason | undefined {
+    return this.#closeReason;
+  }
+
+  /** The error behind an abnormal close (device reset, unplug, overrun), once there is one. */
+  get closeError(): MuxwireError | undefined {
+    return this.#closeError;
+  }
+
+  /** Sequence number of the next byte the host sends (for the segment header). */
+  get txSeq(): number {
+    return this.#txSeq;
+  }
+
+  /** Acknowledgement number the host sends: device bytes handed to the reader, plus the SYN. */
+  get rxAck(): number {
+    return this.#rxAck;
+  }
+
+  /** Buffered bytes, for tests and diagnostics. */
+  stats(): MuxConnectionStats {
+    const pendingWrite = this.#wChunk ? this.#wChunk.length - this.#wOffset : 0;
+    return {
+      state: this.#state,
+      rxQueued: this.#rxQueued,
+      readableBuffered: this.readableLength,
+      txPending: pendingWrite + this.writableLength,
+      inFlight: (this.#txSeq - this.#deviceAck) >>> 0,
+      bytesReceived: this.#bytesReceived,
+      bytesSent: this.#bytesSent,
+    };
+  }
+
+  // ---- called by the session -----------------------------------------------------------------
+
+  /** @internal Starts the connect: the session has sent nothing yet; we send the SYN. */
+  open(timeoutMs: number, resolve: (conn: MuxConnection) => void, reject: (err: Error) => void): void {
+    this.#resolve = resolve;
+    this.#reject = reject;
+    if (timeoutMs > 0) this.#timer = setTimeout(onConnectTimeout, timeoutMs, this);
+    // SYN: seq 0, ack 0 (usbmux.md §3.3 step 2).
+    this.#host.sendSegment(this, SYN);
+  }
+
+  /**
+   * @internal One device segment for this connection (hot path). `payload` is the data after the
+   * 20-byte header, possibly empty; it may be a view into the transfer buffer.
+   */
+  handleSegment(flags: number, ack: number, window: number, payload: Buffer): void {
+    switch (this.#state) {
+      case 'connecting':
+        if (flags & RST) {
+          // Nobody listens on that port: the device answers the SYN with RST (§3.7).
+          this.#fail(new MuxwireError('MUXWIRE_ERR_CONN_REFUSED', `device refused the connection to port ${this.devicePort}`, { detail: resetReason(payload) }), false);
+        } else if ((flags & (SYN | ACK)) === (SYN | ACK)) {
+          this.#establish(ack, window);
+          if (payload.length > 0) this.#receiveData(payload);
+        } else {
+          // usbmuxd tears down with RST and answers CONNREFUSED to anything else (§3.2).
+          this.#fail(new MuxwireError('MUXWIRE_ERR_CONN_REFUSED', `device answered the SYN to port ${this.devicePort} with flags 0x${flags.toString(16)}`), true);
+        }
+        return;
+      case 'connected':
+        break;
+      default:
+        // closing/closed: the session already released us; late packets are harmless.
+        return;
+    }
+    if (flags & RST) {
+      if (this.log.enabled('debug')) {
+        const reason = resetReason(payload);
+        this.log.debug(`device reset the connection${reason ? `: ${reason}` : ''}`);
+      }
+      this.#startClosing('reset', false, undefined);
+      return;
+    }
+    if (flags & ACK) {
+      this.#deviceAck = ack;
+      this.#deviceWindow = window;
+    }
+    // usbmuxd drops the data of any packet whose flags are not exactly ACK and resets (§6.4).
+    // We keep PSH|ACK data, and take FIN as the end of the connection after its data.
+    if (payload.length > 0) {
+      if (!this.#receiveData(payload)) return;
+    }
+    if (flags & FIN) {
+      this.log.debug('device sent FIN; closing (the mux has no half-close)');
+      this.#startClosing('fin', true, undefined);
+      return;
+    }
+    const sentBefore = this.#bytesSent;
+    if (this.#wChunk !== undefined) this.#pump();
+    // At least one ACK per device data packet, as usbmuxd (§3.6); a data packet we just sent
+    // carried it already.
+    if (payload.length > 0 && this.#bytesSent === sentBefore && this.#state === 'connected') this.#sendAck();
+  }
+
+  /** @internal The device is gone (unplug or link failure). */
+  deviceGone(): void {
+    const err = new MuxwireError('MUXWIRE_ERR_NO_DEVICE', 'the device was disconnected');
+    if (this.#state === 'connecting') this.#fail(err, false);
+    else if (this.#state === 'connected') this.#startClosing('device-gone', false, err);
+  }
+
+  /** @internal The session shuts down: reset the connection. */
+  shutdown(): void {
+    const err = new MuxwireError('MUXWIRE_ERR_CLOSED', 'the device session was closed');
+    if (this.#state === 'connecting') this.#fail(err, true);
+    else if (this.#state === 'connected') this.#startClosing('shutdown', true, err);
+  }
+
+  /** @internal The connect timer fired. */
+  connectTimedOut(): void {
+    this.#timer = undefined;
+    if (this.#state !== 'connecting') return;
+    this.#fail(new MuxwireError('MUXWIRE_ERR_TIMEOUT', `no answer from the device to a connect to port ${this.devicePort}`), true);
+  }
+
+  // ---- transitions -------------------------------------------------------------------------------
+
+  /** connecting → connected. */
+  #establish(ack: number, window: number): void {
+    this.#clearTimer();
+    this.#state = 'connected';
+    // usbmuxd does not copy the device's seq: it assumes the device starts at 0 (§3.3, §6.3).
+    this.#txSeq = 1;
+    this.#rxAck = 1;
+    this.#deviceAck = ack;
+    this.#deviceWindow = window;
+    this.#sendAck();
+    const resolve = this.#resolve;
+    this.#resolve = undefined;
+    this.#reject = undefined;
+    resolve?.(this);
+  }
+
+  /** connecting → closed, rejecting the connect. */
+  #fail(err: MuxwireError, sendRst: boolean): void {
+    this.#clearTimer();
+    if (sendRst) this.#host.sendSegment(this, RST);
+    this.#state = 'closed';
+    this.#closeError = err;
+    this.#host.releaseConnection(this);
+    const reject = this.#reject;
+    this.#resolve = undefined;
+    this.#reject = undefined;
+    // Nobody holds this stream yet: destroy it quietly; the error goes to the connect promise.
+    this.destroy();
+    reject?.(err);
+  }
+
+  /** connected → closing: no more device data; deliver what came, then end the readable side. */
+  #startClosing(reason: MuxCloseReason, sendRst: boolean, err: MuxwireError | undefined): void {
+    if (sendRst) this.#host.sendSegment(this, RST);
+    this.#state = 'closing';
+    this.#closeReason = reason;
+    this.#closeError = err;
+    this.#host.releaseConnection(this);
+    // Writes waiting for a window that will never open are finished; their bytes cannot go out.
+    this.#completePendingWrite();
+    this.emit('closing', reason);
+    this.#drainQueue();
+  }
+
+  // ---- device → reader ---------------------------------------------------------------------------
+
+  /** Hands device data to the reader or queues it. Returns false if the connection died. */
+  #receiveData(payload: Buffer): boolean {
+    const len = payload.length;
+    this.#bytesReceived += len;
+    let data = payload;
+    if (len < COPY_BELOW && payload.buffer.byteLength > 4 * len) data = Buffer.from(payload);
+    if (this.#rxQueued === 0 && !this.#readPaused) {
+      this.#rxAck = (this.#rxAck + len) >>> 0;
+      if (!this.push(data)) this.#readPaused = true;
+      return true;
+    }
+    if (this.#rxQueued + len > HOST_WINDOW) {
+      // usbmuxd: "Input buffer overflow" teardown. A device that honours our window cannot get here.
+      this.log.warn(`device overran the window (${this.#rxQueued + len} bytes unacknowledged); resetting`);
+      this.#startClosing('overrun', true, new MuxwireError('MUXWIRE_ERR_PROTOCOL', 'the device sent more than the advertised window'));
+      return false;
+    }
+    this.#rxQueue.push(data);
+    this.#rxQueued += len;
+    return true;
+  }
+
+  /** Pushes queued device data while the reader wants it; ends the readable side when closing. */
+  #drainQueue(): boolean {
+    let moved = false;
+    while (this.#rxQueued > 0 && !this.#readPaused) {
+      const chunk = this.#rxQueue[this.#rxHead]!;
+      this.#rxQueue[this.#rxHead++] = EMPTY;
+      this.#rxQueued -= chunk.length;
+      this.#rxAck = (this.#rxAck + chunk.length) >>> 0;
+      moved = true;
+      if (!this.push(chunk)) this.#readPaused = true;
+    }
+    if (this.#rxQueued === 0 && this.#rxHead > 0) {
+      this.#rxQueue.length = 0;
+      this.#rxHead = 0;
+    } else if (this.#rxHead > 64 && this.#rxHead * 2 > this.#rxQueue.length) {
+      this.#rxQueue = this.#rxQueue.slice(this.#rxHead);
+      this.#rxHead = 0;
+    }
+    if (this.#rxQueued === 0 && this.#state === 'closing' && !this.#readableEnded) {
+      this.#readableEnded = true;
+      this.push(null);
+    }
+    return moved;
+  }
+
+  override _read(): void {
+    this.#readPaused = false;
+    if (this.#rxQueued === 0 && this.#state !== 'closing') return;
+    const moved = this.#drainQueue();
+    // The reader consumed data the device may be waiting on: reopen its window right away.
+    if (moved && this.#state === 'connected' && this.#ackSent !== this.#rxAck) this.#sendAck();
+  }
+
+  // ---- writer → device ---------------------------------------------------------------------------
+
+  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (err?: Error | null) => void): void {
+    if (this.#state !== 'connected') {
+      // The device side is over (reset, FIN, unplug): like a TCP peer gone, the bytes go nowhere.
+      if (this.log.enabled('debug')) this.log.debug(`discarding ${chunk.length} bytes written after the connection ${this.#closeReason ?? 'closed'}`);
+      callback();
+      return;
+    }
+    this.#wChunk = chunk;
+    this.#wOffset = 0;
+    this.#wCallback = callback;
+    this.#pump();
+  }
+
+  override _writev(chunks: Array<{ chunk: Buffer; encoding: BufferEncoding }>, callback: (err?: Error | null) => void): void {
+    // Many small writes become one packet instead of one USB transfer each (usbmux.md §5.2).
+    let total = 0;
+    for (const c of chunks) total += c.chunk.length;
+    const joined = Buffer.allocUnsafe(total);
+    let at = 0;
+    for (const c of chunks) at += c.chunk.copy(joined, at);
+    this._write(joined, 'buffer' as BufferEncoding, callback);
+  }
+
+  /** Sends as much of the pending write as the device's window allows. */
+  #pump(): void {
+    const chunk = this.#wChunk;
+    if (chunk === undefined) return;
+    while (this.#wOffset < chunk.length) {
+      const inFlight = (this.#txSeq - this.#deviceAck) >>> 0;
+      // A device ACK beyond what we sent would make inFlight huge: treat as nothing sendable.
+      const room = inFlight >= this.#deviceWindow ? 0 : this.#deviceWindow - inFlight;
+      if (room === 0) return;
+      let n = chunk.length - this.#wOffset;
+      if (n > room) n = room;
+      if (n > MAX_PAYLOAD) n = MAX_PAYLOAD;
+      this.#host.sendSegment(this, ACK, chunk, this.#wOffset, n);
+      this.#ackSent = this.#rxAck;
+      this.#txSeq = (this.#txSeq + n) >>> 0;
+      this.#wOffset += n;
+      this.#bytesSent += n;
+    }
+    this.#completePendingWrite();
+  }
+
+  #completePendingWrite(): void {
+    const cb = this.#wCallback;
+    this.#wChunk = undefined;
+    this.#wOffset = 0;
+    this.#wCallback = undefined;
+    cb?.();
+  }
+
+  #sendAck(): void {
+    this.#host.sendSegment(this, ACK);
+    this.#ackSent = this.#rxAck;
+  }
+
+  override _final(callback: (err?: Error | null) => void): void {
+    // No half-close on the mux (§6.5): the writer is done, so the connection is reset. Whatever the
+    // device had already sent is still delivered before the readable side ends.
+    if (this.#state === 'connected') this.#startClosing('local', true, undefined);
+    callback();
+  }
+
+  override _destroy(err: Error | null, callback: (err?: Error | null) => void): void {
+    this.#clearTimer();
+    if (this.#state === 'connecting') {
+      this.#host.sendSegment(this, RST);
+      const reject = this.#reject;
+      this.#resolve = undefined;
+      this.#reject = undefined;
+      this.#host.releaseConnection(this);
+      reject?.(err ?? new MuxwireError('MUXWIRE_ERR_CLOSED', 'the connection was destroyed while connecting'));
+    } else if (this.#state === 'connected') {
+      this.#closeReason = 'local';
+      this.#host.sendSegment(this, RST);
+      this.#host.releaseConnection(this);
+    }
+    this.#state = 'closed';
+    this.#rxQueue = [];
+    this.#rxHead = 0;
+    this.#rxQueued = 0;
+    this.#wChunk = undefined;
+    this.#wCallback = undefined;
+    callback(err);
+  }
+
+  #clearTimer(): void {
+    if (this.#timer !== undefined) {
+      clearTimeout(this.#timer);
+      this.#timer = undefined;
+    }
+  }
+}
+
+const EMPTY = Buffer.alloc(0);
+
+function onConnectTimeout(conn: MuxConnection): void {
+  conn.connectTimedOut();
+}
+
+/** An RST's payload, if any, is a readable reason (usbmuxd logs it with a trailing \n removed). */
+function resetReason(payload: Buffer): string | undefined {
+  if (payload.length === 0) return undefined;
+  return payload.subarray(0, 256).toString('latin1').replace(/\n$/, '');
+}

@@ -1,0 +1,202 @@
+/**
+ * The dictionaries of the plist (v1) client protocol (usbmux.md §4.4–§4.7, §4.12): requests as
+ * libusbmuxd sends them, replies and events as usbmuxd sends them. All of them travel as the body
+ * of a PLIST message (client-message.ts):
+ *
+ * ```
+ * request  { ClientVersionString, MessageType, ProgName, kLibUSBMuxVersion: 3, …fields }
+ * Result   { MessageType: "Result", Number: n }
+ * Attached { MessageType: "Attached", DeviceID, Properties: { ConnectionSpeed, ConnectionType,
+ *            DeviceID, LocationID, ProductID, SerialNumber [, UDID, USBSerialNumber] } }
+ * Detached { MessageType: "Detached", DeviceID }          Paired { MessageType: "Paired", DeviceID }
+ * Connect  PortNumber = htons(port) read as an integer: 62078 → 32498 (byte swap, §4.7)
+ * ```
+ */
+import { isPlistDict } from './plist.js';
+import type { PlistDict, PlistValue } from './plist.js';
+
+/** `kLibUSBMuxVersion` that libusbmuxd sends (usbmux.md §4.12). */
+export const LIBUSBMUX_VERSION = 3;
+
+/** What we put in `ClientVersionString` (libusbmuxd sends "libusbmuxd <version>"). */
+export const CLIENT_VERSION_STRING = 'muxwire 0.1.0';
+
+/**
+ * The integer a plist Connect carries in `PortNumber`: the port in network byte order read as a
+ * little-endian u16, i.e. its two bytes swapped (62078 = 0xF27E → 0x7EF2 = 32498). Every client
+ * studied does this (libusbmuxd htons, go-ios, pymobiledevice3, appium).
+ */
+export function encodePortNumber(port: number): number {
+  return ((port & 0xff) << 8) | ((port >>> 8) & 0xff);
+}
+
+/** The port a plist `PortNumber` means: usbmuxd truncates to u16 and applies ntohs (a swap). */
+export function decodePortNumber(n: number): number {
+  return encodePortNumber(n & 0xffff);
+}
+
+/** What the daemon knows about one attached device, as Properties reports it. */
+export interface DeviceProperties {
+  deviceId: number;
+  productId: number;
+  /** The UDID as usbmuxd reports it (dashed for 24-character serials). */
+  serialNumber: string;
+  locationId: number;
+  /** bit/s (usbmux.md §1.6). */
+  connectionSpeed: number;
+  connectionType: 'USB' | 'Network';
+  /** Apple's daemon adds these two; usbmuxd does not (§4.5). */
+  udid?: string;
+  usbSerialNumber?: string;
+}
+
+/** The `Properties` dictionary, keys in usbmuxd's order (alphabetical), Apple's extras last. */
+export function deviceProperties(dev: DeviceProperties): PlistDict {
+  const props: PlistDict = {
+    ConnectionSpeed: dev.connectionSpeed,
+    ConnectionType: dev.connectionType,
+    DeviceID: dev.deviceId,
+    LocationID: dev.locationId,
+    ProductID: dev.productId,
+    SerialNumber: dev.serialNumber,
+  };
+  if (dev.udid !== undefined) props.UDID = dev.udid;
+  if (dev.usbSerialNumber !== undefined) props.USBSerialNumber = dev.usbSerialNumber;
+  return props;
+}
+
+/** Reads a Properties dictionary back (from any daemon); undefined when a required key is missing. */
+export function parseDeviceProperties(props: PlistValue | undefined): DeviceProperties | undefined {
+  if (!isPlistDict(props)) return undefined;
+  const num = (v: PlistValue | undefined): number | undefined =>
+    typeof v === 'number' ? v : typeof v === 'bigint' ? Number(v & 0xffffffffn) : undefined;
+  const deviceId = num(props.DeviceID);
+  const serialNumber = props.SerialNumber;
+  if (deviceId === undefined || typeof serialNumber !== 'string') return undefined;
+  const dev: DeviceProperties = {
+    deviceId,
+    productId: num(props.ProductID) ?? 0,
+    serialNumber,
+    locationId: num(props.LocationID) ?? 0,
+    connectionSpeed: num(props.ConnectionSpeed) ?? 0,
+    connectionType: props.ConnectionType === 'Network' ? 'Network' : 'USB',
+  };
+  if (typeof props.UDID === 'string') dev.udid = props.UDID;
+  if (typeof props.USBSerialNumber === 'string') dev.usbSerialNumber = props.USBSerialNumber;
+  return dev;
+}
+
+/** `{MessageType: "Attached", DeviceID, Properties}` — a Listen event and a DeviceList entry. */
+export function attachedEvent(dev: DeviceProperties): PlistDict {
+  return { MessageType: 'Attached', DeviceID: dev.deviceId, Properties: deviceProperties(dev) };
+}
+
+/** `{MessageType: "Detached", DeviceID}`. */
+export function detachedEvent(deviceId: number): PlistDict {
+  return { MessageType: 'Detached', DeviceID: deviceId };
+}
+
+/** `{MessageType: "Paired", DeviceID}` (sent after a SavePairRecord with a matching DeviceID). */
+export function pairedEvent(deviceId: number): PlistDict {
+  return { MessageType: 'Paired', DeviceID: deviceId };
+}
+
+/** `{MessageType: "Result", Number: n}`. */
+export function resultMessage(n: number): PlistDict {
+  return { MessageType: 'Result', Number: n };
+}
+
+/** The client-information keys libusbmuxd adds to every request. */
+export function clientInfo(progName: string): PlistDict {
+  return { ClientVersionString: CLIENT_VERSION_STRING, ProgName: progName, kLibUSBMuxVersion: LIBUSBMUX_VERSION };
+}
+
+/**
+ * A request dictionary as libusbmuxd builds it (`create_plist_message`): client information and
+ * MessageType first, then the request's own fields. Undefined fields are skipped when encoded.
+ */
+export function plistRequest(messageType: string, fields: PlistDict = {}, progName = 'muxwire'): PlistDict {
+  return {
+    ClientVersionString: CLIENT_VERSION_STRING,
+    MessageType: messageType,
+    ProgName: progName,
+    kLibUSBMuxVersion: LIBUSBMUX_VERSION,
+    ...fields,
+  };
+}
+
+// ─── Requests ─────────────────────────────────────────────────────────────────────────────────
+
+export function listDevicesRequest(progName?: string): PlistDict {
+  return plistRequest('ListDevices', {}, progName);
+}
+
+export function listenRequest(progName?: string): PlistDict {
+  return plistRequest('Listen', {}, progName);
+}
+
+/** Connect to a device port; `port` is the ordinary port number, swapped here into PortNumber. */
+export function connectRequest(deviceId: number, port: number, progName?: string): PlistDict {
+  return plistRequest('Connect', { DeviceID: deviceId, PortNumber: encodePortNumber(port) }, progName);
+}
+
+export function listListenersRequest(progName?: string): PlistDict {
+  return plistRequest('ListListeners', {}, progName);
+}
+
+export function readBuidRequest(progName?: string): PlistDict {
+  return plistRequest('ReadBUID', {}, progName);
+}
+
+export function readPairRecordRequest(udid: string, progName?: string): PlistDict {
+  return plistRequest('ReadPairRecord', { PairRecordID: udid }, progName);
+}
+
+/** SavePairRecord; with `deviceId` the daemon sends a Paired event (usbmux.md §4.4). */
+export function savePairRecordRequest(udid: string, record: Buffer, deviceId?: number, progName?: string): PlistDict {
+  return plistRequest('SavePairRecord', { PairRecordID: udid, PairRecordData: record, DeviceID: deviceId }, progName);
+}
+
+export function deletePairRecordRequest(udid: string, progName?: string): PlistDict {
+  return plistRequest('DeletePairRecord', { PairRecordID: udid }, progName);
+}
+
+// ─── Replies (no MessageType at the top level, usbmux.md §4.4) ─────────────────────────────────
+
+/** `{DeviceList: [Attached…]}`. */
+export function deviceListReply(devices: DeviceProperties[]): PlistDict {
+  return { DeviceList: devices.map(attachedEvent) };
+}
+
+/** One ListListeners entry, as usbmuxd builds it. */
+export interface ListenerInfo {
+  /** usbmuxd puts "<client number>-<ProgName or unknown>" here. */
+  idString: string;
+  progName?: string;
+  bundleId?: string;
+  libUSBMuxVersion?: number;
+}
+
+/** `{ListenerList: [{Blacklisted, BundleID?, ConnType, "ID String", ProgName, kLibUSBMuxVersion}…]}`. */
+export function listenersReply(listeners: ListenerInfo[]): PlistDict {
+  return {
+    ListenerList: listeners.map((l) => ({
+      Blacklisted: false,
+      BundleID: l.bundleId,
+      ConnType: 0,
+      'ID String': l.idString,
+      ProgName: l.progName ?? 'unknown',
+      kLibUSBMuxVersion: l.libUSBMuxVersion ?? LIBUSBMUX_VERSION,
+    })),
+  };
+}
+
+/** `{BUID: string}`. */
+export function buidReply(buid: string): PlistDict {
+  return { BUID: buid };
+}
+
+/** `{PairRecordData: data}` (the stored record's raw bytes). */
+export function pairRecordReply(record: Buffer): PlistDict {
+  return { PairRecordData: record };
+}

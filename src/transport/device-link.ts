@@ -1,0 +1,34 @@
+/**
+ * The contract between device discovery (transport/) and the host mux engine (mux/): a DeviceLink
+ * is one attached device's pair of bulk pipes, a DeviceSource finds devices and announces them.
+ * Every transport (native USB, WebUSB, vusb, the simulator's in-process link) implements these, so
+ * the mux engine never branches on where its bytes come from.
+ */
+import type { EventEmitter } from 'node:events';
+
+/** What the daemon publishes about a device (usbmux.md §1.6, §4.5). */
+export interface DeviceLinkInfo {
+  /** UDID, dashed 25 chars for 24-char serials (usbmux.md §1.6 fix-up already applied). */
+  serialNumber: string;
+  productId: number;
+  /** `(bus << 16) | address` as usbmuxd computes it. */
+  locationId: number;
+  /** bit/s, usbmux.md §1.6. */
+  speed: number;
+}
+
+/** One attached device's bulk pipes. */
+export interface DeviceLink {
+  readonly info: DeviceLinkInfo;
+  /** Send one mux packet as one OUT transfer (+ ZLP when length % maxPacketSize == 0). */
+  sendPacket(packet: Buffer, done?: (err?: Error) => void): void;
+  /** Begin IN transfers; each onData call is one completed IN transfer's bytes. onClose once. */
+  start(handlers: { onData(chunk: Buffer): void; onClose(err?: Error): void }): void;
+  close(): void;
+}
+
+/** Finds devices. Events: 'attach' (link: DeviceLink), 'detach' (link: DeviceLink). */
+export interface DeviceSource extends EventEmitter {
+  start(): Promise<void>;
+  stop(): Promise<void>;
+}

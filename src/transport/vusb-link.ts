@@ -1,0 +1,337 @@
+/**
+ * The host end of one vusb connection (DESIGN.md "vusb"): control transfers while the device is
+ * being enumerated, then the DeviceLink the mux engine drives.
+ *
+ * IN side. A real host keeps `inTransfersInFlight` bulk IN transfers of `inTransferSize` bytes
+ * queued (usbmuxd: 3 × 16384, usbmux.md §1.5). One device write (one BULK_IN message) fills them
+ * in order, each completing with min(remaining, inTransferSize) bytes, so a 40000-byte write
+ * completes three transfers: 16384, 16384, 7232. Each completed transfer is one `onData` call with
+ * a view of the message (no copy), and the transfer is resubmitted when `onData` returns, as
+ * usbmuxd resubmits inside its callback; so with a synchronous consumer the number in flight
+ * changes when bytes arrive, never how they are cut. A zero-length write completes one transfer
+ * with 0 bytes, and nothing is delivered for it (usbmuxd's device_data_input ignores length 0).
+ *
+ * Backpressure. Messages are parsed and delivered synchronously as the socket is read, so the
+ * link holds at most one partial message (≤ 1 MiB, the decoder's limit) — never a queue. A consumer
+ * that cannot keep up blocks the loop, the socket is not read, and the device's writes wait in the
+ * kernel buffer, as they would wait on a NAKed USB endpoint. Until `start()` the socket is paused
+ * the same way (no IN transfers are queued yet).
+ *
+ * OUT side. `sendPacket` writes one BULK_OUT (6-byte header + the caller's buffer, corked into one
+ * writev, no copy), followed by a zero-length BULK_OUT when the length is a multiple of the
+ * endpoint's wMaxPacketSize (usbmuxd's ZLP rule, usbmux.md §1.4).
+ */
+import type { Socket } from 'node:net';
+import { MuxwireError } from '../errors.js';
+import type { Logger } from '../log.js';
+import {
+  encodeBulkHeader,
+  encodeControl,
+  UsbTransferStatus,
+  VUSB_MAX_PAYLOAD,
+  VUSB_WIRE_VERSION,
+  VusbDecoder,
+  VusbMessageType,
+  type UsbSetupPacket,
+  type VusbMessage,
+} from '../protocol/vusb-wire.js';
+import type { DeviceLink, DeviceLinkInfo } from './device-link.js';
+
+/** Options of VusbLink. */
+export interface VusbLinkOptions {
+  /** Bytes per IN transfer (usbmuxd USB_MRU = 16384). */
+  inTransferSize: number;
+  /** IN transfers kept queued (usbmuxd NUM_RX_LOOPS = 3). */
+  inTransfersInFlight: number;
+  /** Per control transfer; usbmuxd uses 1000 ms on real hardware. */
+  controlTimeoutMs: number;
+  log: Logger;
+}
+
+/** The mux function's pipes, found by enumeration. */
+export interface VusbMuxPipes {
+  outEndpoint: number;
+  inEndpoint: number;
+  maxPacketSize: number;
+}
+
+interface PendingControl {
+  wLength: number;
+  resolve(data: Buffer): void;
+  reject(err: Error): void;
+  timer: NodeJS.Timeout;
+}
+
+type LinkHandlers = { onData(chunk: Buffer): void; onClose(err?: Error): void };
+
+const NO_DEVICE = (): MuxwireError => new MuxwireError('MUXWIRE_ERR_NO_DEVICE', 'the device is gone');
+
+/**
+ * One vusb connection seen from the host. Created on a connected socket; `hello()` and `control()`
+ * serve enumeration, `bindMux()` makes it a DeviceLink.
+ */
+export class VusbLink implements DeviceLink {
+  readonly #socket: Socket;
+  readonly #decoder = new VusbDecoder();
+  readonly #opts: VusbLinkOptions;
+  readonly #log: Logger;
+  readonly #onEnd: (err?: Error) => void;
+  #hello: { speed: number } | undefined;
+  #helloWaiter: { resolve(speed: number): void; reject(err: Error): void } | undefined;
+  #controls = new Map<number, PendingControl>();
+  #nextControlId = 1;
+  #info: DeviceLinkInfo | undefined;
+  #pipes: VusbMuxPipes | undefined;
+  #zlp: Buffer | undefined;
+  #handlers: LinkHandlers | undefined;
+  /** BULK_IN that arrived before start(): at most what one socket chunk held. */
+  #early: Buffer[] = [];
+  #closed = false;
+  #endError: Error | undefined;
+
+  /** `onEnd` runs once when the connection ends, after onClose. */
+  constructor(socket: Socket, opts: VusbLinkOptions, onEnd: (err?: Error) => void) {
+    if (!Number.isInteger(opts.inTransferSize) || opts.inTransferSize < 1 || opts.inTransferSize > VUSB_MAX_PAYLOAD) {
+      throw new MuxwireError('MUXWIRE_ERR_BAD_ARGUMENT', `inTransferSize ${opts.inTransferSize} outside 1..${VUSB_MAX_PAYLOAD}`);
+    }
+    if (!Number.isInteger(opts.inTransfersInFlight) || opts.inTransfersInFlight < 1 || opts.inTransfersInFlight > 64) {
+      throw new MuxwireError('MUXWIRE_ERR_BAD_ARGUMENT', `inTransfersInFlight ${opts.inTransfersInFlight} outside 1..64`);
+    }
+    this.#socket = socket;
+    this.#opts = opts;
+    this.#log = opts.log;
+    this.#onEnd = onEnd;
+    socket.on('data', (chunk: Buffer) => this.#onSocketData(chunk));
+    socket.on('error', (err) => {
+      this.#endError ??= new MuxwireError('MUXWIRE_ERR_NO_DEVICE', `vusb connection failed: ${err.message}`, { cause: err });
+    });
+    socket.on('close', () => this.#end());
+  }
+
+  /** Identity as published; throws until enumeration has bound the link. */
+  get info(): DeviceLinkInfo {
+    if (!this.#info) throw new MuxwireError('MUXWIRE_ERR_NOT_READY', 'the vusb link is not enumerated yet');
+    return this.#info;
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  get maxPacketSize(): number | undefined {
+    return this.#pipes?.maxPacketSize;
+  }
+
+  /** Waits for the device's HELLO; resolves with its libusb speed. */
+  hello(timeoutMs: number): Promise<number> {
+    if (this.#hello) return Promise.resolve(this.#hello.speed);
+    if (this.#closed) return Promise.reject(this.#endError ?? NO_DEVICE());
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#helloWaiter = undefined;
+        reject(new MuxwireError('MUXWIRE_ERR_TIMEOUT', `no HELLO within ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.#helloWaiter = {
+        resolve: (speed) => {
+          clearTimeout(timer);
+          resolve(speed);
+        },
+        reject: (err) => {
+          clearTimeout(timer);
+          reject(err);
+        },
+      };
+    });
+  }
+
+  /**
+   * One control transfer. Resolves with the IN data stage (empty for OUT requests); rejects with
+   * MUXWIRE_ERR_USB_STALL when the device stalls, MUXWIRE_ERR_USB_TRANSFER for another libusb
+   * status, MUXWIRE_ERR_TIMEOUT when no answer comes in time (the link is then closed: a device
+   * that loses a control transfer cannot be trusted with the next one).
+   */
+  control(setup: UsbSetupPacket, data?: Buffer): Promise<Buffer> {
+    if (this.#closed) return Promise.reject(this.#endError ?? NO_DEVICE());
+    const id = this.#nextControlId;
+    this.#nextControlId = (this.#nextControlId % 0xffffffff) + 1;
+    const frame = encodeControl(id, setup, data);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#controls.delete(id);
+        const err = new MuxwireError('MUXWIRE_ERR_TIMEOUT',
+          `control request 0x${setup.bRequest.toString(16)} unanswered after ${this.#opts.controlTimeoutMs} ms`);
+        reject(err);
+        this.#fail(err);
+      }, this.#opts.controlTimeoutMs);
+      this.#controls.set(id, { wLength: setup.wLength, resolve, reject, timer });
+      this.#socket.write(frame);
+    });
+  }
+
+  /** Enumeration is done: publish `info`, use `pipes`, and hold IN data until start(). */
+  bindMux(info: DeviceLinkInfo, pipes: VusbMuxPipes): void {
+    this.#info = info;
+    this.#pipes = pipes;
+    this.#zlp = encodeBulkHeader(VusbMessageType.BULK_OUT, pipes.outEndpoint, 0);
+    // No IN transfer is queued until start(): the device's writes wait, as on a NAKed endpoint.
+    if (!this.#handlers) this.#socket.pause();
+  }
+
+  sendPacket(packet: Buffer, done?: (err?: Error) => void): void {
+    const pipes = this.#pipes;
+    if (this.#closed || !pipes) {
+      const err = this.#closed ? (this.#endError ?? NO_DEVICE()) : new MuxwireError('MUXWIRE_ERR_NOT_READY', 'the vusb link is not enumerated yet');
+      if (done) process.nextTick(done, err);
+      return;
+    }
+    const length = packet.length;
+    if (length > VUSB_MAX_PAYLOAD) {
+      if (done) process.nextTick(done, new MuxwireError('MUXWIRE_ERR_BAD_LENGTH', `OUT transfer of ${length} bytes exceeds ${VUSB_MAX_PAYLOAD}`));
+      return;
+    }
+    const zlp = length > 0 && length % pipes.maxPacketSize === 0;
+    const socket = this.#socket;
+    // net may pass null for success; `done` treats any falsy value as success.
+    const cb = done as ((err?: Error | null) => void) | undefined;
+    socket.cork();
+    if (length === 0) {
+      socket.write(this.#zlp!, cb);
+    } else {
+      socket.write(encodeBulkHeader(VusbMessageType.BULK_OUT, pipes.outEndpoint, length));
+      if (zlp) {
+        socket.write(packet);
+        socket.write(this.#zlp!, cb);
+      } else {
+        socket.write(packet, cb);
+      }
+    }
+    socket.uncork();
+  }
+
+  start(handlers: LinkHandlers): void {
+    if (this.#handlers) throw new MuxwireError('MUXWIRE_ERR_BAD_STATE', 'the vusb link was already started');
+    this.#handlers = handlers;
+    if (this.#closed) {
+      process.nextTick(() => handlers.onClose(this.#endError));
+      return;
+    }
+    const early = this.#early;
+    this.#early = [];
+    for (const data of early) {
+      this.#deliverIn(data);
+      if (this.#closed) return;
+    }
+    this.#socket.resume();
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#socket.destroy();
+  }
+
+  #fail(err: Error): void {
+    this.#endError ??= err;
+    this.#socket.destroy();
+  }
+
+  #onSocketData(chunk: Buffer): void {
+    const decoder = this.#decoder;
+    decoder.push(chunk);
+    try {
+      for (let msg = decoder.next(); msg !== undefined; msg = decoder.next()) {
+        this.#onMessage(msg);
+        if (this.#closed) return;
+      }
+    } catch (err) {
+      this.#log.warn(`device sent malformed vusb input: ${(err as Error).message}`);
+      this.#fail(err as Error);
+    }
+  }
+
+  #onMessage(msg: VusbMessage): void {
+    switch (msg.type) {
+      case VusbMessageType.BULK_IN:
+        if (!this.#pipes || msg.endpoint !== this.#pipes.inEndpoint) {
+          // No IN transfer is queued on that endpoint: a real host would never see these bytes.
+          this.#log.warn(`ignored ${msg.data.length} bytes from endpoint 0x${msg.endpoint.toString(16)} with no transfer queued`);
+          return;
+        }
+        if (!this.#handlers) {
+          if (msg.data.length > 0) this.#early.push(msg.data);
+          return;
+        }
+        this.#deliverIn(msg.data);
+        return;
+      case VusbMessageType.CONTROL_DONE: {
+        const pending = this.#controls.get(msg.id);
+        if (!pending) throw new MuxwireError('MUXWIRE_ERR_VUSB_BAD_MESSAGE', `CONTROL_DONE for unknown request ${msg.id}`);
+        this.#controls.delete(msg.id);
+        clearTimeout(pending.timer);
+        if (msg.status === UsbTransferStatus.PIPE) {
+          pending.reject(new MuxwireError('MUXWIRE_ERR_USB_STALL', 'the device stalled the control request', { detail: msg.status }));
+        } else if (msg.status !== UsbTransferStatus.OK) {
+          pending.reject(new MuxwireError('MUXWIRE_ERR_USB_TRANSFER', `control transfer failed with libusb status ${msg.status}`, { detail: msg.status }));
+        } else if (msg.data.length > pending.wLength) {
+          // libusb would report LIBUSB_ERROR_OVERFLOW: the device sent more than was asked.
+          pending.reject(new MuxwireError('MUXWIRE_ERR_USB_TRANSFER', `control reply of ${msg.data.length} bytes for wLength ${pending.wLength}`, { detail: UsbTransferStatus.OVERFLOW }));
+        } else {
+          // Copy: enumeration keeps descriptors, and the view would pin the whole socket chunk.
+          pending.resolve(Buffer.from(msg.data));
+        }
+        return;
+      }
+      case VusbMessageType.HELLO: {
+        if (this.#hello) throw new MuxwireError('MUXWIRE_ERR_VUSB_BAD_MESSAGE', 'second HELLO');
+        if (msg.wireVersion !== VUSB_WIRE_VERSION) {
+          throw new MuxwireError('MUXWIRE_ERR_VUSB_VERSION', `device speaks vusb wire version ${msg.wireVersion}, expected ${VUSB_WIRE_VERSION}`);
+        }
+        this.#hello = { speed: msg.speed };
+        const waiter = this.#helloWaiter;
+        this.#helloWaiter = undefined;
+        waiter?.resolve(msg.speed);
+        return;
+      }
+      default:
+        throw new MuxwireError('MUXWIRE_ERR_VUSB_BAD_MESSAGE', `device sent a host-to-device message (type ${msg.type})`);
+    }
+  }
+
+  /** One device write fills the queued IN transfers in order. */
+  #deliverIn(data: Buffer): void {
+    const length = data.length;
+    if (length === 0) return;
+    const handlers = this.#handlers!;
+    const size = this.#opts.inTransferSize;
+    if (length <= size) {
+      handlers.onData(data);
+      return;
+    }
+    for (let offset = 0; offset < length && !this.#closed; offset += size) {
+      handlers.onData(data.subarray(offset, Math.min(offset + size, length)));
+    }
+  }
+
+  #end(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    const err = this.#endError;
+    const gone = err ?? NO_DEVICE();
+    this.#helloWaiter?.reject(gone);
+    this.#helloWaiter = undefined;
+    for (const pending of this.#controls.values()) {
+      clearTimeout(pending.timer);
+      pending.reject(gone);
+    }
+    this.#controls.clear();
+    this.#early = [];
+    const handlers = this.#handlers;
+    if (handlers) {
+      try {
+        handlers.onClose(err);
+      } catch (e) {
+        this.#log.error(`onClose threw: ${(e as Error).message}`);
+      }
+    }
+    this.#onEnd(err);
+  }
+}

@@ -1,0 +1,292 @@
+import assert from 'node:assert/strict';
+import { describe, test, type TestContext } from 'node:test';
+import type { Accel } from '../../src/accel/accel.js';
+import { DEMUX_EVENT_FIELDS, DemuxEvent, NO_SLOT, SOURCE_TRANSFER } from '../../src/accel/demux-core.js';
+import type { Demuxer } from '../../src/accel/demuxer.js';
+import { selectAccel } from '../../src/accel/index.js';
+import { JsAccel } from '../../src/accel/js-accel.js';
+import { NativeAccel } from '../../src/accel/native-accel.js';
+import { isMuxwireError } from '../../src/errors.js';
+import { encodeMuxPacket, encodeVersionPayload, MuxProtocol } from '../../src/protocol/mux-header.js';
+import { encodeTcpHeader, TcpFlag } from '../../src/protocol/tcp-header.js';
+import { muxHeaderClaiming, seededRandom, testSeed } from './mux-bytes.js';
+import { nativeBinding } from './native-under-test.js';
+
+const implementations: { name: string; make: (t: TestContext) => Accel | undefined }[] = [
+  { name: 'TypeScript', make: () => new JsAccel() },
+  {
+    name: 'native',
+    make: (t) => {
+      const binding = nativeBinding(t);
+      return binding && new NativeAccel(binding);
+    },
+  },
+  { name: 'as selected for this run', make: () => selectAccel() },
+];
+
+/** A TCP packet from the device's port `sport` to the host's port `dport`. */
+function tcp(version: 1 | 2, sport: number, dport: number, data: Buffer | string, opts: { flags?: number; seq?: number; txSeq?: number; rxSeq?: number } = {}): Buffer {
+  const header = encodeTcpHeader({ sport, dport, seq: opts.seq ?? 0, ack: 0, flags: opts.flags ?? TcpFlag.ACK, window: 131072 });
+  return encodeMuxPacket(version, { protocol: MuxProtocol.TCP, txSeq: opts.txSeq, rxSeq: opts.rxSeq }, header, Buffer.from(data));
+}
+
+function record(d: Demuxer, i: number): number[] {
+  return [...d.events.subarray(i * DEMUX_EVENT_FIELDS, (i + 1) * DEMUX_EVENT_FIELDS)];
+}
+
+function unreadText(d: Demuxer, slot: number): string {
+  return Buffer.concat(d.readable(slot)).toString('latin1');
+}
+
+/** What a stream means, independent of where transfers split it: each packet's record without
+ * its location, with the packet's bytes, and each ring's unread bytes. */
+function summarize(d: Demuxer, chunks: Buffer[], slots: number[]): unknown {
+  const packets: unknown[] = [];
+  for (const chunk of chunks) {
+    const n = d.push(chunk);
+    for (let i = 0; i < n; i++) {
+      const [kind, slotOrProtocol, , , length, seqs, ringStart, payload] = record(d, i);
+      packets.push({ kind, slotOrProtocol, length, seqs, ringStart, payload, bytes: d.packet(i).toString('hex') });
+    }
+  }
+  return { packets, rings: slots.map((s) => unreadText(d, s)), staged: d.staged };
+}
+
+function badLength(offset: number | undefined, length: number) {
+  return (err: unknown) => {
+    assert.ok(isMuxwireError(err, 'MUXWIRE_ERR_BAD_LENGTH'), String(err));
+    assert.deepEqual(err.detail, { offset, length });
+    return true;
+  };
+}
+
+for (const impl of implementations) {
+  describe(`Demuxer, ${impl.name}`, () => {
+    test('appends the payload of an open connection to its ring and describes the packet', (t) => {
+      const accel = impl.make(t);
+      if (!accel) return;
+      const d = accel.createDemuxer({ version: 2 });
+      const slot = d.openConnection(62078, 1, 1024);
+      const p = tcp(2, 62078, 1, 'hello', { txSeq: 3, rxSeq: 9 });
+      assert.equal(d.push(p), 1);
+      assert.deepEqual(record(d, 0), [DemuxEvent.TCP_DATA, slot, SOURCE_TRANSFER, 0, p.length, (3 << 16) | 9, 0, 5]);
+      assert.deepEqual(d.packet(0), p);
+      assert.equal(d.unread(slot), 5);
+      assert.equal(unreadText(d, slot), 'hello');
+      d.consume(slot, 2);
+      assert.equal(unreadText(d, slot), 'llo');
+      assert.equal(d.push(tcp(2, 62078, 1, ' world')), 1);
+      assert.equal(record(d, 0)[6], 5, 'ring start is the write position before the payload');
+      assert.equal(unreadText(d, slot), 'llo world');
+    });
+
+    test('reassembles a packet spread over three transfers and points its event at staging memory', (t) => {
+      const accel = impl.make(t);
+      if (!accel) return;
+      const d = accel.createDemuxer({ version: 2 });
+      const slot = d.openConnection(7, 2, 65536);
+      const data = Buffer.alloc(40000, 'x');
+      const p = tcp(2, 7, 2, data);
+      const next = tcp(2, 7, 2, 'after');
+      assert.equal(d.push(p.subarray(0, 5)), 0);
+      assert.equal(d.staged, 5);
+      assert.equal(d.push(p.subarray(5, 16384)), 0);
+      assert.equal(d.staged, 16384);
+      assert.equal(d.push(Buffer.concat([p.subarray(16384), next, next.subarray(0, 3)])), 2);
+      assert.equal(record(d, 0)[2], 1, 'the first staging buffer');
+      assert.deepEqual(d.packet(0), p);
+      assert.deepEqual(record(d, 1).slice(2, 5), [SOURCE_TRANSFER, p.length - 16384, next.length]);
+      assert.equal(d.staged, 3);
+      assert.equal(d.unread(slot), 40005);
+      // The next packet completes in the other staging buffer.
+      assert.equal(d.push(next.subarray(3)), 1);
+      assert.equal(record(d, 0)[2], 2, 'the second staging buffer');
+      assert.deepEqual(d.packet(0), next);
+    });
+
+    test('gives the same packets and ring bytes whether the stream comes whole, byte by byte or split at random', (t) => {
+      const accel = impl.make(t);
+      if (!accel) return;
+      const stream = Buffer.concat([
+        encodeMuxPacket(2, { protocol: MuxProtocol.CONTROL }, Buffer.from('\x07hello')),
+        tcp(2, 62078, 1, 'lockdown'),
+        tcp(2, 7, 2, Buffer.alloc(3000, 'e')),
+        tcp(2, 99, 3, 'nobody'),
+        tcp(2, 62078, 1, '', { flags: TcpFlag.ACK }),
+        tcp(2, 7, 2, 'echo'),
+      ]);
+      const run = (chunks: Buffer[]) => {
+        const d = accel.createDemuxer({ version: 2 });
+        const slots = [d.openConnection(62078, 1), d.openConnection(7, 2)];
+        return summarize(d, chunks, slots);
+      };
+      const whole = run([stream]);
+      assert.deepEqual(run([...stream].map((b) => Buffer.from([b]))), whole);
+      const seed = testSeed();
+      t.diagnostic(`seed ${seed}`);
+      const rand = seededRandom(seed);
+      for (let round = 0; round < 20; round++) {
+        const chunks: Buffer[] = [];
+        for (let at = 0; at < stream.length; ) {
+          const n = Math.min(stream.length - at, Math.floor(rand() * 600));
+          chunks.push(stream.subarray(at, at + n));
+          at += n;
+        }
+        assert.deepEqual(run(chunks), whole, `seed ${seed} round ${round}`);
+      }
+    });
+
+    test('reports VERSION, CONTROL and a too-short TCP packet as plain packets with their protocol', (t) => {
+      const accel = impl.make(t);
+      if (!accel) return;
+      const d = accel.createDemuxer({ version: 1 });
+      const version = encodeMuxPacket(1, { protocol: MuxProtocol.VERSION }, encodeVersionPayload({ major: 2, minor: 0 }));
+      const short = encodeMuxPacket(1, { protocol: MuxProtocol.TCP }, Buffer.alloc(19));
+      assert.equal(d.push(Buffer.concat([version, short])), 2);
+      assert.deepEqual(record(d, 0), [DemuxEvent.PACKET, MuxProtocol.VERSION, SOURCE_TRANSFER, 0, 20, 0, 0, 12]);
+      assert.deepEqual(record(d, 1), [DemuxEvent.PACKET, MuxProtocol.TCP, SOURCE_TRANSFER, 20, 27, 0, 0, 19]);
+      // After VERSION negotiated 2, headers are 16 bytes.
+      d.version = 2;
+      const control = encodeMuxPacket(2, { protocol: MuxProtocol.CONTROL, txSeq: 1, rxSeq: 2 }, Buffer.from('\x05warn'));
+      assert.equal(d.push(control), 1);
+      assert.deepEqual(record(d, 0), [DemuxEvent.PACKET, MuxProtocol.CONTROL, SOURCE_TRANSFER, 0, 21, (1 << 16) | 2, 0, 5]);
+    });
+
+    test('reports TCP for unknown ports without a slot, and an empty ACK with its slot and no data', (t) => {
+      const accel = impl.make(t);
+      if (!accel) return;
+      const d = accel.createDemuxer({ version: 2 });
+      const slot = d.openConnection(62078, 4);
+      assert.equal(d.push(Buffer.concat([tcp(2, 62078, 5, 'lost'), tcp(2, 62078, 4, '', { flags: TcpFlag.SYN | TcpFlag.ACK })])), 2);
+      assert.deepEqual(record(d, 0).slice(0, 2), [DemuxEvent.TCP, NO_SLOT]);
+      assert.equal(record(d, 0)[7], 4);
+      assert.deepEqual(record(d, 1).slice(0, 2), [DemuxEvent.TCP, slot]);
+      assert.equal(record(d, 1)[7], 0);
+      assert.equal(d.unread(slot), 0);
+    });
+
+    test('wraps the ring and hands out two views across its end', (t) => {
+      const accel = impl.make(t);
+      if (!accel) return;
+      const d = accel.createDemuxer({ version: 2 });
+      const slot = d.openConnection(1, 2, 16);
+      d.push(tcp(2, 1, 2, 'abcdefghijkl'));
+      d.consume(slot, 10);
+      d.push(tcp(2, 1, 2, 'mnopqrst'));
+      const views = d.readable(slot);
+      assert.deepEqual(views.map((v) => v.toString()), ['klmnop', 'qrst']);
+      assert.equal(record(d, 0)[6], 12);
+    });
+
+    test('reports TCP_OVERFLOW and stores nothing when a payload exceeds the free space', (t) => {
+      const accel = impl.make(t);
+      if (!accel) return;
+      const d = accel.createDemuxer({ version: 2 });
+      const slot = d.openConnection(1, 2, 8);
+      assert.equal(d.push(Buffer.concat([tcp(2, 1, 2, 'abcdef'), tcp(2, 1, 2, 'ghi'), tcp(2, 1, 2, 'gh')])), 3);
+      assert.deepEqual([record(d, 0)[0], record(d, 1)[0], record(d, 2)[0]], [DemuxEvent.TCP_DATA, DemuxEvent.TCP_OVERFLOW, DemuxEvent.TCP_DATA]);
+      assert.equal(unreadText(d, slot), 'abcdefgh');
+      // A read position past the write position is not trusted: the ring counts as full.
+      d.ringState[2 * slot] = d.ringState[2 * slot + 1]! + 1;
+      d.push(tcp(2, 1, 2, 'x'));
+      assert.equal(record(d, 0)[0], DemuxEvent.TCP_OVERFLOW);
+    });
+
+    test('fails for good on a bad length, also when the packet began in an earlier transfer', (t) => {
+      const accel = impl.make(t);
+      if (!accel) return;
+      const good = tcp(2, 1, 2, 'ok');
+      const d = accel.createDemuxer({ version: 2 });
+      assert.throws(() => d.push(Buffer.concat([good, muxHeaderClaiming(2, 65537)])), badLength(good.length, 65537));
+      assert.throws(() => d.push(good), badLength(good.length, 65537));
+      const e = accel.createDemuxer({ version: 2, maxPacket: 1000 });
+      assert.equal(e.push(muxHeaderClaiming(2, 1001, 6)), 0);
+      assert.throws(() => e.push(muxHeaderClaiming(2, 1001).subarray(6)), badLength(undefined, 1001));
+      const v1 = accel.createDemuxer({ version: 1 });
+      assert.throws(() => v1.push(muxHeaderClaiming(1, 7)), badLength(0, 7));
+    });
+
+    test('produces nothing for a zero-length transfer', (t) => {
+      const accel = impl.make(t);
+      if (!accel) return;
+      const d = accel.createDemuxer({ version: 2 });
+      assert.equal(d.push(Buffer.alloc(0)), 0);
+      const p = tcp(2, 1, 2, 'z');
+      d.push(p.subarray(0, 3));
+      assert.equal(d.push(Buffer.alloc(0)), 0);
+      assert.equal(d.staged, 3);
+      assert.equal(d.push(p.subarray(3)), 1);
+    });
+
+    test('records every packet of a transfer full of minimum-size packets', (t) => {
+      const accel = impl.make(t);
+      if (!accel) return;
+      const d = accel.createDemuxer({ version: 2 });
+      const empty = encodeMuxPacket(2, { protocol: MuxProtocol.SETUP });
+      assert.equal(d.push(Buffer.concat(Array.from({ length: 4096 }, () => empty))), 4096);
+      assert.deepEqual(record(d, 4095).slice(0, 5), [DemuxEvent.PACKET, MuxProtocol.SETUP, SOURCE_TRANSFER, 4095 * 16, 16]);
+    });
+
+    test('stops delivering to a closed connection and starts a reopened one at position 0', (t) => {
+      const accel = impl.make(t);
+      if (!accel) return;
+      const d = accel.createDemuxer({ version: 2 });
+      const slot = d.openConnection(1, 2, 16);
+      d.push(tcp(2, 1, 2, 'first'));
+      d.closeConnection(slot);
+      assert.throws(() => d.unread(slot), RangeError);
+      d.push(tcp(2, 1, 2, 'gone'));
+      assert.deepEqual(record(d, 0).slice(0, 2), [DemuxEvent.TCP, NO_SLOT]);
+      const again = d.openConnection(1, 2, 16);
+      assert.equal(again, slot);
+      d.push(tcp(2, 1, 2, 'second'));
+      assert.equal(record(d, 0)[6], 0);
+      assert.equal(unreadText(d, again), 'second');
+    });
+
+    test('refuses ports already open and runs out of slots with coded errors', (t) => {
+      const accel = impl.make(t);
+      if (!accel) return;
+      const d = accel.createDemuxer({ version: 2, maxConnections: 2 });
+      d.openConnection(1, 1, 16);
+      assert.throws(() => d.openConnection(1, 1, 16), (err: unknown) => isMuxwireError(err, 'MUXWIRE_ERR_PORT_IN_USE'));
+      d.openConnection(1, 2, 16);
+      assert.throws(() => d.openConnection(1, 3, 16), (err: unknown) => isMuxwireError(err, 'MUXWIRE_ERR_TOO_MANY_CONNECTIONS'));
+      assert.throws(() => d.openConnection(1, 4, 12 as number), RangeError);
+      assert.throws(() => d.openConnection(70000, 4), RangeError);
+      assert.throws(() => d.consume(0, 1), RangeError);
+      assert.throws(() => d.push('bytes' as never), TypeError);
+      assert.throws(() => accel.createDemuxer({ version: 3 as never }), RangeError);
+      assert.throws(() => accel.createDemuxer({ version: 2, maxPacket: 70000 }), RangeError);
+    });
+  });
+}
+
+describe('the raw addon Demuxer', () => {
+  test('throws TypeError or RangeError for wrong arguments instead of crashing', (t) => {
+    const binding = nativeBinding(t);
+    if (!binding) return;
+    const Raw = binding.Demuxer as unknown as new (...args: unknown[]) => Record<string, (...args: unknown[]) => unknown>;
+    const a = Buffer.alloc(100);
+    const b = Buffer.alloc(100);
+    const state = new Uint32Array(4);
+    assert.throws(() => new Raw(2, 100, a, b), TypeError);
+    assert.throws(() => new Raw(2, 100, a, b, new Int32Array(4)), TypeError);
+    assert.throws(() => new Raw(2, 200, a, b, state), RangeError);
+    assert.throws(() => new Raw(2, 100, a, a, state), RangeError);
+    assert.throws(() => new Raw(2, 100, a, b, new Uint32Array(3)), RangeError);
+    const raw = new Raw(2, 100, a, b, state);
+    assert.throws(() => raw.open!(2, 1, 1, Buffer.alloc(16)), RangeError);
+    assert.throws(() => raw.open!(0, 1, 1, Buffer.alloc(12)), RangeError);
+    assert.throws(() => raw.open!(0, 1, 1, 'ring'), TypeError);
+    raw.open!(0, 1, 1, Buffer.alloc(16));
+    assert.throws(() => raw.open!(0, 1, 2, Buffer.alloc(16)), /already open/);
+    assert.throws(() => raw.open!(1, 1, 1, Buffer.alloc(16)), /already open/);
+    assert.throws(() => raw.push!(Buffer.alloc(64), new Uint32Array(8)), RangeError);
+    assert.throws(() => raw.push!([1, 2], new Uint32Array(8)), TypeError);
+    assert.throws(() => raw.setVersion!(3), RangeError);
+    assert.throws(() => raw.close!(-1), RangeError);
+    raw.close!(0);
+    assert.equal(raw.push!(Buffer.alloc(0), new Uint32Array(8)), 0);
+  });
+});
