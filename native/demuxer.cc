@@ -49,6 +49,7 @@ void Demuxer::Open(uint32_t slot, uint16_t sport, uint16_t dport, uint8_t* ring,
 
 void Demuxer::Close(uint32_t slot) {
   Ring& r = rings_[slot];
+  if (r.data == nullptr) return;
   slots_by_ports_.erase(r.key);
   r = Ring();
 }
@@ -70,6 +71,8 @@ int64_t Demuxer::Push(const uint8_t* data, size_t size, uint32_t* events) {
     events[1] = failed_length_;
     return kDemuxBadLength;
   }
+  // A zero-length transfer (a ZLP) changes nothing; its data pointer may be null.
+  if (size == 0) return 0;
   size_t count = 0;
   size_t pos = 0;
 
@@ -82,10 +85,11 @@ int64_t Demuxer::Push(const uint8_t* data, size_t size, uint32_t* events) {
       staged_ += static_cast<uint32_t>(take);
       pos = take;
       if (staged_ < kMuxLengthFieldEnd) return 0;
-      const uint32_t length = ReadU32BE(stage + 4);
-      if (!LengthOk(length)) return Fail(kOffsetEarlier, length, events);
     }
+    // Checked on every push, not only when the length arrived: the version (and so the header
+    // size) may have changed since.
     const uint32_t length = ReadU32BE(stage + 4);
+    if (!LengthOk(length)) return Fail(kOffsetEarlier, length, events);
     const size_t take = std::min<size_t>(length - staged_, size - pos);
     std::memcpy(stage + staged_, data + pos, take);
     staged_ += static_cast<uint32_t>(take);

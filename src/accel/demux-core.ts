@@ -123,6 +123,8 @@ export class DemuxCoreJs implements RawDemuxer {
       return SCAN_BAD_LENGTH;
     }
     const size = data.length;
+    // A zero-length transfer (a ZLP) changes nothing.
+    if (size === 0) return 0;
     let count = 0;
     let pos = 0;
 
@@ -135,10 +137,11 @@ export class DemuxCoreJs implements RawDemuxer {
         this.#staged += take;
         pos = take;
         if (this.#staged < LENGTH_FIELD_END) return 0;
-        const length = readU32BE(stage, 4);
-        if (!this.#lengthOk(length)) return this.#fail(OFFSET_EARLIER, length, events);
       }
+      // Checked on every push, not only when the length arrived: the version (and so the header
+      // size) may have changed since.
       const length = readU32BE(stage, 4);
+      if (!this.#lengthOk(length)) return this.#fail(OFFSET_EARLIER, length, events);
       const take = Math.min(length - this.#staged, size - pos);
       stage.set(data.subarray(pos, pos + take), this.#staged);
       this.#staged += take;

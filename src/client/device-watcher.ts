@@ -9,23 +9,51 @@ import type { ClientMessage } from '../protocol/client-message.js';
 import { deviceFromPlist, deviceFromRecord, type DeviceEvent, type DeviceInfo } from './device-info.js';
 import type { MuxdConnection } from './muxd-connection.js';
 
+/** Starts a feed of events; returns the function that stops it. */
+export type DeviceEventFeed = (emit: (event: DeviceEvent) => void, fail: (err: Error) => void) => Promise<() => void>;
+
 export class DeviceWatcher extends EventEmitter implements AsyncIterable<DeviceEvent> {
   readonly #known = new Map<number, DeviceInfo>();
   readonly #pending: DeviceEvent[] = [];
   #wake: (() => void) | undefined;
-  #conn: MuxdConnection | undefined;
+  #stop: (() => void) | undefined;
   #closed = false;
   #error: Error | undefined;
-  /** Resolves once the subscription is in place (Result 0 received). */
+  /** Resolves once the subscription is in place (for a daemon: Result 0 received). */
   readonly ready: Promise<void>;
 
-  constructor(open: () => Promise<MuxdConnection>, signal?: AbortSignal) {
+  constructor(feed: DeviceEventFeed, signal?: AbortSignal) {
     super();
     if (signal?.aborted) this.#closed = true;
     signal?.addEventListener('abort', () => this.close(), { once: true });
-    this.ready = this.#run(open);
+    this.ready = this.#start(feed);
     // A rejection is reported through 'error' / the iterator; do not leave it unhandled.
     this.ready.catch(() => undefined);
+  }
+
+  /** A watcher over a daemon's Listen subscription. */
+  static overDaemon(open: () => Promise<MuxdConnection>, signal?: AbortSignal): DeviceWatcher {
+    return new DeviceWatcher(async (emit, fail) => {
+      const conn = await open();
+      let stopped = false;
+      void (async () => {
+        for (;;) {
+          let msg: ClientMessage;
+          try {
+            msg = await conn.next(0, 'event');
+          } catch (err) {
+            if (!stopped) fail(err as Error);
+            return;
+          }
+          const event = DeviceWatcher.toEvent(msg);
+          if (event) emit(event);
+        }
+      })();
+      return () => {
+        stopped = true;
+        conn.close();
+      };
+    }, signal);
   }
 
   /** Devices currently known to be attached. */
@@ -34,20 +62,20 @@ export class DeviceWatcher extends EventEmitter implements AsyncIterable<DeviceE
   }
 
   /** Reads an event message; undefined for anything else. */
-  static toEvent(msg: ClientMessage, known?: Map<number, DeviceInfo>): DeviceEvent | undefined {
+  static toEvent(msg: ClientMessage): DeviceEvent | undefined {
     switch (msg.kind) {
       case 'device-add':
         return { type: 'attached', device: deviceFromRecord(msg.device) };
       case 'device-remove':
-        return withDevice({ type: 'detached' as const, deviceId: msg.deviceId }, known);
+        return { type: 'detached', deviceId: msg.deviceId };
       case 'device-paired':
-        return withDevice({ type: 'paired' as const, deviceId: msg.deviceId }, known);
+        return { type: 'paired', deviceId: msg.deviceId };
       case 'plist': {
         const p = msg.plist;
         const id = typeof p.DeviceID === 'number' ? p.DeviceID : Number(p.DeviceID ?? 0);
         if (p.MessageType === 'Attached') return { type: 'attached', device: deviceFromPlist(p) };
-        if (p.MessageType === 'Detached') return withDevice({ type: 'detached' as const, deviceId: id }, known);
-        if (p.MessageType === 'Paired') return withDevice({ type: 'paired' as const, deviceId: id }, known);
+        if (p.MessageType === 'Detached') return { type: 'detached', deviceId: id };
+        if (p.MessageType === 'Paired') return { type: 'paired', deviceId: id };
         return undefined;
       }
       default:
@@ -58,8 +86,9 @@ export class DeviceWatcher extends EventEmitter implements AsyncIterable<DeviceE
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    this.#conn?.close();
+    this.#stop?.();
     this.#wake?.();
+    this.emit('end');
   }
 
   async *[Symbol.asyncIterator](): AsyncIterator<DeviceEvent> {
@@ -84,41 +113,29 @@ export class DeviceWatcher extends EventEmitter implements AsyncIterable<DeviceE
     }
   }
 
-  async #run(open: () => Promise<MuxdConnection>): Promise<void> {
+  async #start(feed: DeviceEventFeed): Promise<void> {
     if (this.#closed) return;
     try {
-      this.#conn = await open();
+      this.#stop = await feed(this.#deliver, (err) => this.#fail(err));
     } catch (err) {
       this.#fail(err as Error);
       throw err;
     }
-    if (this.#closed) {
-      this.#conn.close();
-      return;
-    }
-    void this.#loop(this.#conn);
+    if (this.#closed) this.#stop();
   }
 
-  async #loop(conn: MuxdConnection): Promise<void> {
-    for (;;) {
-      let msg: ClientMessage;
-      try {
-        msg = await conn.next(0, 'event');
-      } catch (err) {
-        if (this.#closed) break;
-        this.#fail(err as Error);
-        return;
-      }
-      const event = DeviceWatcher.toEvent(msg, this.#known);
-      if (!event) continue;
-      if (event.type === 'attached') this.#known.set(event.device.deviceId, event.device);
-      else if (event.type === 'detached') this.#known.delete(event.deviceId);
-      this.#pending.push(event);
-      this.#wake?.();
-      this.emit(event.type, event);
+  #deliver = (event: DeviceEvent): void => {
+    if (this.#closed) return;
+    if (event.type === 'attached') this.#known.set(event.device.deviceId, event.device);
+    else {
+      const device = this.#known.get(event.deviceId);
+      if (device) event.device = device;
+      if (event.type === 'detached') this.#known.delete(event.deviceId);
     }
-    this.emit('end');
-  }
+    this.#pending.push(event);
+    this.#wake?.();
+    this.emit(event.type, event);
+  };
 
   #fail(err: Error): void {
     if (this.#closed) return;
@@ -129,10 +146,4 @@ export class DeviceWatcher extends EventEmitter implements AsyncIterable<DeviceE
     if (this.listenerCount('error') > 0) this.emit('error', this.#error);
     this.emit('end');
   }
-}
-
-function withDevice<T extends { deviceId: number; device?: DeviceInfo }>(event: T, known?: Map<number, DeviceInfo>): T {
-  const device = known?.get(event.deviceId);
-  if (device) event.device = device;
-  return event;
 }

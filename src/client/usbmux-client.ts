@@ -84,7 +84,7 @@ export class UsbmuxClient implements MuxdPairRecordApi {
 
   /** Attach, detach and pair events as an EventEmitter and an async iterator; stops on `signal`. */
   watch(options: { signal?: AbortSignal } = {}): DeviceWatcher {
-    return new DeviceWatcher(() => this.#openListen(), options.signal);
+    return DeviceWatcher.overDaemon(() => this.#openListen(), options.signal);
   }
 
   /**

@@ -33,7 +33,8 @@ export interface ClientServerOptions {
 }
 
 /**
- * Parses `HOST:PORT`, `[v6]:PORT` or `PORT` (loopback). Throws MUXWIRE_ERR_BAD_ARGUMENT.
+ * Parses `HOST:PORT`, `[v6]:PORT` or `PORT` (loopback); port 0 picks a free one. Throws
+ * MUXWIRE_ERR_BAD_ARGUMENT.
  */
 export function parseListenAddress(text: string): TcpAddress {
   let host = '127.0.0.1';
@@ -51,7 +52,7 @@ export function parseListenAddress(text: string): TcpAddress {
     }
   }
   const port = Number(portText);
-  if (!/^\d+$/.test(portText) || port < 1 || port > 65535) {
+  if (!/^\d+$/.test(portText) || port > 65535) {
     throw new MuxwireError('MUXWIRE_ERR_BAD_ARGUMENT', `bad port in listen address '${text}'`);
   }
   return { host, port };

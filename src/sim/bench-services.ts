@@ -37,7 +37,7 @@ const COUNT_SIZE = 8;
 
 // One block of the pattern, a whole number of periods, written again and again (the mux copies it
 // into each packet, so sharing it between connections is safe).
-const PATTERN_BLOCK = sourcePattern(0, SOURCE_PATTERN_PERIOD * 261);
+const PATTERN_BLOCK = sourcePattern(0, SOURCE_PATTERN_PERIOD * 1024);
 
 const benchLog = log.child({ sim: 'bench' });
 

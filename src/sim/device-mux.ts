@@ -51,7 +51,12 @@ export interface DeviceMuxOptions {
   maxPacketSize?: number;
   /** Largest host packet accepted. Default 65535: the limit a real device reports (usbmux.md §2.6). */
   maxReceivePacket?: number;
-  /** Logger context, e.g. `{ sim: udid }`. */
+  /**
+   * Open connections allowed at once; a SYN beyond it is refused with an RST that says so. Default
+   * 4096 (a host that leaks connections cannot grow the device without bound).
+   */
+  maxConnections?: number;
+  /** Logger, e.g. `log.child({ sim: udid })`. */
   log?: Logger;
 }
 
@@ -68,6 +73,7 @@ const PORT_LAST = 65535;
 const DEFAULT_WINDOW = 128 * 1024;
 const DEFAULT_MAX_PACKET = 49152;
 const DEFAULT_MAX_RECEIVE = 65535;
+const DEFAULT_MAX_CONNECTIONS = 4096;
 /** Largest window the 16-bit field can carry (field = bytes >> 8). */
 const MAX_WINDOW = 0xffff << 8;
 const SETUP_BYTE = 0x07;
@@ -104,6 +110,7 @@ export class DeviceMux implements ConnectionCarrier {
   readonly #window: number;
   readonly #maxPacketSize: number;
   readonly #maxReceive: number;
+  readonly #maxConnections: number;
 
   #state: DeviceState = 'init';
   #version: 1 | 2 = 1;
@@ -139,6 +146,11 @@ export class DeviceMux implements ConnectionCarrier {
     if (!Number.isInteger(maxReceive) || maxReceive < smallest || maxReceive > 0x100000) {
       throw new MuxwireError('MUXWIRE_ERR_BAD_ARGUMENT', `maxReceivePacket ${maxReceive} is not in ${smallest}–1048576`);
     }
+    const maxConnections = opts.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
+    if (!Number.isInteger(maxConnections) || maxConnections < 1) {
+      throw new MuxwireError('MUXWIRE_ERR_BAD_ARGUMENT', `maxConnections ${maxConnections} is not a positive integer`);
+    }
+    this.#maxConnections = maxConnections;
     this.#maxVersion = version;
     this.#window = window;
     this.#maxPacketSize = maxPacketSize;
@@ -286,12 +298,14 @@ export class DeviceMux implements ConnectionCarrier {
     this.#ackDue.add(conn);
     if (!this.#receiving && !this.#flushQueued) {
       this.#flushQueued = true;
-      queueMicrotask(() => {
-        this.#flushQueued = false;
-        this.#flushAcks();
-      });
+      queueMicrotask(this.#flushQueuedAcks);
     }
   }
+
+  readonly #flushQueuedAcks = (): void => {
+    this.#flushQueued = false;
+    this.#flushAcks();
+  };
 
   /** @internal */
   forget(conn: DeviceConnection): void {
@@ -410,8 +424,17 @@ export class DeviceMux implements ConnectionCarrier {
       stale.terminate(new MuxwireError('MUXWIRE_ERR_CONN_RESET', 'the host reused the port of this connection'));
     }
     const handler = this.#listeners.get(h.dport);
+    const refuse = (reason?: string): void => {
+      const text = reason === undefined ? [] : [Buffer.from(reason)];
+      this.sendTcp({ sport: h.dport, dport: h.sport, seq: 0, ack: (h.seq + 1) >>> 0, flags: TcpFlag.RST, window: 0 }, text, reason === undefined ? 0 : text[0]!.length);
+    };
     if (handler === undefined) {
-      this.sendTcp({ sport: h.dport, dport: h.sport, seq: 0, ack: (h.seq + 1) >>> 0, flags: TcpFlag.RST, window: 0 }, [], 0);
+      refuse();
+      return;
+    }
+    if (this.#connections.size >= this.#maxConnections) {
+      this.log.warn(`refused a connection to port ${h.dport}: ${this.#connections.size} connections are open`);
+      refuse(`too many connections (${this.#maxConnections})`);
       return;
     }
     const conn = new DeviceConnection({

@@ -25,7 +25,7 @@ after(async () => {
 });
 
 /** Starts the daemon and resolves with it and its ready lines. */
-async function startDaemon(args: string[]): Promise<{ child: ChildProcess; lines: string[] }> {
+async function startDaemon(args: string[], readyLines = 1): Promise<{ child: ChildProcess; lines: string[] }> {
   const child = spawn(process.execPath, [CLI, 'daemon', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   children.push(child);
   let out = '';
@@ -37,7 +37,7 @@ async function startDaemon(args: string[]): Promise<{ child: ChildProcess; lines
     const timer = setTimeout(() => reject(new Error(`no ready line in 30 s; stderr: ${err}`)), 30_000);
     child.stdout!.on('data', (c: Buffer) => {
       out += c.toString();
-      if (out.includes('listening on')) {
+      if (out.split('listening on').length - 1 >= readyLines && out.endsWith('\n')) {
         clearTimeout(timer);
         resolve();
       }
@@ -67,7 +67,7 @@ test('refuses a bad option value with one line and a non-zero exit', () => {
 
 test('serves simulated devices on UNIX and TCP, and removes its socket on SIGTERM', async () => {
   const socket = join(dir, 'usbmuxd');
-  const { child, lines } = await startDaemon(['--socket', socket, '--listen', '127.0.0.1:0', '--pair-dir', join(dir, 'pairs'), '--simulate', '2', '--no-preflight', '--no-usb']);
+  const { child, lines } = await startDaemon(['--socket', socket, '--listen', '127.0.0.1:0', '--pair-dir', join(dir, 'pairs'), '--simulate', '2', '--no-preflight', '--no-usb'], 2);
   assert.equal(lines[0], `muxwire daemon: listening on ${socket}`);
   assert.match(lines[1]!, /^muxwire daemon: listening on 127\.0\.0\.1:\d+$/);
   const c = await RawClient.open(socket);

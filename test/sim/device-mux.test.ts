@@ -147,6 +147,18 @@ describe('DeviceMux connections', () => {
     assert.equal(ack.tcp.ack, 1, 'wraps at 32 bits');
   });
 
+  test('refuses connections beyond maxConnections with an RST that says why', () => {
+    const host = new HostHarness({ maxConnections: 2 });
+    host.negotiate(2);
+    accepting(host, 7);
+    host.connect(1, 7);
+    host.connect(2, 7);
+    const { tcp, data } = host.connect(3, 7);
+    assert.equal(tcp.flags, TcpFlag.RST);
+    assert.match(data.toString(), /too many connections/);
+    assert.equal(host.mux.connectionCount, 2);
+  });
+
   test('refuses a SYN to a port with no listener with RST', () => {
     const host = new HostHarness();
     host.negotiate(2);

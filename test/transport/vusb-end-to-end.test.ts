@@ -96,6 +96,7 @@ test('unplugging the device ends the session and its connections', async () => {
   const closed = new Promise<void>((resolve) => session.once('closed', () => resolve()));
   const connEnded = new Promise<void>((resolve) => conn.once('close', () => resolve()));
   conn.on('error', () => undefined);
+  conn.resume();
   await device.unplug();
   await closed;
   await connEnded;
