@@ -113,6 +113,12 @@ export class LockdownClient {
     return this.#channel.secure;
   }
 
+  /** The negotiated TLS version and cipher while the session runs inside TLS. */
+  get tls(): { protocol: string | null; cipher: string } | undefined {
+    const socket = this.#channel.tlsSocket;
+    return socket ? { protocol: socket.getProtocol(), cipher: socket.getCipher().name } : undefined;
+  }
+
   /** QueryType: `com.apple.mobile.lockdown` in normal mode. */
   async queryType(): Promise<string> {
     const reply = await this.request('QueryType');

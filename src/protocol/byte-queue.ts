@@ -22,6 +22,17 @@ export class ByteQueue {
     return this.#length;
   }
 
+  /**
+   * The first chunk and the offset of the first unconsumed byte in it, so that a decoder can read
+   * a header in place without allocating a view (undefined when empty).
+   */
+  get firstChunk(): Buffer | undefined {
+    return this.#chunks[this.#head];
+  }
+  get firstOffset(): number {
+    return this.#offset;
+  }
+
   push(chunk: Buffer): void {
     if (chunk.length === 0) return;
     this.#chunks.push(chunk);

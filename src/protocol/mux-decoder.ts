@@ -22,7 +22,10 @@ export const MUX_MAX_PACKET_DEFAULT = 65536;
 
 export interface MuxPacket {
   header: MuxHeader;
-  /** A view into the received chunk when the packet arrived in one piece. */
+  /**
+   * A view into the pushed chunk when the packet arrived in one piece (a copy only when it spanned
+   * chunks): valid for as long as the caller does not reuse that chunk's memory.
+   */
   payload: Buffer;
 }
 
@@ -61,7 +64,11 @@ export class MuxPacketDecoder {
     const q = this.#queue;
     const size = muxHeaderSize(this.#version);
     if (q.length < size) return undefined;
-    const header = decodeMuxHeader(q.peek(size), this.#version);
+    // Fast path: read the header in place when it lies in the first chunk.
+    const first = q.firstChunk as Buffer;
+    const off = q.firstOffset;
+    const inPlace = first.length - off >= size;
+    const header = inPlace ? decodeMuxHeader(first, this.#version, off) : decodeMuxHeader(q.peek(size), this.#version);
     if (header.length < size || header.length > this.#maxPacket) {
       this.#failed = new MuxwireError(
         'MUXWIRE_ERR_BAD_LENGTH',
@@ -71,6 +78,11 @@ export class MuxPacketDecoder {
       throw this.#failed;
     }
     if (q.length < header.length) return undefined;
+    if (inPlace && first.length - off >= header.length) {
+      const payload = first.subarray(off + size, off + header.length);
+      q.skip(header.length);
+      return { header, payload };
+    }
     const packet = q.take(header.length);
     return { header, payload: packet.subarray(size) };
   }

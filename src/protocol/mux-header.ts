@@ -14,6 +14,7 @@
  * VERSION payload (12 bytes): 0 major u32 BE · 4 minor u32 BE · 8 padding u32 (0)
  * e.g. the host's offer, v1 header:  00000000 00000014 00000002 00000000 00000000
  * SETUP (v2 only), 17 bytes:         00000002 00000011 FEEDFACE 0000 FFFF 07
+ * CONTROL payload (device → host):   0 type u8 (3 error, 5 warning, 7 info) · 1 text (no NUL)
  * ```
  */
 import { MuxwireError } from '../errors.js';
@@ -126,4 +127,26 @@ export function encodeMuxPacket(
     off += p.length;
   }
   return out;
+}
+
+/** CONTROL message types (usbmux.md §2.6); usbmuxd2 also names 4. */
+export enum MuxControlType {
+  ERROR = 3,
+  WARNING = 5,
+  INFO = 7,
+}
+
+/** A CONTROL payload: the type byte, then the text without a NUL. */
+export function encodeControlPayload(type: number, text: string): Buffer {
+  const len = Buffer.byteLength(text, 'utf8');
+  const out = Buffer.allocUnsafe(1 + len);
+  out[0] = type & 0xff;
+  out.write(text, 1, 'utf8');
+  return out;
+}
+
+/** Reads a CONTROL payload; an empty one (usbmuxd warns about it) is MUXWIRE_ERR_BAD_LENGTH. */
+export function decodeControlPayload(buf: Buffer): { type: number; text: string } {
+  if (buf.length < 1) throw new MuxwireError('MUXWIRE_ERR_BAD_LENGTH', 'empty CONTROL payload');
+  return { type: buf[0], text: buf.toString('utf8', 1) };
 }

@@ -20,6 +20,12 @@ import type { LockdowndContext } from './lockdownd.js';
 import { INSECURE_SERVICES } from './service-registry.js';
 import type { TrustedHost } from './sim-pairing.js';
 
+/**
+ * Requests queued behind one in progress. Clients wait for each reply (lockdown-afc.md §1.2), so a
+ * deeper queue is a misbehaving peer, and the connection is closed rather than buffered without end.
+ */
+const MAX_QUEUED_REQUESTS = 16;
+
 /** The lockdownd type a device in normal mode reports (restore mode says com.apple.mobile.restored). */
 export const LOCKDOWN_TYPE = 'com.apple.mobile.lockdown';
 
@@ -45,6 +51,11 @@ export class LockdowndConnection {
     this.#log = log;
     this.#channel = new PlistChannel(stream, {
       onMessage: (msg) => {
+        if (this.#queue.length >= MAX_QUEUED_REQUESTS) {
+          this.#log.warn(`more than ${MAX_QUEUED_REQUESTS} requests pipelined; closing the connection`);
+          this.#channel.close();
+          return;
+        }
         this.#queue.push(msg);
         void this.#pump();
       },

@@ -19,14 +19,13 @@ describe('the addon in worker threads', () => {
     );
     const workers = [0, 1].map(() => new Worker(new URL('./worker-scan.js', import.meta.url), { workerData: { packets } }));
     t.after(() => Promise.all(workers.map((w) => w.terminate())));
+    // Listen before anything can arrive: a message emitted with no listener is lost.
+    const messages = workers.map((w) => once(w, 'message'));
     // The main thread uses the addon meanwhile.
     const accel = new NativeAccel(binding, { nativeMinPackets: 0 });
     const out = new Uint32Array(SCAN_RECORD_FIELDS * 8);
     assert.equal(accel.scanMuxPackets(packets, 2, out), 3);
     const expected = { kind: 'native', count: 3, records: [...out.subarray(0, 15)], events: 3, text: 'onetwothree' };
-    for (const w of workers) {
-      const [message] = (await once(w, 'message')) as [unknown];
-      assert.deepEqual(message, expected);
-    }
+    for (const [message] of (await Promise.all(messages)) as [unknown][]) assert.deepEqual(message, expected);
   });
 });

@@ -126,11 +126,42 @@ for (const certificate of ['host', 'root'] as const) {
     assert.equal(session.enableSessionSSL, true);
     assert.match(session.sessionId, /^[0-9A-F-]{36}$/);
     assert.equal(c.secure, true);
+    // The client offers up to TLS 1.3; the device caps at 1.2 as real lockdownd does (§5.3).
+    assert.equal(c.tls?.protocol, 'TLSv1.2');
     // A session-only key proves the request went through the session.
     assert.equal(await c.getValue({ key: 'TimeZone' }), 'Europe/Berlin');
     await c.stopSession();
   });
 }
+
+test('completes a TLS 1.0 RSA-AES-CBC-SHA session, the only profile GnuTLS builds of libimobiledevice offer', async () => {
+  const h = await device();
+  const record = await h.pair();
+  const stream = h.connect();
+  stream.write(encodePlistFrame({ Request: 'StartSession', HostID: record.HostID, SystemBUID: SYSTEM_BUID }));
+  const reply = await new Promise<Buffer>((resolve) => {
+    let got = Buffer.alloc(0);
+    const onData = (d: Buffer): void => {
+      got = Buffer.concat([got, d]);
+      if (got.length >= 4 && got.length >= 4 + got.readUInt32BE(0)) {
+        stream.off('data', onData);
+        stream.pause();
+        resolve(got);
+      }
+    };
+    stream.on('data', onData);
+  });
+  assert.match(reply.subarray(4).toString(), /<key>EnableSessionSSL<\/key>\s*<true\/>/);
+  const opts = hostTlsOptions(parsePairRecord(record));
+  const tls = tlsConnect({ ...opts, socket: stream, minVersion: 'TLSv1', maxVersion: 'TLSv1', ciphers: 'AES128-SHA:AES256-SHA:@SECLEVEL=0' });
+  await new Promise<void>((resolve, reject) => {
+    tls.once('secureConnect', resolve);
+    tls.once('error', reject);
+  });
+  assert.equal(tls.getProtocol(), 'TLSv1');
+  assert.match(tls.getCipher().name, /^AES(128|256)-SHA$/);
+  tls.destroy();
+});
 
 test('refuses a TLS client certificate that belongs to no trusted host', async () => {
   const h = await device();

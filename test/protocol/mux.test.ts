@@ -9,6 +9,9 @@ import {
   encodeMuxPacket,
   encodeVersionPayload,
   muxHeaderSize,
+  MuxControlType,
+  encodeControlPayload,
+  decodeControlPayload,
 } from '../../src/protocol/mux-header.js';
 import { TCP_HEADER_SIZE, TcpFlag, decodeTcpHeader, encodeTcpHeader } from '../../src/protocol/tcp-header.js';
 import { MuxPacketDecoder } from '../../src/protocol/mux-decoder.js';
@@ -67,6 +70,19 @@ describe('mux header', () => {
     const h = decodeMuxHeader(encodeMuxHeader({ protocol: 6, length: 16, txSeq: 0x1ffff, rxSeq: -1 }, 2), 2);
     assert.equal(h.txSeq, 0xffff);
     assert.equal(h.rxSeq, 0xffff);
+  });
+});
+
+describe('CONTROL payload', () => {
+  test('round-trips a type byte and its text, without a NUL', () => {
+    const packet = encodeMuxPacket(2, { protocol: MuxProtocol.CONTROL, txSeq: 0, rxSeq: 0 }, encodeControlPayload(MuxControlType.ERROR, 'message was too large'));
+    assert.equal(packet.length, 16 + 1 + 21);
+    assert.equal(packet[16], 3);
+    assert.deepEqual(decodeControlPayload(packet.subarray(16)), { type: 3, text: 'message was too large' });
+  });
+
+  test('an empty payload is MUXWIRE_ERR_BAD_LENGTH', () => {
+    assert.throws(() => decodeControlPayload(Buffer.alloc(0)), BAD_LENGTH);
   });
 });
 

@@ -1,0 +1,159 @@
+/**
+ * The client commands as a user types them: a daemon and a simulated device in this process, the
+ * `muxwire` command as a child process pointed at the daemon with --socket or
+ * USBMUXD_SOCKET_ADDRESS.
+ */
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { connect } from 'node:net';
+import { MuxDaemon } from '../../src/daemon/mux-daemon.js';
+import { VusbSource } from '../../src/transport/vusb-source.js';
+import { UsbmuxClient } from '../../src/client/usbmux-client.js';
+import { SimulatedDevice } from '../../src/sim/simulator.js';
+import { echoRoundTrip, waitForDevice } from '../helpers/client-suite.js';
+
+const CLI = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
+let dir: string;
+let daemon: MuxDaemon;
+let sim: SimulatedDevice;
+let socket: string;
+
+function muxwire(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [CLI, ...args], { env: { ...process.env, ...env }, timeout: 60_000 }, (err, stdout, stderr) => {
+      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
+    });
+  });
+}
+
+before(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'muxwire-cli-'));
+  await mkdir(join(dir, 'bus'));
+  await mkdir(join(dir, 'Media'));
+  socket = join(dir, 'usbmuxd');
+  daemon = new MuxDaemon({ socketPath: socket, pairDir: join(dir, 'lockdown') });
+  await daemon.start();
+  await daemon.addSource(new VusbSource({ dir: join(dir, 'bus') }));
+  sim = await SimulatedDevice.create({ afcRoot: join(dir, 'Media'), name: 'CLI iPhone' });
+  await sim.plug(join(dir, 'bus'));
+  await waitForDevice(new UsbmuxClient({ address: `UNIX:${socket}` }), sim.udid);
+});
+
+after(async () => {
+  await sim?.close();
+  await daemon?.close();
+  await rm(dir, { recursive: true, force: true });
+});
+
+test('list prints the device, and --json gives one JSON document', async () => {
+  const text = await muxwire(['list', '--socket', `UNIX:${socket}`]);
+  assert.equal(text.code, 0, text.stderr);
+  assert.match(text.stdout, new RegExp(`^${sim.udid}\\tUSB\\tid=\\d+`, 'm'));
+  const json = await muxwire(['list', '--json'], { USBMUXD_SOCKET_ADDRESS: socket });
+  const devices = JSON.parse(json.stdout) as { udid: string; connectionType: string }[];
+  assert.deepEqual(devices.map((d) => [d.udid, d.connectionType]), [[sim.udid, 'USB']]);
+});
+
+test('info without a pairing fails with one line and a non-zero exit, then works after pair', async () => {
+  const before = await muxwire(['info', '-k', 'ProductVersion', '--socket', socket]);
+  assert.equal(before.code, 1);
+  assert.match(before.stderr, /^muxwire info: .*not paired.*\(MUXWIRE_ERR_NOT_PAIRED\)\n$/);
+  const simple = await muxwire(['info', '-s', '-k', 'DeviceName', '--socket', socket]);
+  assert.equal(simple.stdout, 'CLI iPhone\n');
+  const paired = await muxwire(['pair', '--socket', socket]);
+  assert.equal(paired.code, 0, paired.stderr);
+  assert.match(paired.stdout, new RegExp(`paired with ${sim.udid}`));
+  const version = await muxwire(['info', '-k', 'ProductVersion', '--socket', socket]);
+  assert.equal(version.stdout, `${sim.identity.productVersion}\n`);
+  const all = await muxwire(['info', '--json', '--socket', socket]);
+  const values = JSON.parse(all.stdout) as Record<string, unknown>;
+  assert.equal(values.UniqueDeviceID, sim.udid);
+  const battery = await muxwire(['info', '-q', 'com.apple.mobile.battery', '--json', '--socket', socket]);
+  assert.equal(typeof (JSON.parse(battery.stdout) as Record<string, unknown>).BatteryCurrentCapacity, 'number');
+  const valid = await muxwire(['validate', '--socket', socket]);
+  assert.equal(valid.code, 0, valid.stderr);
+});
+
+test('afc push, ls, stat, pull, mv, mkdir and rm work and report what they moved', async () => {
+  const data = randomBytes(3 * 1024 * 1024 + 17);
+  await writeFile(join(dir, 'up.bin'), data);
+  const s = ['--socket', socket];
+  const push = await muxwire(['afc', 'push', join(dir, 'up.bin'), '/a.bin', '--json', '--no-progress', ...s]);
+  assert.equal(push.code, 0, push.stderr);
+  assert.equal((JSON.parse(push.stdout) as { bytes: number }).bytes, data.length);
+  assert.equal((await muxwire(['afc', 'mkdir', '/d/e', ...s])).code, 0);
+  assert.equal((await muxwire(['afc', 'mv', '/a.bin', '/d/e/b.bin', ...s])).code, 0);
+  const ls = await muxwire(['afc', 'ls', '/d/e', ...s]);
+  assert.equal(ls.stdout, 'b.bin\n');
+  const stat = await muxwire(['afc', 'stat', '/d/e/b.bin', '--json', ...s]);
+  assert.equal((JSON.parse(stat.stdout) as { size: number }).size, data.length);
+  const pull = await muxwire(['afc', 'pull', '/d/e/b.bin', join(dir, 'down.bin'), ...s]);
+  assert.equal(pull.code, 0, pull.stderr);
+  assert.match(pull.stdout, /^pulled 3\.0 MiB in [\d.]+ s \([\d.]+ MB\/s\)\n$/);
+  assert.ok((await readFile(join(dir, 'down.bin'))).equals(data));
+  const rmTree = await muxwire(['afc', 'rm', '-r', '/d', ...s]);
+  assert.equal(rmTree.code, 0, rmTree.stderr);
+  const gone = await muxwire(['afc', 'stat', '/d', ...s]);
+  assert.equal(gone.code, 1);
+  assert.match(gone.stderr, /OBJECT_NOT_FOUND.*\(MUXWIRE_ERR_AFC\)\n$/);
+});
+
+test('forward relays a local port to the device and prints a ready line', async () => {
+  const child = spawn(process.execPath, [CLI, 'forward', '--socket', socket, '0:7'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  try {
+    const line = await new Promise<string>((resolve, reject) => {
+      let out = '';
+      child.stdout.on('data', (c: Buffer) => {
+        out += c.toString();
+        if (out.includes('\n')) resolve(out);
+      });
+      child.once('exit', (code) => reject(new Error(`forward exited ${code}`)));
+    });
+    const m = /ready 127\.0\.0\.1:(\d+) -> device:7/.exec(line);
+    assert.ok(m, line);
+    const s = connect(Number(m[1]), '127.0.0.1');
+    const data = randomBytes(100_000);
+    assert.ok((await echoRoundTrip(s, data)).equals(data));
+    s.destroy();
+  } finally {
+    child.kill('SIGTERM');
+  }
+});
+
+test('bad input gets one readable line and a non-zero exit', async () => {
+  const cases: [string[], RegExp][] = [
+    [['forward', '--socket', socket, 'nonsense'], /is not LOCAL:DEVICE/],
+    [['afc', 'frobnicate', '--socket', socket], /unknown afc operation/],
+    [['list', '--socket', 'host:99999'], /MUXWIRE_ERR_BAD_ADDRESS/],
+    [['list', '--socket', join(dir, 'nothing-here')], /cannot reach usbmuxd.*MUXWIRE_ERR_NO_DAEMON/],
+    [['info', '--socket', socket, '-u', 'ffffffffffffffffffffffffffffffffffffffff'], /no device with UDID/],
+    [['list', '--bogus'], /MUXWIRE_ERR_BAD_ARGUMENT/],
+  ];
+  for (const [args, pattern] of cases) {
+    const r = await muxwire(args);
+    assert.notEqual(r.code, 0, args.join(' '));
+    assert.match(r.stderr, pattern);
+    assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+  }
+});
+
+test('unpair removes the pairing so that a session is refused again', async () => {
+  const r = await muxwire(['unpair', '--socket', socket]);
+  assert.equal(r.code, 0, r.stderr);
+  const after = await muxwire(['validate', '--socket', socket]);
+  assert.equal(after.code, 1);
+});
+
+test('every command answers --help with its usage', async () => {
+  for (const cmd of ['list', 'watch', 'info', 'pair', 'validate', 'unpair', 'forward', 'afc', 'demo', 'daemon', 'sim']) {
+    const r = await muxwire([cmd, '--help']);
+    assert.equal(r.code, 0, cmd);
+    assert.match(r.stdout, new RegExp(`usage: muxwire ${cmd}`), cmd);
+  }
+});
