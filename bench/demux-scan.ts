@@ -20,7 +20,7 @@ import { SCAN_RECORD_FIELDS } from '../src/accel/accel.js';
 import { loadAddon } from '../src/accel/addon-loader.js';
 import { scanMuxPacketsJs } from '../src/accel/mux-scan.js';
 import type { NativeBinding } from '../src/accel/native-binding.js';
-import { DEMUX_EVENT_FIELDS } from '../src/accel/demux-core.js';
+import { DEMUX_EVENT_FIELDS, DemuxField } from '../src/accel/demux-core.js';
 import type { Demuxer } from '../src/accel/demuxer.js';
 import { JsAccel } from '../src/accel/js-accel.js';
 import { NativeAccel } from '../src/accel/native-accel.js';
@@ -151,7 +151,7 @@ function pushAll(d: Demuxer, slot: number, transfers: readonly Buffer[]): number
   let delivered = 0;
   for (const t of transfers) {
     const n = d.push(t);
-    for (let i = 0; i < n; i++) delivered += d.events[i * DEMUX_EVENT_FIELDS + 7]!;
+    for (let i = 0; i < n; i++) delivered += d.events[i * DEMUX_EVENT_FIELDS + DemuxField.PAYLOAD_LENGTH]!;
   }
   d.consume(slot, d.unread(slot));
   return delivered;

@@ -18,7 +18,7 @@ namespace {
 
 // Bumped whenever an export changes shape; src/accel/native-binding.ts refuses an addon built from
 // other sources (a stale build/) instead of calling into it with the wrong contract.
-constexpr uint32_t kAbiVersion = 2;
+constexpr uint32_t kAbiVersion = 3;
 
 class MuxwireAddon : public Napi::Addon<MuxwireAddon> {
  public:

@@ -139,11 +139,16 @@ void Demuxer::Emit(uint32_t source, uint32_t offset, const uint8_t* packet, uint
     record[1] = protocol;
     record[6] = 0;
     record[7] = length - static_cast<uint32_t>(header_size);
+    record[8] = record[9] = record[10] = record[11] = 0;
     return;
   }
   const uint8_t* tcp = packet + header_size;
   const uint32_t payload_length = length - static_cast<uint32_t>(header_size + kTcpHeaderSize);
   record[7] = payload_length;
+  record[8] = ReadU32BE(tcp + 4);
+  record[9] = ReadU32BE(tcp + 8);
+  record[10] = tcp[13];
+  record[11] = static_cast<uint32_t>(ReadU16BE(tcp + 14)) << 8;
   const auto found = slots_by_ports_.find(PortsKey(ReadU16BE(tcp), ReadU16BE(tcp + 2)));
   if (found == slots_by_ports_.end()) {
     record[0] = kEventTcp;

@@ -21,6 +21,10 @@
 //   [5] v2: tx_seq << 16 | rx_seq of the packet; v1: 0
 //   [6] TCP kinds: the ring's write position (total bytes written, u32) before this payload
 //   [7] payload length (TCP kinds: after the 20-byte TCP header; else after the mux header)
+//   [8] TCP kinds: seq   [9] ack   [10] flags   [11] window in bytes (the field << 8); else 0
+//
+// so that the engine reads everything it needs per packet from one array, without making a view
+// of the packet (STYLE.md §6: offsets and numbers, not many small objects).
 //
 // Ring positions, shared with JS in `ring_state`: [2·slot] = read position, [2·slot+1] = write
 // position, both running byte totals modulo 2^32; unread = write − read. JS advances the read
@@ -35,7 +39,7 @@
 
 namespace muxwire {
 
-constexpr size_t kEventFields = 8;
+constexpr size_t kEventFields = 12;
 constexpr uint32_t kEventPacket = 1;
 constexpr uint32_t kEventTcp = 2;
 constexpr uint32_t kEventTcpData = 3;

@@ -88,6 +88,7 @@ static libusb_context *ctx_new(void)
 	pthread_mutex_init(&ctx->waiters_lock, NULL);
 	pthread_cond_init(&ctx->waiters_cond, NULL);
 	vlist_init(&ctx->devices);
+	vlist_init(&ctx->graveyard);
 	vlist_init(&ctx->done);
 	vlist_init(&ctx->timed);
 	vlist_init(&ctx->hotplug_cbs);
@@ -127,6 +128,7 @@ static void ctx_free(libusb_context *ctx)
 		dev->arrived_sent = false;
 		device_gone_locked(dev, "libusb_exit");
 	}
+	device_reap_locked(ctx);
 	while (!vlist_empty(&ctx->done))
 		vlist_del(ctx->done.next); /* the application owns its transfers */
 	hotplug_exit(ctx);

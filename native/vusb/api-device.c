@@ -19,6 +19,7 @@ VUSB_API ssize_t libusb_get_device_list(libusb_context *ctx, libusb_device ***li
 	/* A program that polls the list instead of handling events still sees plugs and unplugs. */
 	pthread_mutex_lock(&ctx->lock);
 	hotplug_scan_locked(ctx);
+	device_reap_locked(ctx);
 	pthread_mutex_unlock(&ctx->lock);
 	events_io_step(ctx, 0, false);
 	hotplug_settle(ctx, vusb_settle_ms());

@@ -257,10 +257,20 @@ void device_gone_locked(libusb_device *dev, const char *why)
 	xfer_fail_device_locked(dev);
 	wire_free_queues(dev);
 	vlist_del(&dev->link);
+	vlist_add_tail(&ctx->graveyard, &dev->link);
 	if (dev->arrived_sent)
 		hotplug_queue_locked(dev, LIBUSB_HOTPLUG_EVENT_DEVICE_LEFT);
 	events_wake(ctx);
-	device_unref_locked(dev);
+}
+
+/* Drops the context's reference to devices gone since the last call; see ctx->graveyard. */
+void device_reap_locked(libusb_context *ctx)
+{
+	while (!vlist_empty(&ctx->graveyard)) {
+		libusb_device *dev = vcontainer_of(ctx->graveyard.next, libusb_device, link);
+		vlist_del(&dev->link);
+		device_unref_locked(dev);
+	}
 }
 
 void device_ref_locked(libusb_device *dev)

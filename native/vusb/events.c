@@ -186,6 +186,7 @@ int events_io_step(libusb_context *ctx, int timeout_ms, bool handler)
 	xfer_check_timeouts_locked(ctx, now);
 	device_check_discovery_locked(ctx, now);
 	hotplug_check_retry_locked(ctx, now);
+	device_reap_locked(ctx);
 	pthread_mutex_unlock(&ctx->lock);
 	if (fds != stack)
 		free(fds);

@@ -143,7 +143,7 @@ struct vusb_config {
 };
 
 struct libusb_device {
-	struct vlist link; /* in ctx->devices while not GONE */
+	struct vlist link; /* in ctx->devices while not GONE, then in ctx->graveyard until reaped */
 	struct libusb_context *ctx;
 	int refcnt;
 	enum dev_state state;
@@ -212,6 +212,10 @@ struct libusb_context {
 	int inotify_fd, watch_fd;
 	int event_fd; /* completions waiting, or the poll set changed */
 	struct vlist devices;
+	/* Devices gone since the last I/O round. Their list reference is dropped only at the end of
+	 * the round (device_reap_locked), so code deep in a read, a flush or a completion may still
+	 * look at a device that just went. */
+	struct vlist graveyard;
 	struct vlist done;  /* user transfers finished, callbacks pending */
 	struct vlist timed; /* transfers with a deadline */
 	struct vlist hotplug_cbs;
@@ -273,6 +277,7 @@ void device_on_hello_locked(libusb_device *dev, const uint8_t *body, size_t len)
 void device_ref_locked(libusb_device *dev);
 void device_unref_locked(libusb_device *dev);
 void device_check_discovery_locked(libusb_context *ctx, uint64_t now);
+void device_reap_locked(libusb_context *ctx);
 bool device_discovering_locked(libusb_context *ctx);
 uint64_t device_next_deadline_locked(libusb_context *ctx);
 

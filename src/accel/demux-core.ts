@@ -16,12 +16,14 @@
  *  3 offset      4 length (whole packet)
  *  5 v2: tx_seq << 16 | rx_seq (v1: 0)
  *  6 TCP kinds: ring write position before this payload    7 payload length
+ *  8 TCP kinds: seq   9 ack   10 flags   11 window in bytes (field << 8); PACKET: 0
  * ring positions (shared Uint32Array, 2 per slot): [2s] read, [2s+1] write; byte totals mod 2^32
  * ```
  */
 import { SCAN_BAD_LENGTH } from './accel.js';
 
-export const DEMUX_EVENT_FIELDS = 8;
+/** u32 entries per event: everything the engine needs per packet, without a view of it. */
+export const DEMUX_EVENT_FIELDS = 12;
 /** Event kinds (field 0). */
 export const DemuxEvent = { PACKET: 1, TCP: 2, TCP_DATA: 3, TCP_OVERFLOW: 4 } as const;
 /** Field indices inside one event record. */
@@ -35,6 +37,11 @@ export const DemuxField = {
   SEQS: 5,
   RING_START: 6,
   PAYLOAD_LENGTH: 7,
+  SEQ: 8,
+  ACK: 9,
+  FLAGS: 10,
+  /** In bytes: the wire's window field << 8. */
+  WINDOW: 11,
 } as const;
 /** Source (field 2) of a packet that lies in the pushed transfer; 1 and 2 are staging A and B. */
 export const SOURCE_TRANSFER = 0;
@@ -204,11 +211,16 @@ export class DemuxCoreJs implements RawDemuxer {
       record[r + 1] = protocol;
       record[r + 6] = 0;
       record[r + 7] = length - headerSize;
+      record[r + 8] = record[r + 9] = record[r + 10] = record[r + 11] = 0;
       return;
     }
     const tcp = at + headerSize;
     const payloadLength = length - headerSize - TCP_HEADER_SIZE;
     record[r + 7] = payloadLength;
+    record[r + 8] = readU32BE(buf, tcp + 4);
+    record[r + 9] = readU32BE(buf, tcp + 8);
+    record[r + 10] = buf[tcp + 13]!;
+    record[r + 11] = ((buf[tcp + 14]! << 8) | buf[tcp + 15]!) * 256;
     const slot = this.#slotsByPorts.get(portsKey((buf[tcp]! << 8) | buf[tcp + 1]!, (buf[tcp + 2]! << 8) | buf[tcp + 3]!));
     if (slot === undefined) {
       record[r] = DemuxEvent.TCP;

@@ -43,6 +43,8 @@ export class Demuxer {
   readonly #core: RawDemuxer;
   readonly #staging: [Buffer, Buffer];
   readonly #rings: (Buffer | undefined)[];
+  /** Ports key (sport · 65536 + dport) of each open slot, and the reverse. */
+  readonly #keys: number[];
   readonly #slotsByPorts = new Map<number, number>();
   #version: 1 | 2;
   #events: Uint32Array;
@@ -67,7 +69,9 @@ export class Demuxer {
     this.#staging = [Buffer.allocUnsafeSlow(maxPacket), Buffer.allocUnsafeSlow(maxPacket)];
     this.ringState = new Uint32Array(2 * maxConnections);
     this.#rings = new Array<Buffer | undefined>(maxConnections).fill(undefined);
-    this.#events = new Uint32Array(DEMUX_EVENT_FIELDS * (1 + 16384 / 8));
+    this.#keys = new Array<number>(maxConnections).fill(-1);
+    // Grown by push() to what the largest transfer needs.
+    this.#events = new Uint32Array(DEMUX_EVENT_FIELDS * 256);
     this.#core = new Core(version, maxPacket, this.#staging[0], this.#staging[1], this.ringState);
   }
 
@@ -114,6 +118,7 @@ export class Demuxer {
     const ring = Buffer.allocUnsafeSlow(capacity);
     this.#core.open(slot, sport, dport, ring);
     this.#rings[slot] = ring;
+    this.#keys[slot] = key;
     this.#slotsByPorts.set(key, slot);
     return slot;
   }
@@ -123,9 +128,8 @@ export class Demuxer {
     this.#ring(slot);
     this.#core.close(slot);
     this.#rings[slot] = undefined;
-    for (const [key, s] of this.#slotsByPorts) {
-      if (s === slot) this.#slotsByPorts.delete(key);
-    }
+    this.#slotsByPorts.delete(this.#keys[slot]!);
+    this.#keys[slot] = -1;
   }
 
   /**

@@ -7,7 +7,7 @@ import type { RawScan } from './accel.js';
 import type { RawDemuxerConstructor } from './demux-core.js';
 
 /** Must equal `kAbiVersion` in native/addon.cc; both change whenever an export changes shape. */
-export const ADDON_ABI_VERSION = 2;
+export const ADDON_ABI_VERSION = 3;
 
 /** What the addon exports. Every entry point has a TypeScript twin in this folder. */
 export interface NativeBinding {

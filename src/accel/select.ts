@@ -72,7 +72,8 @@ export function resolveAccel(options: ResolveAccelOptions = {}): { accel: Accel;
     const accel = new NativeAccel(load.binding, { nativeMinPackets: options.nativeMinPackets });
     return { accel, info: { selected: 'native', reason: `addon loaded from ${load.path}` } };
   }
-  const why = `native addon did not load from ${load.path ?? '(no package root)'}: ${load.error.message}`;
+  // require()'s message goes on with a require stack; the first line says what happened.
+  const why = `native addon did not load from ${load.path ?? '(no package root)'}: ${load.error.message.split('\n')[0]}`;
   if (mode === 'native' || requireNative) {
     const because = requireNative && options.mode !== 'native' ? ' (MUXWIRE_REQUIRE_NATIVE=1)' : '';
     throw new MuxwireError('MUXWIRE_ERR_NATIVE_UNAVAILABLE', `${why}${because}`, { cause: load.error });

@@ -140,13 +140,14 @@ export class MuxDaemon {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    await this.#server.close();
+    const serverClosed = this.#server.close();
     for (const { source, onAttach, onDetach } of this.#sources) {
       source.off('attach', onAttach);
       source.off('detach', onDetach);
     }
     await this.registry.close();
     for (const c of [...this.#clients]) c.fail();
+    await serverClosed;
     await Promise.all(this.#sources.map(({ source }) => source.stop().catch((err: unknown) => log.debug(`source stop: ${String(err)}`))));
     this.#sources = [];
   }

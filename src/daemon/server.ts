@@ -84,15 +84,20 @@ export class ClientServer {
     }
   }
 
-  /** Stops accepting; removes the socket file. Accepted clients are the caller's to close. */
+  /**
+   * Stops accepting and removes the socket file at once; resolves when every accepted client has
+   * gone too (the caller closes them).
+   */
   async close(): Promise<void> {
     const servers = this.#servers;
     this.#servers = [];
-    await Promise.all(servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
+    const closed = Promise.all(servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
     if (this.#unixPath !== undefined) {
-      await unlink(this.#unixPath).catch(() => undefined);
+      const path = this.#unixPath;
       this.#unixPath = undefined;
+      await unlink(path).catch(() => undefined);
     }
+    await closed;
   }
 
   async #listenUnix(path: string): Promise<void> {

@@ -233,12 +233,16 @@ export class LockdownClient {
   async stopSession(): Promise<void> {
     const session = this.#session;
     if (!session) return;
-    this.#session = undefined;
     try {
       await this.request('StopSession', { SessionID: session.sessionId });
-    } finally {
-      this.#channel.stopTls();
+    } catch (err) {
+      // An Error reply means the device is still in its session (and in TLS): so are we. Any
+      // other failure has closed the connection.
+      if (!(err instanceof MuxwireError && err.code === ERR_LOCKDOWN)) this.#session = undefined;
+      throw err;
     }
+    this.#session = undefined;
+    this.#channel.stopTls();
   }
 
   /** StartService: the port to connect to next, and whether it starts with TLS. */

@@ -62,6 +62,8 @@ export class PlistChannel {
    * engine: they must not overtake it, or the peer reads a frame while it expects TLS.
    */
   #held: Buffer[] | undefined;
+  /** Fails the TLS handshake in progress, if any (the stream closed under it). */
+  #abortHandshake: ((err: MuxwireError) => void) | undefined;
   readonly #onRawData = (chunk: Buffer): void => this.#receiveRaw(chunk);
   readonly #onRawEnd = (): void => this.#close();
   readonly #onRawError = (err: Error): void => this.#close(toMuxwireError(err, 'MUXWIRE_ERR_IO'));
@@ -215,27 +217,31 @@ export class PlistChannel {
     this.#tls = tls;
     tls.on('data', (chunk: Buffer) => this.#receivePlain(chunk));
     return new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        const err = new MuxwireError('MUXWIRE_ERR_TIMEOUT', `TLS handshake did not finish within ${timeoutMs} ms`);
-        reject(err);
-        this.#close(err);
-      }, timeoutMs);
-      tls.once(event, () => {
+      let settled = false;
+      const settle = (err?: MuxwireError): void => {
+        if (settled) return;
+        settled = true;
         clearTimeout(timer);
-        const refusal = verify();
-        if (refusal !== undefined) {
-          const err = new MuxwireError(ERR_TLS, refusal);
+        this.#abortHandshake = undefined;
+        if (err) {
           reject(err);
           this.#close(err);
-          return;
+        } else {
+          resolve();
         }
-        resolve();
+      };
+      const timer = setTimeout(() => {
+        settle(new MuxwireError('MUXWIRE_ERR_TIMEOUT', `TLS handshake did not finish within ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.#abortHandshake = settle;
+      tls.once(event, () => {
+        const refusal = verify();
+        settle(refusal === undefined ? undefined : new MuxwireError(ERR_TLS, refusal));
       });
       tls.on('error', (e: Error) => {
-        clearTimeout(timer);
         const err = toMuxwireError(e, ERR_TLS, `TLS failed: ${e.message}`);
-        reject(err);
-        this.#close(err);
+        if (!settled) settle(err);
+        else this.#close(err);
       });
     });
   }
@@ -310,6 +316,9 @@ export class PlistChannel {
     if (this.#state === 'closed') return;
     this.#state = 'closed';
     this.#held = undefined;
+    const abort = this.#abortHandshake;
+    this.#abortHandshake = undefined;
+    abort?.(err ?? new MuxwireError('MUXWIRE_ERR_CLOSED', 'the stream closed during the TLS handshake'));
     this.#raw.off('data', this.#onRawData);
     this.#raw.off('end', this.#onRawEnd);
     this.#raw.off('close', this.#onRawEnd);

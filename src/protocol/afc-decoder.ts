@@ -25,6 +25,7 @@ function u64(buf: Buffer, off: number): number {
   return hi >= 0x200000 ? Number.MAX_SAFE_INTEGER : hi * 0x100000000 + lo;
 }
 
+/** Incremental AFC packet decoder: `push` chunks, `next` until undefined; see the file comment for its checks. */
 export class AfcPacketDecoder {
   readonly #queue = new ByteQueue();
   readonly #maxLength: number;

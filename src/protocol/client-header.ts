@@ -36,8 +36,10 @@ export enum ResultCode {
 
 /** Header `version` values. */
 export const CLIENT_VERSION_BINARY = 0;
+/** Header `version` of a plist message. */
 export const CLIENT_VERSION_PLIST = 1;
 
+/** The four header fields. */
 export interface ClientHeader {
   length: number;
   version: number;

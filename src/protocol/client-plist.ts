@@ -127,10 +127,12 @@ export function plistRequest(messageType: string, fields: PlistDict = {}, progNa
 
 // ─── Requests ─────────────────────────────────────────────────────────────────────────────────
 
+/** `ListDevices`: reply `{DeviceList: [Attached…]}`. */
 export function listDevicesRequest(progName?: string): PlistDict {
   return plistRequest('ListDevices', {}, progName);
 }
 
+/** `Listen`: reply Result 0, then Attached/Detached/Paired events. */
 export function listenRequest(progName?: string): PlistDict {
   return plistRequest('Listen', {}, progName);
 }
@@ -140,14 +142,17 @@ export function connectRequest(deviceId: number, port: number, progName?: string
   return plistRequest('Connect', { DeviceID: deviceId, PortNumber: encodePortNumber(port) }, progName);
 }
 
+/** `ListListeners`: reply `{ListenerList}`. */
 export function listListenersRequest(progName?: string): PlistDict {
   return plistRequest('ListListeners', {}, progName);
 }
 
+/** `ReadBUID`: reply `{BUID}`. */
 export function readBuidRequest(progName?: string): PlistDict {
   return plistRequest('ReadBUID', {}, progName);
 }
 
+/** `ReadPairRecord {PairRecordID}`: reply `{PairRecordData}`, or Result 2 (ENOENT). */
 export function readPairRecordRequest(udid: string, progName?: string): PlistDict {
   return plistRequest('ReadPairRecord', { PairRecordID: udid }, progName);
 }
@@ -157,6 +162,7 @@ export function savePairRecordRequest(udid: string, record: Buffer, deviceId?: n
   return plistRequest('SavePairRecord', { PairRecordID: udid, PairRecordData: record, DeviceID: deviceId }, progName);
 }
 
+/** `DeletePairRecord {PairRecordID}`: reply Result 0 or an errno. */
 export function deletePairRecordRequest(udid: string, progName?: string): PlistDict {
   return plistRequest('DeletePairRecord', { PairRecordID: udid }, progName);
 }

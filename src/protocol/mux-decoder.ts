@@ -20,6 +20,7 @@ import type { MuxHeader } from './mux-header.js';
 /** usbmuxd's DEV_MRU: the largest device→host packet it can reassemble (usbmux.md §2.5). */
 export const MUX_MAX_PACKET_DEFAULT = 65536;
 
+/** One packet as the decoder hands it out. */
 export interface MuxPacket {
   header: MuxHeader;
   /**
@@ -29,6 +30,7 @@ export interface MuxPacket {
   payload: Buffer;
 }
 
+/** Incremental mux packet decoder: `push` IN transfers, `next` until undefined. */
 export class MuxPacketDecoder {
   readonly #queue = new ByteQueue();
   readonly #maxPacket: number;

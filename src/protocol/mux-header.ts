@@ -32,6 +32,7 @@ export const MUX_MAGIC = 0xfeedface;
 
 /** Sizes of the two header versions. */
 export const MUX_HEADER_V1_SIZE = 8;
+/** Size of the v2 header. */
 export const MUX_HEADER_V2_SIZE = 16;
 
 /** Size of a VERSION payload. */
@@ -40,6 +41,7 @@ export const MUX_VERSION_PAYLOAD_SIZE = 12;
 /** The single byte of a SETUP payload. */
 export const MUX_SETUP_BYTE = 0x07;
 
+/** A decoded header; the v2 fields are absent for v1. */
 export interface MuxHeader {
   protocol: number;
   length: number;

@@ -38,6 +38,7 @@ import {
   integerValue,
   isPlistDict,
   setDictMember,
+  uidValue,
 } from './plist-types.js';
 import type { PlistDict, PlistValue } from './plist-types.js';
 
@@ -50,6 +51,9 @@ const TRAILER_SIZE = 32;
 
 /** Reads an unsigned big-endian integer of 1–8 bytes (safe up to 2^53; larger sizes are rejected by callers). */
 function readUIntBE(buf: Buffer, off: number, size: number): number {
+  // Refs and offsets are read for every object: the common widths get a path of their own.
+  if (size === 1) return buf[off];
+  if (size === 2) return (buf[off] << 8) | buf[off + 1];
   if (size <= 6) return buf.readUIntBE(off, size);
   const big = size === 8 ? buf.readBigUInt64BE(off) : (BigInt(buf.readUInt8(off)) << 48n) | BigInt(buf.readUIntBE(off + 1, 6));
   if (big > BigInt(Number.MAX_SAFE_INTEGER)) return Number.MAX_SAFE_INTEGER;
@@ -425,7 +429,7 @@ function objectSize(o: PlistValue | { refs: number[]; dict: boolean }, refSize: 
       return 1 + intBytes(o);
   }
   if (o instanceof PlistReal || o instanceof Date) return 9;
-  if (o instanceof PlistUID) return 1 + uidBytes(o.value >>> 0);
+  if (o instanceof PlistUID) return 1 + uidBytes(uidValue(o));
   if (ArrayBuffer.isView(o)) return headSize(o.byteLength) + o.byteLength;
   const node = o as { refs: number[]; dict: boolean };
   const n = node.dict ? node.refs.length / 2 : node.refs.length;
@@ -480,7 +484,7 @@ function writeObject(out: Buffer, off: number, o: PlistValue | { refs: number[];
     out[off] = 0x33;
     out.writeDoubleBE(ms / 1000 - APPLE_EPOCH_OFFSET_S, off + 1);
   } else if (o instanceof PlistUID) {
-    const v = o.value >>> 0;
+    const v = uidValue(o);
     const w = uidBytes(v);
     out[off] = 0x80 | (w - 1);
     out.writeUIntBE(v, off + 1, w);

@@ -23,6 +23,7 @@ export const PLIST_FRAME_HEADER_SIZE = 4;
 /** Default largest body: go-ios's `maxMessageSize` (1 << 24); appium allows 1 MiB. */
 export const PLIST_FRAME_MAX_DEFAULT = 16 * 1024 * 1024;
 
+/** The two plist encodings a frame may carry. */
 export type PlistFormat = 'xml' | 'binary';
 
 /** One framed message in one buffer: the length prefix and the encoded plist. */

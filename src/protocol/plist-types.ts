@@ -52,6 +52,7 @@ export const PLIST_MAX_DEPTH = 512;
 
 /** Smallest and largest integer a plist integer can carry (signed 64-bit, plus libplist's unsigned 64-bit). */
 export const PLIST_INT_MIN = -(2n ** 63n);
+/** Largest plist integer (libplist writes values above 2^63−1 as 16-byte integers). */
 export const PLIST_INT_MAX = 2n ** 64n - 1n;
 
 /** True for a dictionary (a plain object that is none of the other value kinds). */
@@ -70,6 +71,13 @@ export function isPlistDict(v: unknown): v is PlistDict {
 /** Throws the one plist error. */
 export function badPlist(message: string, cause?: unknown): never {
   throw new MuxwireError(BAD_PLIST, message, cause !== undefined ? { cause } : undefined);
+}
+
+/** The value of a UID, checked: an integer in 0 … 2^32−1 (CoreFoundation's range). */
+export function uidValue(uid: PlistUID): number {
+  const v = uid.value;
+  if (!Number.isInteger(v) || v < 0 || v > 0xffffffff) badPlist(`UID ${v} is not an integer in 0..2^32-1`);
+  return v;
 }
 
 /** Turns an integer that the JS value model holds as number|bigint into the decoded form. */

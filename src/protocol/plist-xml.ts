@@ -35,6 +35,7 @@ import {
   integerValue,
   isPlistDict,
   setDictMember,
+  uidValue,
 } from './plist-types.js';
 import type { PlistDict, PlistValue } from './plist-types.js';
 
@@ -125,7 +126,7 @@ class XmlWriter {
       p.push(ind, '<real>', formatReal(v.value), '</real>\n');
     } else if (v instanceof PlistUID) {
       // libplist and CoreFoundation write a UID as a one-key dictionary in XML.
-      p.push(ind, '<dict>\n', tabs(depth + 1), '<key>CF$UID</key>\n', tabs(depth + 1), '<integer>', String(v.value >>> 0), '</integer>\n', ind, '</dict>\n');
+      p.push(ind, '<dict>\n', tabs(depth + 1), '<key>CF$UID</key>\n', tabs(depth + 1), '<integer>', String(uidValue(v)), '</integer>\n', ind, '</dict>\n');
     } else if (v instanceof Date) {
       p.push(ind, '<date>', formatDate(v), '</date>\n');
     } else if (ArrayBuffer.isView(v)) {

@@ -32,6 +32,7 @@ export enum TcpFlag {
   ACK = 0x10,
 }
 
+/** A decoded TCP-like header. */
 export interface TcpHeader {
   sport: number;
   dport: number;

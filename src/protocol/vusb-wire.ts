@@ -236,6 +236,8 @@ export function encodeVusbMessage(msg: VusbMessage): Buffer {
   }
 }
 
+const EMPTY_CHUNK = Buffer.alloc(0);
+
 function badMessage(text: string): MuxwireError {
   return new MuxwireError('MUXWIRE_ERR_VUSB_BAD_MESSAGE', text);
 }
@@ -296,8 +298,9 @@ export interface VusbDecoderOptions {
  */
 export class VusbDecoder {
   readonly #maxLength: number;
-  /** Unparsed input; the first chunk starts at #offset. */
+  /** Unparsed input: #chunks[#first..], the first of them starting at #offset. */
   #chunks: Buffer[] = [];
+  #first = 0;
   #offset = 0;
   #buffered = 0;
   #failed: MuxwireError | undefined;
@@ -328,13 +331,10 @@ export class VusbDecoder {
     if (this.#buffered < VUSB_LENGTH_SIZE) return undefined;
     const length = this.#peekLength();
     if (length < 1 || length > this.#maxLength) {
-      this.#failed = new MuxwireError(
+      throw this.#fail(new MuxwireError(
         'MUXWIRE_ERR_BAD_LENGTH',
         `vusb message length ${length} outside 1..${this.#maxLength}`,
-      );
-      this.#chunks = [];
-      this.#buffered = 0;
-      throw this.#failed;
+      ));
     }
     if (this.#buffered < VUSB_LENGTH_SIZE + length) return undefined;
     this.#skip(VUSB_LENGTH_SIZE);
@@ -342,20 +342,41 @@ export class VusbDecoder {
     try {
       return decodeVusbBody(frame);
     } catch (err) {
-      this.#failed = err as MuxwireError;
+      throw this.#fail(err as MuxwireError);
+    }
+  }
+
+  /** Enters the failed state: nothing more is kept or parsed. */
+  #fail(err: MuxwireError): MuxwireError {
+    this.#failed = err;
+    this.#chunks = [];
+    this.#first = 0;
+    this.#offset = 0;
+    this.#buffered = 0;
+    return err;
+  }
+
+  /** Done with the first chunk. Indexing instead of shift() keeps many tiny chunks linear. */
+  #dropHead(): void {
+    this.#chunks[this.#first] = EMPTY_CHUNK;
+    this.#first++;
+    this.#offset = 0;
+    if (this.#first === this.#chunks.length) {
       this.#chunks = [];
-      this.#buffered = 0;
-      throw err;
+      this.#first = 0;
+    } else if (this.#first >= 1024 && this.#first * 2 >= this.#chunks.length) {
+      this.#chunks = this.#chunks.slice(this.#first);
+      this.#first = 0;
     }
   }
 
   #peekLength(): number {
-    const head = this.#chunks[0]!;
+    const head = this.#chunks[this.#first]!;
     if (head.length - this.#offset >= 4) return head.readUInt32LE(this.#offset);
     // The 4 length bytes straddle chunks: assemble them.
     let value = 0;
     let got = 0;
-    let i = 0;
+    let i = this.#first;
     let off = this.#offset;
     while (got < 4) {
       const c = this.#chunks[i]!;
@@ -369,46 +390,36 @@ export class VusbDecoder {
   #skip(n: number): void {
     this.#buffered -= n;
     while (n > 0) {
-      const head = this.#chunks[0]!;
-      const avail = head.length - this.#offset;
+      const avail = this.#chunks[this.#first]!.length - this.#offset;
       if (avail > n) {
         this.#offset += n;
         return;
       }
       n -= avail;
-      this.#chunks.shift();
-      this.#offset = 0;
+      this.#dropHead();
     }
   }
 
   /** Removes n bytes (n ≤ buffered): a view when they lie in one chunk, else one copy. */
   #take(n: number): Buffer {
     this.#buffered -= n;
-    const head = this.#chunks[0]!;
+    const head = this.#chunks[this.#first]!;
     const avail = head.length - this.#offset;
     if (avail >= n) {
       const view = head.subarray(this.#offset, this.#offset + n);
-      if (avail === n) {
-        this.#chunks.shift();
-        this.#offset = 0;
-      } else {
-        this.#offset += n;
-      }
+      if (avail === n) this.#dropHead();
+      else this.#offset += n;
       return view;
     }
     const out = Buffer.allocUnsafe(n);
     let filled = 0;
     while (filled < n) {
-      const c = this.#chunks[0]!;
+      const c = this.#chunks[this.#first]!;
       const take = Math.min(c.length - this.#offset, n - filled);
       c.copy(out, filled, this.#offset, this.#offset + take);
       filled += take;
-      if (this.#offset + take === c.length) {
-        this.#chunks.shift();
-        this.#offset = 0;
-      } else {
-        this.#offset += take;
-      }
+      if (this.#offset + take === c.length) this.#dropHead();
+      else this.#offset += take;
     }
     return out;
   }

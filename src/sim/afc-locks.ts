@@ -12,9 +12,13 @@
  * stall every later request on the connection. A contended request, with or without LOCK_NB, is
  * answered OP_WOULD_BLOCK (19), as §9.7 suggests.
  */
+/** flock(2) operation bits, as FILE_LOCK carries them. */
 export const LOCK_SH = 1;
+/** Exclusive lock. */
 export const LOCK_EX = 2;
+/** Do not block (always implied here). */
 export const LOCK_NB = 4;
+/** Unlock. */
 export const LOCK_UN = 8;
 
 /** Who holds a lock: any object standing for one open file. */

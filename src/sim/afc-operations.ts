@@ -8,8 +8,8 @@
  * (header payload); DATA carries its bytes after it (payload). GOIOS and APPIUM depend on this.
  */
 import { constants as fsc } from 'node:fs';
+import type { BigIntStats, Stats } from 'node:fs';
 import { link, lstat, mkdir, open, readdir, readlink, rename, rm, rmdir, stat, statfs, symlink, truncate, unlink, utimes } from 'node:fs/promises';
-import type { Stats, BigIntStats } from 'node:fs';
 
 import { AfcFileMode, AfcOp, AfcStatus } from '../protocol/afc.js';
 import type { AfcArgs } from './afc-args.js';
@@ -38,6 +38,7 @@ export interface AfcReply {
   readonly payload: Buffer;
 }
 
+/** One opcode's behaviour: arguments in, reply out (failures thrown, see the file comment). */
 export type AfcHandler = (ctx: AfcDeviceContext, args: AfcArgs) => Promise<AfcReply>;
 
 const EMPTY = Buffer.alloc(0);

@@ -281,7 +281,7 @@ export class DeviceConnection extends Duplex {
       // own, so each ACK opens the window a little; sending into every such gap degrades a stream
       // into ever smaller packets. Send a full segment, half the host's window, or the rest of this
       // write; otherwise wait for more ACKs (data is in flight, so they will come).
-      if (n < this.#pendingBytes && n < Math.min(this.#carrier.maxSegment, Math.ceil(this.#sndWnd / 2))) return;
+      if (n < this.#pendingBytes && n < Math.min(this.#carrier.maxSegment, Math.ceil(this.#sndWnd / 4))) return;
       const parts = this.#takePending(n);
       const header = this.#header(TcpFlag.ACK, this.#sndNxt);
       this.#sndNxt = (this.#sndNxt + n) >>> 0;

@@ -34,8 +34,6 @@ interface Session {
   host: TrustedHost;
 }
 
-type Reply = PlistDict;
-
 /** Handles one lockdown connection until the host closes it. */
 export class LockdowndConnection {
   readonly #ctx: LockdowndContext;

@@ -3,7 +3,8 @@
  * device ports), answering the requests real hosts send (lockdown-afc.md §3, §7, checklist §8):
  * QueryType, GetValue/SetValue/RemoveValue, Pair/ValidatePair/Unpair with a configurable Trust
  * dialog, StartSession with real TLS on the same stream, StopSession back to plaintext, and
- * StartService on ephemeral ports that outlive the lockdown connection.
+ * StartService on ephemeral ports that outlive the lockdown connection, and the notification
+ * proxies through which a Trust tap is announced (`request_pair`, which real usbmuxd waits for).
  *
  * State shared by all connections (identity, values, trusted hosts, open service ports) lives here;
  * one connection's request handling is in lockdownd-connection.ts.
@@ -11,13 +12,14 @@
 import type { Duplex } from 'node:stream';
 import { TLSSocket, createSecureContext } from 'node:tls';
 import type { KeyObject } from 'node:crypto';
-import { log as rootLog } from '../log.js';
+import { log as rootLog, type Logger } from '../log.js';
 import { deviceTlsOptions } from '../lockdown/tls-policy.js';
 import type { DeviceIdentity } from './identity.js';
 import { DeviceValues } from './device-values.js';
 import { SimPairing, parseTrustMode, type TrustMode, type TrustedHost } from './sim-pairing.js';
 import type { ServiceHandler, ServiceRegistry } from './service-registry.js';
 import { LockdowndConnection, acceptPeer } from './lockdownd-connection.js';
+import { NotificationCenter, NOTIFY_REQUEST_PAIR, serveNotificationProxy } from './notification-proxy.js';
 
 /** lockdownd's device port (0xF27E). */
 export const LOCKDOWN_PORT = 62078;
@@ -40,7 +42,10 @@ export interface LockdowndOptions {
    * handshake). Real devices differ by iOS version and service (§3); default false.
    */
   enableServiceSSL?: boolean;
-  /** Services StartService can start. */
+  /**
+   * Services StartService can start. The notification proxies (`com.apple.mobile.notification_proxy`
+   * and the insecure one) are added unless the map has its own.
+   */
   services?: ServiceRegistry;
   /** Where trusted hosts are persisted (default: the identity's state directory). */
   stateDir?: string;
@@ -63,6 +68,8 @@ export interface LockdowndContext {
 export class Lockdownd {
   readonly identity: DeviceIdentity;
   readonly values: DeviceValues;
+  /** Darwin notifications relayed by the notification proxy services. */
+  readonly notifications = new NotificationCenter();
   readonly #mux: LockdownMux;
   readonly #opts: LockdowndOptions;
   readonly #services: ServiceRegistry;
@@ -72,15 +79,21 @@ export class Lockdownd {
   #pairing: SimPairing | undefined;
   #started = false;
   #nextConnection = 1;
-  readonly #log;
+  readonly #log: Logger;
 
   constructor(opts: LockdowndOptions) {
     this.identity = opts.identity;
     this.values = new DeviceValues(opts.identity);
     this.#mux = opts.mux;
     this.#opts = opts;
-    this.#services = opts.services ?? new Map();
     this.#log = rootLog.child({ sim: opts.identity.udid, svc: 'lockdownd' });
+    this.#services = new Map(opts.services ?? []);
+    for (const name of ['com.apple.mobile.notification_proxy', 'com.apple.mobile.insecure_notification_proxy']) {
+      if (!this.#services.has(name)) {
+        const log = this.#log.child({ svc: name });
+        this.#services.set(name, (stream) => serveNotificationProxy(stream, this.notifications, log));
+      }
+    }
   }
 
   /** Trusted hosts (available after start()). */
@@ -97,6 +110,7 @@ export class Lockdownd {
       identity: this.identity,
       trust,
       stateDir: this.#opts.stateDir ?? this.identity.stateDir,
+      onTrusted: () => this.notifications.post(NOTIFY_REQUEST_PAIR),
     });
     this.#started = true;
     this.#mux.listen(LOCKDOWN_PORT, (stream) => this.#accept(stream));
@@ -107,6 +121,7 @@ export class Lockdownd {
     if (!this.#started) return;
     this.#started = false;
     this.#mux.unlisten(LOCKDOWN_PORT);
+    this.#pairing?.close();
     for (const c of this.#connections) c.close();
     this.#connections.clear();
     for (const [port, timer] of this.#servicePorts) {

@@ -58,17 +58,25 @@ export class SimPairing {
   readonly #hosts = new Map<string, TrustedHost>();
   /** When the Trust dialog first appeared (delay mode), or undefined while none shows. */
   #dialogSince: number | undefined;
+  /** Fires when the user "taps Trust" (delay mode), to post request_pair. */
+  #trustTimer: NodeJS.Timeout | undefined;
+  readonly #onTrusted: (() => void) | undefined;
   readonly #log = log.child({ sim: 'pairing' });
 
-  private constructor(identity: DeviceIdentity, trust: TrustMode, stateDir: string | undefined) {
+  private constructor(identity: DeviceIdentity, trust: TrustMode, stateDir: string | undefined, onTrusted: (() => void) | undefined) {
     this.#identity = identity;
     this.#trust = trust;
+    this.#onTrusted = onTrusted;
     this.#dir = stateDir === undefined ? undefined : join(stateDir, 'pairings');
   }
 
-  /** Creates the store, loading the trusted hosts persisted under `stateDir`. */
-  static async open(opts: { identity: DeviceIdentity; trust?: TrustMode; stateDir?: string }): Promise<SimPairing> {
-    const p = new SimPairing(opts.identity, opts.trust ?? { kind: 'accept' }, opts.stateDir);
+  /**
+   * Creates the store, loading the trusted hosts persisted under `stateDir`. `onTrusted` runs when
+   * a Trust dialog is answered with "Trust" (delay mode), as lockdownd then posts
+   * `com.apple.mobile.lockdown.request_pair` for usbmuxd to pair again.
+   */
+  static async open(opts: { identity: DeviceIdentity; trust?: TrustMode; stateDir?: string; onTrusted?: () => void }): Promise<SimPairing> {
+    const p = new SimPairing(opts.identity, opts.trust ?? { kind: 'accept' }, opts.stateDir, opts.onTrusted);
     await p.#load();
     return p;
   }
@@ -100,7 +108,14 @@ export class SimPairing {
       case 'passcode':
         return { ok: false, error: 'PasswordProtected' };
       case 'delay':
-        this.#dialogSince ??= now;
+        if (this.#dialogSince === undefined) {
+          this.#dialogSince = now;
+          this.#trustTimer = setTimeout(() => {
+            this.#trustTimer = undefined;
+            this.#onTrusted?.();
+          }, this.#trust.ms);
+          this.#trustTimer.unref();
+        }
         if (now - this.#dialogSince < this.#trust.ms) return { ok: false, error: 'PairingDialogResponsePending' };
         break;
       case 'accept':
@@ -131,8 +146,15 @@ export class SimPairing {
     if (!hostId.ok) return hostId;
     const existed = this.#hosts.delete(hostId.value);
     if (existed) await this.#remove(hostId.value);
-    this.#dialogSince = undefined;
+    this.close();
     return { ok: true, value: undefined };
+  }
+
+  /** Puts the Trust dialog away (no pending "Trust" tap fires later). */
+  close(): void {
+    clearTimeout(this.#trustTimer);
+    this.#trustTimer = undefined;
+    this.#dialogSince = undefined;
   }
 
   #fileFor(hostId: string): string {

@@ -222,7 +222,7 @@ const LAYOUTS: ConfigLayout[] = [
     value: 2,
     str: STR_CONFIG_IPOD,
     interfaces: new Map([[0, 1], [1, 2], [2, 1]]),
-    endpoints: [0x83],
+    endpoints: [0x81, 0x83],
     body: ipodInterfaces,
   },
   {

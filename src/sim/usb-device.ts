@@ -152,7 +152,6 @@ export class SimUsbDevice extends EventEmitter {
 
   #server: Server | undefined;
   #host: Socket | undefined;
-  #decoder: VusbDecoder | undefined;
   /** bConfigurationValue; 0 = unconfigured (the udev rule leaves iPhones so, usbmux.md §1.1). */
   #configuration = 0;
   /** Interface number → selected alternate setting, for the current configuration. */
@@ -161,6 +160,13 @@ export class SimUsbDevice extends EventEmitter {
   #pendingRead: Buffer[] = [];
   #pendingBytes = 0;
   #refusedLogged = false;
+  /** The host socket corked for this tick, if any; #uncork flushes it at the end of the tick. */
+  #corked: Socket | undefined;
+  readonly #uncork = (): void => {
+    const socket = this.#corked;
+    this.#corked = undefined;
+    socket?.uncork();
+  };
 
   constructor(opts: SimUsbDeviceOptions) {
     super();
@@ -215,7 +221,7 @@ export class SimUsbDevice extends EventEmitter {
       await listen(server, this.socketPath);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE' || (await isLive(this.socketPath))) {
-        throw new MuxwireError('MUXWIRE_ERR_ADDRESS_IN_USE', `cannot plug ${this.udid}: ${(err as Error).message}`, { cause: err });
+        throw new MuxwireError('MUXWIRE_ERR_ADDR_IN_USE', `cannot plug ${this.udid}: ${(err as Error).message}`, { cause: err });
       }
       // A socket file left behind by a process that died: nothing answers it, so take its place.
       await rm(this.socketPath, { force: true });
@@ -250,7 +256,6 @@ export class SimUsbDevice extends EventEmitter {
     this.#host = socket;
     this.#stats.hosts++;
     const decoder = new VusbDecoder();
-    this.#decoder = decoder;
     socket.on('data', (chunk: Buffer) => this.#onData(socket, decoder, chunk));
     socket.on('error', (err) => this.#log.debug(`host connection error: ${err.message}`));
     socket.on('close', () => this.#hostGone(socket));
@@ -293,7 +298,6 @@ export class SimUsbDevice extends EventEmitter {
   #hostGone(socket: Socket): void {
     if (socket !== this.#host) return;
     this.#host = undefined;
-    this.#decoder = undefined;
     this.#setConfiguration(0);
     this.#log.debug('host disconnected');
     this.emit('host-gone');
@@ -505,10 +509,15 @@ export class SimUsbDevice extends EventEmitter {
     let offset = 0;
     do {
       const part = packet.length - offset > VUSB_MAX_PAYLOAD ? packet.subarray(offset, offset + VUSB_MAX_PAYLOAD) : offset === 0 ? packet : packet.subarray(offset);
-      host.cork();
+      if (this.#corked !== host) {
+        // Writes of one turn of the loop leave in one writev; each stays its own BULK_IN.
+        this.#uncork();
+        this.#corked = host;
+        host.cork();
+        process.nextTick(this.#uncork);
+      }
       host.write(encodeBulkHeader(VusbMessageType.BULK_IN, ep, part.length));
       if (part.length > 0) host.write(part);
-      host.uncork();
       this.#stats.writes++;
       offset += part.length;
     } while (offset < packet.length);

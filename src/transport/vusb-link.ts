@@ -17,9 +17,11 @@
  * kernel buffer, as they would wait on a NAKed USB endpoint. Until `start()` the socket is paused
  * the same way (no IN transfers are queued yet).
  *
- * OUT side. `sendPacket` writes one BULK_OUT (6-byte header + the caller's buffer, corked into one
- * writev, no copy), followed by a zero-length BULK_OUT when the length is a multiple of the
- * endpoint's wMaxPacketSize (usbmuxd's ZLP rule, usbmux.md §1.4).
+ * OUT side. `sendPacket` writes one BULK_OUT (6-byte header + the caller's buffer, no copy),
+ * followed by a zero-length BULK_OUT when the length is a multiple of the endpoint's
+ * wMaxPacketSize (usbmuxd's ZLP rule, usbmux.md §1.4). The socket stays corked until the end of the
+ * current tick, so the packets (and ACKs) sent in one turn of the loop leave in one writev: each is
+ * still its own message, only the system calls are shared.
  */
 import type { Socket } from 'node:net';
 import { MuxwireError } from '../errors.js';
@@ -88,6 +90,12 @@ export class VusbLink implements DeviceLink {
   #early: Buffer[] = [];
   #closed = false;
   #endError: Error | undefined;
+  #corked = false;
+  /** End of the tick: the packets of this turn go out together. */
+  readonly #uncork = (): void => {
+    this.#corked = false;
+    this.#socket.uncork();
+  };
 
   /** `onEnd` runs once when the connection ends, after onClose. */
   constructor(socket: Socket, opts: VusbLinkOptions, onEnd: (err?: Error) => void) {
@@ -193,7 +201,11 @@ export class VusbLink implements DeviceLink {
     const socket = this.#socket;
     // net may pass null for success; `done` treats any falsy value as success.
     const cb = done as ((err?: Error | null) => void) | undefined;
-    socket.cork();
+    if (!this.#corked) {
+      this.#corked = true;
+      socket.cork();
+      process.nextTick(this.#uncork);
+    }
     if (length === 0) {
       socket.write(this.#zlp!, cb);
     } else {
@@ -205,11 +217,10 @@ export class VusbLink implements DeviceLink {
         socket.write(packet, cb);
       }
     }
-    socket.uncork();
   }
 
   start(handlers: LinkHandlers): void {
-    if (this.#handlers) throw new MuxwireError('MUXWIRE_ERR_BAD_STATE', 'the vusb link was already started');
+    if (this.#handlers) throw new MuxwireError('MUXWIRE_ERR_BAD_ARGUMENT', 'the vusb link was already started');
     this.#handlers = handlers;
     if (this.#closed) {
       process.nextTick(() => handlers.onClose(this.#endError));
@@ -243,7 +254,8 @@ export class VusbLink implements DeviceLink {
         if (this.#closed) return;
       }
     } catch (err) {
-      this.#log.warn(`device sent malformed vusb input: ${(err as Error).message}`);
+      // Malformed wire input, or a consumer's onData that threw: either way this link is over.
+      this.#log.warn(`vusb link failed: ${(err as Error).message}`);
       this.#fail(err as Error);
     }
   }

@@ -1,7 +1,8 @@
 /**
  * Device discovery on a vusb bus directory (DESIGN.md "vusb"): every `*.vusb` UNIX socket in the
  * directory is a plugged-in device. The source watches the directory (fs.watch plus an initial
- * scan; every change triggers a rescan, so missed or coalesced events cannot lose a device),
+ * scan, and a slow poll as a safety net; every change triggers a rescan of the whole directory, so
+ * missed or coalesced events cannot lose a device),
  * connects to each socket, enumerates the device as usbmuxd would (vusb-enumerate.ts) and emits
  * 'attach' with a DeviceLink; the connection ending or the file disappearing emits 'detach'.
  *
@@ -38,6 +39,12 @@ export interface VusbSourceOptions {
   inTransfersInFlight?: number;
   /** USB bus number for LocationID = (bus << 16) | address. Default 1. */
   busNumber?: number;
+  /**
+   * A full rescan this often, as a safety net for file systems whose change notifications are
+   * unreliable (network mounts, some containers); usbmuxd without hotplug polls every 1000 ms.
+   * Default 2000 ms; 0 turns it off.
+   */
+  pollIntervalMs?: number;
   /**
    * Per control transfer. Default 5000 ms: usbmuxd's 1000 ms is for hardware; a simulated device
    * shares a loaded CI machine with many others.
@@ -80,9 +87,11 @@ export class VusbSource extends EventEmitter implements DeviceSource {
   readonly #inTransfersInFlight: number;
   readonly #bus: number;
   readonly #controlTimeoutMs: number;
+  readonly #pollIntervalMs: number;
   readonly #log: Logger;
   readonly #entries = new Map<string, Entry>();
   #watcher: FSWatcher | undefined;
+  #poll: NodeJS.Timeout | undefined;
   #running = false;
   #scanning: Promise<void> | undefined;
   #rescan = false;
@@ -97,6 +106,10 @@ export class VusbSource extends EventEmitter implements DeviceSource {
     this.#inTransfersInFlight = opts.inTransfersInFlight ?? 3;
     this.#bus = opts.busNumber ?? 1;
     this.#controlTimeoutMs = opts.controlTimeoutMs ?? 5000;
+    this.#pollIntervalMs = opts.pollIntervalMs ?? 2000;
+    if (!Number.isInteger(this.#pollIntervalMs) || this.#pollIntervalMs < 0) {
+      throw new MuxwireError('MUXWIRE_ERR_BAD_ARGUMENT', `pollIntervalMs ${this.#pollIntervalMs} must be a non-negative integer`);
+    }
     if (!Number.isInteger(this.#bus) || this.#bus < 0 || this.#bus > 0xffff) {
       throw new MuxwireError('MUXWIRE_ERR_BAD_ARGUMENT', `bus number ${this.#bus} is not a u16`);
     }
@@ -118,6 +131,10 @@ export class VusbSource extends EventEmitter implements DeviceSource {
       this.#running = false;
       throw new MuxwireError('MUXWIRE_ERR_IO', `cannot watch ${this.dir}: ${(err as Error).message}`, { cause: err });
     }
+    if (this.#pollIntervalMs > 0) {
+      this.#poll = setInterval(() => this.#scheduleScan(), this.#pollIntervalMs);
+      this.#poll.unref();
+    }
     this.#log.debug(`watching ${this.dir}`);
     await this.#scan();
   }
@@ -128,6 +145,8 @@ export class VusbSource extends EventEmitter implements DeviceSource {
     this.#running = false;
     this.#watcher?.close();
     this.#watcher = undefined;
+    if (this.#poll) clearInterval(this.#poll);
+    this.#poll = undefined;
     await this.#scanning;
     for (const entry of [...this.#entries.values()]) this.#forget(entry);
     await Promise.all([...this.#ending]);

@@ -27,7 +27,7 @@ function randomPacket(rand: () => number): Buffer {
   const size = rand() < 0.2 ? 0 : rand() < 0.8 ? Math.floor(rand() * 300) : Math.floor(rand() * 40000);
   const data = Buffer.alloc(size);
   for (let i = 0; i < size; i += 97) data[i] = Math.floor(rand() * 256);
-  const header = encodeTcpHeader({ sport, dport, seq: Math.floor(rand() * 2 ** 32), ack: 0, flags: TcpFlag.ACK, window: 131072 });
+  const header = encodeTcpHeader({ sport, dport, seq: Math.floor(rand() * 2 ** 32), ack: Math.floor(rand() * 2 ** 32), flags: Math.floor(rand() * 256), window: Math.floor(rand() * 65536) * 256 });
   return encodeMuxPacket(2, { protocol: MuxProtocol.TCP, txSeq: Math.floor(rand() * 65536), rxSeq: Math.floor(rand() * 65536) }, header, data);
 }
 

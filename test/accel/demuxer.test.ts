@@ -25,8 +25,8 @@ const implementations: { name: string; make: (t: TestContext) => Accel | undefin
 ];
 
 /** A TCP packet from the device's port `sport` to the host's port `dport`. */
-function tcp(version: 1 | 2, sport: number, dport: number, data: Buffer | string, opts: { flags?: number; seq?: number; txSeq?: number; rxSeq?: number } = {}): Buffer {
-  const header = encodeTcpHeader({ sport, dport, seq: opts.seq ?? 0, ack: 0, flags: opts.flags ?? TcpFlag.ACK, window: 131072 });
+function tcp(version: 1 | 2, sport: number, dport: number, data: Buffer | string, opts: { flags?: number; seq?: number; ack?: number; txSeq?: number; rxSeq?: number } = {}): Buffer {
+  const header = encodeTcpHeader({ sport, dport, seq: opts.seq ?? 0, ack: opts.ack ?? 0, flags: opts.flags ?? TcpFlag.ACK, window: 131072 });
   return encodeMuxPacket(version, { protocol: MuxProtocol.TCP, txSeq: opts.txSeq, rxSeq: opts.rxSeq }, header, Buffer.from(data));
 }
 
@@ -45,8 +45,8 @@ function summarize(d: Demuxer, chunks: Buffer[], slots: number[]): unknown {
   for (const chunk of chunks) {
     const n = d.push(chunk);
     for (let i = 0; i < n; i++) {
-      const [kind, slotOrProtocol, , , length, seqs, ringStart, payload] = record(d, i);
-      packets.push({ kind, slotOrProtocol, length, seqs, ringStart, payload, bytes: d.packet(i).toString('hex') });
+      const [kind, slotOrProtocol, , , ...rest] = record(d, i);
+      packets.push({ kind, slotOrProtocol, rest, bytes: d.packet(i).toString('hex') });
     }
   }
   return { packets, rings: slots.map((s) => unreadText(d, s)), staged: d.staged };
@@ -67,9 +67,9 @@ for (const impl of implementations) {
       if (!accel) return;
       const d = accel.createDemuxer({ version: 2 });
       const slot = d.openConnection(62078, 1, 1024);
-      const p = tcp(2, 62078, 1, 'hello', { txSeq: 3, rxSeq: 9 });
+      const p = tcp(2, 62078, 1, 'hello', { txSeq: 3, rxSeq: 9, seq: 0xfffffff0, ack: 77, flags: TcpFlag.ACK | TcpFlag.PSH });
       assert.equal(d.push(p), 1);
-      assert.deepEqual(record(d, 0), [DemuxEvent.TCP_DATA, slot, SOURCE_TRANSFER, 0, p.length, (3 << 16) | 9, 0, 5]);
+      assert.deepEqual(record(d, 0), [DemuxEvent.TCP_DATA, slot, SOURCE_TRANSFER, 0, p.length, (3 << 16) | 9, 0, 5, 0xfffffff0, 77, TcpFlag.ACK | TcpFlag.PSH, 131072]);
       assert.deepEqual(d.packet(0), p);
       assert.equal(d.unread(slot), 5);
       assert.equal(unreadText(d, slot), 'hello');
@@ -143,13 +143,13 @@ for (const impl of implementations) {
       const version = encodeMuxPacket(1, { protocol: MuxProtocol.VERSION }, encodeVersionPayload({ major: 2, minor: 0 }));
       const short = encodeMuxPacket(1, { protocol: MuxProtocol.TCP }, Buffer.alloc(19));
       assert.equal(d.push(Buffer.concat([version, short])), 2);
-      assert.deepEqual(record(d, 0), [DemuxEvent.PACKET, MuxProtocol.VERSION, SOURCE_TRANSFER, 0, 20, 0, 0, 12]);
-      assert.deepEqual(record(d, 1), [DemuxEvent.PACKET, MuxProtocol.TCP, SOURCE_TRANSFER, 20, 27, 0, 0, 19]);
+      assert.deepEqual(record(d, 0), [DemuxEvent.PACKET, MuxProtocol.VERSION, SOURCE_TRANSFER, 0, 20, 0, 0, 12, 0, 0, 0, 0]);
+      assert.deepEqual(record(d, 1), [DemuxEvent.PACKET, MuxProtocol.TCP, SOURCE_TRANSFER, 20, 27, 0, 0, 19, 0, 0, 0, 0]);
       // After VERSION negotiated 2, headers are 16 bytes.
       d.version = 2;
       const control = encodeMuxPacket(2, { protocol: MuxProtocol.CONTROL, txSeq: 1, rxSeq: 2 }, Buffer.from('\x05warn'));
       assert.equal(d.push(control), 1);
-      assert.deepEqual(record(d, 0), [DemuxEvent.PACKET, MuxProtocol.CONTROL, SOURCE_TRANSFER, 0, 21, (1 << 16) | 2, 0, 5]);
+      assert.deepEqual(record(d, 0), [DemuxEvent.PACKET, MuxProtocol.CONTROL, SOURCE_TRANSFER, 0, 21, (1 << 16) | 2, 0, 5, 0, 0, 0, 0]);
     });
 
     test('reports TCP for unknown ports without a slot, and an empty ACK with its slot and no data', (t) => {
@@ -282,11 +282,11 @@ describe('the raw addon Demuxer', () => {
     raw.open!(0, 1, 1, Buffer.alloc(16));
     assert.throws(() => raw.open!(0, 1, 2, Buffer.alloc(16)), /already open/);
     assert.throws(() => raw.open!(1, 1, 1, Buffer.alloc(16)), /already open/);
-    assert.throws(() => raw.push!(Buffer.alloc(64), new Uint32Array(8)), RangeError);
-    assert.throws(() => raw.push!([1, 2], new Uint32Array(8)), TypeError);
+    assert.throws(() => raw.push!(Buffer.alloc(64), new Uint32Array(DEMUX_EVENT_FIELDS * 4)), RangeError);
+    assert.throws(() => raw.push!([1, 2], new Uint32Array(DEMUX_EVENT_FIELDS)), TypeError);
     assert.throws(() => raw.setVersion!(3), RangeError);
     assert.throws(() => raw.close!(-1), RangeError);
     raw.close!(0);
-    assert.equal(raw.push!(Buffer.alloc(0), new Uint32Array(8)), 0);
+    assert.equal(raw.push!(Buffer.alloc(0), new Uint32Array(DEMUX_EVENT_FIELDS)), 0);
   });
 });

@@ -49,9 +49,16 @@ test('the XML plist parser survives 100,000 mutated documents', (t) => {
     encodeXmlPlist(sample),
     Buffer.from('<plist><array><string>&amp;&#x41;<![CDATA[x]]></string><real>nan</real><date>2001-01-01T00:00:00.5Z</date><data>AA==</data></array></plist>'),
   ];
+  const tokens = [
+    '<dict>', '</dict>', '<dict/>', '<array>', '</array>', '<key>', '</key>', '<string>', '</string>', '<integer>',
+    '</integer>', '<real>', '</real>', '<true/>', '<false/>', '<data>', '</data>', '<date>', '</date>', '<plist>',
+    '</plist>', '<!--', '-->', '<![CDATA[', ']]>', '&amp;', '&#', '&#x', ';', '&', '<', '>', '/>', '"', 'CF$UID',
+    '0x', '-', '.', 'e+', 'nan', '\x01', '\r\n', '<!DOCTYPE plist [', ']>', '<?xml ?>', '=', '9223372036854775808',
+  ].map((x) => Buffer.from(x));
   runFuzz(t, {
     name: 'plist-xml',
     seeds,
+    tokens,
     iterations: 100_000,
     run(input) {
       const v = decodeXmlPlist(input);
@@ -67,9 +74,12 @@ test('the binary plist parser survives 100,000 mutated files', (t) => {
     encodeBinaryPlist([[['deep']], 'shared', 'shared', { k: 'shared' }]),
     bplistCreator({ a: [1, 2, 3], s: 'text', u: 'ünï', r: 1.5, d: Buffer.from('xy'), o: { x: true } }),
   ];
+  // Marker bytes of every object type and some lengths, to build odd objects.
+  const tokens = [0x08, 0x09, 0x10, 0x13, 0x14, 0x23, 0x33, 0x40, 0x4f, 0x51, 0x5f, 0x61, 0x6f, 0x80, 0x83, 0xa1, 0xaf, 0xd1, 0xdf, 0x00, 0xff].map((b) => Buffer.from([b]));
   runFuzz(t, {
     name: 'plist-binary',
     seeds,
+    tokens,
     iterations: 100_000,
     run(input) {
       const v = decodeBinaryPlist(input);

@@ -93,14 +93,24 @@ const INTERESTING_32 = [
 /**
  * Applies 1–4 random mutations to a copy of `input`: bit flips, interesting bytes, interesting u32s
  * (both byte orders, so length fields get hit), random bytes, insertions, deletions, duplicated
- * ranges, truncation, and splices from `donors`.
+ * ranges, truncation, splices from `donors`, and `tokens` of the format inserted or overwritten.
  */
-export function mutate(rng: Prng, input: Buffer, donors: readonly Buffer[] = []): Buffer {
+export function mutate(rng: Prng, input: Buffer, donors: readonly Buffer[] = [], tokens: readonly Buffer[] = []): Buffer {
   let buf = Buffer.from(input);
   const rounds = rng.range(1, 4);
   for (let r = 0; r < rounds; r++) {
     const len = buf.length;
-    switch (rng.int(10)) {
+    switch (rng.int(tokens.length > 0 ? 12 : 10)) {
+      case 10:
+      case 11: {
+        // Insert, or overwrite with, a token of the format ("<dict>", "&#x", a marker byte…).
+        const tok = rng.pick(tokens);
+        const at = rng.int(len + 1);
+        buf = rng.chance(0.5)
+          ? Buffer.concat([buf.subarray(0, at), tok, buf.subarray(at)])
+          : Buffer.concat([buf.subarray(0, at), tok, buf.subarray(Math.min(len, at + tok.length))]);
+        break;
+      }
       case 0:
         if (len > 0) buf[rng.int(len)] ^= 1 << rng.int(8);
         break;
@@ -208,6 +218,8 @@ export interface FuzzOptions {
   iterations?: number;
   /** Hang guard: stop early (and say so) after this long. */
   timeBudgetMs?: number;
+  /** Pieces of the format to insert (XML tags, entity starts, bplist markers…). */
+  tokens?: readonly Buffer[];
   /** Error codes that count as a correct rejection; default any MUXWIRE_ERR_* code. */
   codes?: readonly string[];
   /** Decodes one input; throw to reject it. `rng` is for random splits. */
@@ -239,7 +251,7 @@ export function runFuzz(t: TestContext | undefined, opts: FuzzOptions): FuzzStat
       break;
     }
     const base = rng.pick(opts.seeds);
-    const input = rng.chance(0.05) ? base : mutate(rng, base, opts.seeds);
+    const input = rng.chance(0.05) ? base : mutate(rng, base, opts.seeds, opts.tokens);
     try {
       opts.run(input, rng);
       stats.accepted++;

@@ -35,6 +35,8 @@ export interface StartUsbmuxdOptions {
   env?: Record<string, string>;
   /** How long to wait for the socket (default 15 s). */
   timeoutMs?: number;
+  /** A command usbmuxd runs under, e.g. `['valgrind', '--leak-check=full']` or `['taskset', '-c', '1']`. */
+  wrapper?: string[];
 }
 
 export interface RunningUsbmuxd {
@@ -97,7 +99,7 @@ export async function startUsbmuxd(opts: StartUsbmuxdOptions): Promise<RunningUs
   const script = 'mount --bind "$1" /var/run && mount --bind "$2" "$3" && shift 3 && exec "$@"';
   const child: ChildProcess = spawn(
     'unshare',
-    ['-m', '--propagation', 'private', 'sh', '-c', script, 'sh', runDir, libSource, libTarget, USBMUXD_PATH, ...args],
+    ['-m', '--propagation', 'private', 'sh', '-c', script, 'sh', runDir, libSource, libTarget, ...(opts.wrapper ?? []), USBMUXD_PATH, ...args],
     {
       env: {
         ...process.env,

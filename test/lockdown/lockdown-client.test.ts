@@ -356,3 +356,37 @@ test('echoes Request in every reply the device sends, errors included', async ()
   }
   p.close();
 });
+
+test('fails startSession at once when the device closes the stream during the TLS handshake', async () => {
+  const h = await device();
+  const record = await h.pair();
+  const [host, dev] = duplexPair();
+  dev.once('data', () => {
+    dev.write(encodePlistFrame({ Request: 'StartSession', Result: 'Success', SessionID: 'A-B', EnableSessionSSL: true }));
+    dev.once('data', () => dev.destroy()); // the ClientHello
+  });
+  const c = await LockdownClient.open(host, { timeoutMs: 30_000 });
+  const started = Date.now();
+  const err = await c.startSession(record, SYSTEM_BUID).catch((e: unknown) => e);
+  assert.ok(err instanceof MuxwireError);
+  assert.ok(['MUXWIRE_ERR_CLOSED', 'MUXWIRE_ERR_TLS'].includes(err.code), err.code);
+  assert.ok(Date.now() - started < 15_000, 'did not wait for the handshake timeout');
+});
+
+test('relays request_pair through the insecure notification proxy when the user taps Trust (delay mode)', async () => {
+  const h = await device({ trust: 'delay:300' });
+  const c = await h.open();
+  // As usbmuxd's preflight: first Pair shows the dialog, then watch the notification proxy.
+  const first = await c.pair(h.store, { timeoutMs: 0, retryMs: 1 }).catch((e: unknown) => e);
+  assert.equal((first as MuxwireError).detail, 'PairingDialogResponsePending');
+  const svc = await c.startService('com.apple.mobile.insecure_notification_proxy');
+  const np = new RawPeer(h.mux.connect(svc.port));
+  np.send({ Command: 'ObserveNotification', Name: 'com.apple.mobile.lockdown.request_pair' });
+  const relayed = await np.reply(10_000);
+  assert.deepEqual(relayed.value, { Command: 'RelayNotification', Name: 'com.apple.mobile.lockdown.request_pair' });
+  const record = await c.pair(h.store);
+  assert.ok(h.lockdownd.pairing.get(String(record.HostID)));
+  const death = await np.request({ Command: 'Shutdown' });
+  assert.deepEqual(death.value, { Command: 'ProxyDeath' });
+  np.close();
+});

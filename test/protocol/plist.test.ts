@@ -219,7 +219,7 @@ describe('XML plist', () => {
   test('refuses to encode what a plist cannot hold', () => {
     const cyclic: PlistDict = { a: 1 };
     cyclic.self = cyclic;
-    for (const v of [null, [undefined], cyclic, { f: () => 1 }, 2n ** 64n, -(2n ** 63n) - 1n, new Date(NaN), Symbol('s')]) {
+    for (const v of [null, [undefined], cyclic, { f: () => 1 }, 2n ** 64n, -(2n ** 63n) - 1n, new Date(NaN), Symbol('s'), new PlistUID(-1), new PlistUID(2 ** 32), new PlistUID(1.5)]) {
       assert.throws(() => encodeXmlPlist(v as unknown as PlistValue), BAD);
       assert.throws(() => encodeBinaryPlist(v as unknown as PlistValue), BAD);
     }

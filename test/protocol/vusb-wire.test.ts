@@ -211,3 +211,13 @@ test('random garbage never crashes the decoder: it yields messages or a coded er
     }
   }
 });
+
+test('a message spread over 100000 one-byte chunks decodes (no quadratic buffering)', () => {
+  const decoder = new VusbDecoder();
+  const payload = Buffer.alloc(100000, 0x5a);
+  const wire = Buffer.concat([encodeBulkHeader(VusbMessageType.BULK_IN, 0x85, payload.length), payload]);
+  for (let i = 0; i < wire.length; i++) decoder.push(wire.subarray(i, i + 1));
+  const msg = decoder.next();
+  assert.ok(msg && msg.type === VusbMessageType.BULK_IN);
+  assert.deepEqual(msg.data, payload);
+});

@@ -5,11 +5,15 @@
 import { test, describe, beforeEach, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import { lstat, mkdir, readFile, readlink, stat, writeFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
+import { Duplex, PassThrough, Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 
 import { MuxwireError } from '../../src/errors.js';
 import { AfcOp, AfcStatus } from '../../src/protocol/afc.js';
 import { AfcClient } from '../../src/services/afc/index.js';
+import { serveAfc } from '../../src/sim/afc-server.js';
 import { socketPair, startAfcServer } from './afc-harness.js';
 import type { AfcServerFixture } from './afc-harness.js';
 
@@ -201,6 +205,27 @@ describe('connection', () => {
       await assert.rejects(pending, { code: 'MUXWIRE_ERR_AFC', message: /framing/ });
     } finally {
       await pair.close();
+    }
+  });
+
+  test('works over any Duplex, not only sockets (an in-memory pair of streams)', async () => {
+    const aToB = new PassThrough();
+    const bToA = new PassThrough();
+    const hostSide = Duplex.from({ readable: bToA, writable: aToB });
+    const deviceSide = Duplex.from({ readable: aToB, writable: bToA });
+    const session = serveAfc(deviceSide, { root: fx.sandbox.root });
+    const client = new AfcClient(hostSide);
+    try {
+      const data = randomBytes(3 * 1024 * 1024 + 5);
+      await pipeline(Readable.from([data]), client.push('/mem.bin', { chunkSize: 256 * 1024 }));
+      const chunks: Buffer[] = [];
+      for await (const c of client.pull('/mem.bin', { chunkSize: 256 * 1024 })) chunks.push(c as Buffer);
+      assert.deepEqual(Buffer.concat(chunks), data);
+      assert.deepEqual(await client.list('/'), ['mem.bin']);
+    } finally {
+      hostSide.destroy();
+      deviceSide.destroy();
+      await session.finished;
     }
   });
 

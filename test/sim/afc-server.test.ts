@@ -10,6 +10,7 @@ import { join } from 'node:path';
 
 import { AfcOp, AfcStatus, decodeKeyValueList, decodeNameList } from '../../src/protocol/afc.js';
 import type { AfcPacket } from '../../src/protocol/afc.js';
+import { setLogSink } from '../../src/log.js';
 import { serveAfc } from '../../src/sim/afc-server.js';
 import { RawAfcPeer, pathArg, socketPair, startAfcServer, statusOf, u64 } from '../services/afc-harness.js';
 import type { AfcServerFixture } from '../services/afc-harness.js';
@@ -515,14 +516,18 @@ describe('session', () => {
     await peer.waitClosed();
   });
 
-  test('closes the connection when the root does not exist', async () => {
+  test('closes the connection and says why when the root does not exist', async () => {
+    const lines: string[] = [];
+    setLogSink((line) => lines.push(line));
     const pair = await socketPair();
     const session = serveAfc(pair.server, { root: join(fx.sandbox.base, 'no-such-root') });
     try {
       const other = new RawAfcPeer(pair.client);
       await other.waitClosed();
       await session.finished;
+      assert.ok(lines.some((l) => l.includes('no-such-root')), lines.join('\n'));
     } finally {
+      setLogSink((line) => process.stderr.write(line + '\n'));
       await pair.close();
     }
   });

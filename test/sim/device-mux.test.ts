@@ -470,6 +470,46 @@ describe('DeviceMux connections', () => {
   });
 });
 
+describe('DeviceMux under hostile input', () => {
+  test('survives seeded random host packets and raw garbage without throwing', async () => {
+    let seed = 12345;
+    const rand = (n: number): number => {
+      seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+      return seed % n;
+    };
+    for (let round = 0; round < 40; round++) {
+      const host = new HostHarness({ maxConnections: 64 });
+      host.mux.listen(7, (s) => {
+        s.on('error', () => undefined);
+        s.pipe(s);
+      });
+      host.mux.listen(9, (s) => {
+        s.on('error', () => undefined);
+        s.resume();
+      });
+      if (rand(4) !== 0) host.negotiate(rand(3));
+      for (let i = 0; i < 200; i++) {
+        const kind = rand(10);
+        if (kind < 6) {
+          const data = Buffer.alloc(rand(3) === 0 ? rand(3000) : 0, rand(256));
+          host.tcp({ sport: 1 + rand(5), dport: [7, 9, 11][rand(3)]!, flags: rand(32), seq: rand(3) === 0 ? rand(5000) : 1, ack: rand(5000), window: rand(0x10000) * 256 }, data);
+        } else if (kind < 8) {
+          host.send(rand(8), Buffer.alloc(rand(40), rand(256)));
+        } else {
+          const garbage = Buffer.alloc(1 + rand(64));
+          for (let j = 0; j < garbage.length; j++) garbage[j] = rand(256);
+          host.mux.receive(garbage);
+        }
+        if (i % 50 === 0) await settle();
+      }
+      await settle();
+      assert.ok(host.mux.connectionCount <= 64);
+      host.mux.detach();
+      assert.equal(host.mux.connectionCount, 0);
+    }
+  });
+});
+
 describe('DeviceMux listeners and CONTROL', () => {
   test('sends CONTROL messages as type byte then text, and none before VERSION', () => {
     const host = new HostHarness();

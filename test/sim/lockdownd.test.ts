@@ -185,3 +185,62 @@ test('answers Unpair with any record shape that carries a HostID, after which th
   const v = await p.request({ Request: 'ValidatePair', PairRecord: pairRecordForRequest(record), ProtocolVersion: '2' });
   assert.equal(v.value.Error, 'InvalidHostID');
 });
+
+test('closes a connection whose frame is not a plist, and keeps serving others', async () => {
+  const p = peer();
+  const body = Buffer.from('this is not a plist');
+  const frame = Buffer.alloc(4 + body.length);
+  frame.writeUInt32BE(body.length, 0);
+  body.copy(frame, 4);
+  p.write(frame);
+  await assert.rejects(p.reply(5000), /ended/);
+  assert.equal((await peer().request({ Request: 'QueryType' })).value.Type, 'com.apple.mobile.lockdown');
+});
+
+test('closes a connection that declares a frame larger than its limit, before buffering it', async () => {
+  const p = peer();
+  const header = Buffer.alloc(4);
+  header.writeUInt32BE(0x7fffffff, 0);
+  p.write(header);
+  await assert.rejects(p.reply(5000), /ended/);
+});
+
+test('closes a session whose next bytes are not TLS records', async () => {
+  const record = await h.pair();
+  const p = peer();
+  const r = await p.request({ Request: 'StartSession', HostID: record.HostID, SystemBUID: 'x' });
+  assert.equal(r.value.EnableSessionSSL, true);
+  // A plaintext request where the ClientHello belongs.
+  p.send({ Request: 'GetValue' });
+  await assert.rejects(p.reply(5000), /ended/);
+});
+
+test('survives seeded random corruption of requests: each one is answered or its connection closed', async () => {
+  // A small xorshift generator keeps the run reproducible.
+  let seed = 0x9e3779b9;
+  const rand = (n: number): number => {
+    seed ^= seed << 13;
+    seed ^= seed >>> 17;
+    seed ^= seed << 5;
+    return (seed >>> 0) % n;
+  };
+  const templates = [
+    encodePlistFrame({ Request: 'GetValue', Key: 'ProductVersion' }),
+    encodePlistFrame({ Request: 'Pair', PairRecord: { HostID: 'X', RootCertificate: Buffer.from('-----BEGIN CERTIFICATE-----') } }, 'binary'),
+    encodePlistFrame({ Request: 'StartService', Service: 'com.example.echo', EscrowBag: Buffer.alloc(8) }),
+  ];
+  for (let i = 0; i < 60; i++) {
+    const frame = Buffer.from(templates[i % templates.length]!);
+    for (let flips = 1 + rand(4); flips > 0; flips--) frame[4 + rand(frame.length - 4)] = rand(256);
+    const p = peer();
+    p.write(frame);
+    try {
+      const r = await p.reply(5000);
+      assert.equal(typeof r.value, 'object');
+    } catch (err) {
+      assert.match((err as Error).message, /ended/, `case ${i}`);
+    }
+    p.close();
+  }
+  assert.equal((await peer().request({ Request: 'QueryType' })).value.Type, 'com.apple.mobile.lockdown');
+});

@@ -11,6 +11,8 @@ import { PlistFrameDecoder, encodePlistFrame } from '../../src/protocol/plist-fr
 import { encodeCount, findPatternMismatch } from '../../src/sim/bench-services.js';
 import { SimulatedDevice } from '../../src/sim/simulator.js';
 import { IN_TRANSFER_SIZE } from '../../src/sim/in-process-link.js';
+import { VusbSource } from '../../src/transport/vusb-source.js';
+import type { DeviceLink } from '../../src/transport/device-link.js';
 
 const devices: SimulatedDevice[] = [];
 const sessions: DeviceSession[] = [];
@@ -180,6 +182,34 @@ describe('SimulatedDevice', () => {
     await d.unplug();
     assert.equal(existsSync(path), false);
     assert.equal(d.socketPath, undefined);
+  });
+
+  test('serves the host mux engine over the vusb wire: descriptors, VERSION, echo and source', async () => {
+    const bus = await tempDir();
+    const d = await device({ speed: 'super' });
+    await d.plug(bus);
+    const source = new VusbSource({ dir: bus });
+    try {
+      const attached = new Promise<DeviceLink>((resolve) => source.once('attach', resolve));
+      await source.start();
+      const link = await attached;
+      assert.equal(link.info.serialNumber, d.udid);
+      assert.equal(link.info.productId, 0x12a8);
+      const s = new DeviceSession(link, { connectTimeoutMs: 10_000 });
+      sessions.push(s);
+      await s.ready;
+      const echo = await s.connect(7);
+      echo.write('over the wire');
+      assert.equal((await readBytes(echo, 13)).toString(), 'over the wire');
+      const src = await s.connect(19);
+      src.write(encodeCount(2_000_000));
+      assert.equal(findPatternMismatch(await readBytes(src, 2_000_000), 0), -1);
+      const gone = new Promise<void>((resolve) => s.once('closed', () => resolve()));
+      await d.unplug();
+      await gone;
+    } finally {
+      await source.stop();
+    }
   });
 
   test('keeps its identity in a state directory and serves AFC from <stateDir>/Media', async () => {

@@ -395,7 +395,7 @@ describe('SimUsbDevice', () => {
   test('a live device cannot be plugged twice at one path', async () => {
     await plugged();
     const twin = new SimUsbDevice({ busDir: dir, udid: UDID_8_16, mux: new EchoMux() });
-    await assert.rejects(twin.plug(), { code: 'MUXWIRE_ERR_ADDRESS_IN_USE' });
+    await assert.rejects(twin.plug(), { code: 'MUXWIRE_ERR_ADDR_IN_USE' });
   });
 
   test('32 devices plug, answer and unplug in one process', async () => {

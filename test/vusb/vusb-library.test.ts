@@ -136,7 +136,7 @@ describe('the vusb libusb library', () => {
     assert.ok(run.lines.includes('count 0'));
   });
 
-  for (const mode of ['events', 'pollfds', 'sync'] as const) {
+  for (const mode of ['events', 'pollfds', 'sync', 'threads'] as const) {
     test(`echoes bulk data with device writes spanning IN transfers (${mode})`, async (t) => {
       if (!ready(t)) return;
       await withDevice(`echo-${mode}`, async (dev, busDir) => {
@@ -165,6 +165,8 @@ describe('the vusb libusb library', () => {
           dev.stats.bulkOut.map((b) => b.length),
           [100, 40000, 0, 16384, 1048576],
         );
+        // A synchronous call from one thread while another handles events.
+        if (mode === 'threads') assert.ok(out.includes('threaded-sync LIBUSB_SUCCESS / LIBUSB_TRANSFER_COMPLETED 4'));
       });
     });
   }
@@ -220,6 +222,66 @@ describe('the vusb libusb library', () => {
       });
     });
   }
+
+  /** A small seeded generator, so a failing case can be replayed. */
+  function prng(seed: number): () => number {
+    let x = seed >>> 0 || 1;
+    return () => {
+      x ^= x << 13;
+      x ^= x >>> 17;
+      x ^= x << 5;
+      return (x >>> 0) / 0x100000000;
+    };
+  }
+
+  test('survives devices that answer discovery with malformed descriptors', async (t) => {
+    if (!ready(t)) return;
+    for (let seed = 1; seed <= 40; seed++) {
+      const rand = prng(seed);
+      await withDevice(`hostile-${seed}`, async (dev, busDir) => {
+        dev.mutateReply = (setup, data) => {
+          if (!data || setup.bRequest !== 0x06 || rand() < 0.5) return data;
+          const out = Buffer.from(data);
+          switch (Math.floor(rand() * 4)) {
+            case 0: // flip some bytes (lengths, types, counts)
+              for (let i = 0; i < 3; i++) out[Math.floor(rand() * out.length)] = Math.floor(rand() * 256);
+              return out;
+            case 1: // truncate
+              return out.subarray(0, Math.floor(rand() * out.length));
+            case 2: // claim a longer total length than sent
+              if (out.length >= 4 && out[1] === 0x02) out.writeUInt16LE(out.length + 1 + Math.floor(rand() * 4000), 2);
+              return out;
+            default: // a descriptor whose bLength runs past the end
+              if (out.length > 9) out[9] = 0xff;
+              return out;
+          }
+        };
+        const run = runProbe(busDir, ['list']);
+        assert.equal(await run.exited, 0, `seed ${seed}: ${run.lines.join(' | ')}`);
+        assert.match(run.lines.find((l) => l.startsWith('count ')) ?? '', /^count [01]$/, `seed ${seed}`);
+      });
+    }
+  });
+
+  test('survives random bytes from a device whose transfers are pending', async (t) => {
+    if (!ready(t)) return;
+    for (let seed = 1; seed <= 10; seed++) {
+      const rand = prng(seed * 7919);
+      await withDevice(`noise-${seed}`, async (dev, busDir) => {
+        const run = runProbe(busDir, ['unplug']);
+        await run.waitFor(/^ready$/);
+        const noise = Buffer.alloc(256 + Math.floor(rand() * 4096));
+        for (let i = 0; i < noise.length; i++) noise[i] = Math.floor(rand() * 256);
+        // Half the seeds start with a well-formed BULK_IN so the noise lands mid-stream.
+        if (seed % 2 === 0) dev.write(Buffer.from('hello'));
+        dev.writeRaw(noise);
+        dev.dropConnection(); // a message the noise declared but never finished ends at EOF
+        assert.equal(await run.exited, 0, `seed ${seed}: ${run.lines.join(' | ')}`);
+        assert.ok(run.lines.some((l) => /^hotplug left/.test(l)), `seed ${seed}`);
+        assert.ok(run.lines.includes('submit LIBUSB_ERROR_NO_DEVICE'), `seed ${seed}`);
+      });
+    }
+  });
 
   test('reports devices plugged before and after registration, and their removal', async (t) => {
     if (!ready(t)) return;

@@ -4,16 +4,20 @@
  * wire-test-device.ts. It prints one line per observation; the test asserts on them.
  *
  *   vusb-probe list                      devices and their parsed descriptors
- *   vusb-probe echo events|pollfds|sync N...
+ *   vusb-probe echo events|pollfds|sync|threads N...
  *                                        send N bytes, read the echo back, report each IN transfer
+ *                                        (threads: a second thread handles events while the main
+ *                                        thread submits and waits, as a native addon does)
  *   vusb-probe unplug                    wait with IN transfers pending until the device goes
  *   vusb-probe hotplug COUNT             report hotplug events (ENUMERATE) until COUNT were seen
  *   vusb-probe misc                      cancel, timeout, stall, zero-length packet, names
  */
 #include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "../../native/vusb/libusb-abi.h"
 
@@ -130,11 +134,47 @@ static void open_mux(void)
 
 /* ---- event loops ---- */
 static int use_pollfds;
+static int use_thread;
+static pthread_mutex_t state_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t state_cond = PTHREAD_COND_INITIALIZER;
+static _Atomic int stop_thread;
+
+/* The event thread of "threads" mode: handles events until told to stop, waking whoever waits. */
+static void *event_thread(void *arg)
+{
+	(void)arg;
+	while (!stop_thread) {
+		struct timeval tv = { .tv_sec = 0, .tv_usec = 200000 };
+		int r = libusb_handle_events_timeout(NULL, &tv);
+		if (r < 0 && r != LIBUSB_ERROR_INTERRUPTED) {
+			printf("error handle_events %s\n", libusb_error_name(r));
+			exit(1);
+		}
+		pthread_mutex_lock(&state_lock);
+		pthread_cond_broadcast(&state_cond);
+		pthread_mutex_unlock(&state_lock);
+	}
+	return NULL;
+}
 
 /* One round of event handling: either libusb_handle_events_timeout, or usbmuxd's way (poll the
  * library's descriptors with its next timeout, then handle events with a zero timeout). */
 static void handle_once(int max_ms)
 {
+	if (use_thread) { /* the event thread runs callbacks: just wait for it to go round */
+		pthread_mutex_lock(&state_lock);
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 50 * 1000000L;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&state_cond, &state_lock, &ts);
+		pthread_mutex_unlock(&state_lock);
+		(void)max_ms;
+		return;
+	}
 	if (!use_pollfds) {
 		struct timeval tv = { .tv_sec = max_ms / 1000, .tv_usec = (max_ms % 1000) * 1000 };
 		int r = libusb_handle_events_timeout(NULL, &tv);
@@ -167,8 +207,8 @@ static void handle_once(int max_ms)
 
 /* ---- echo ---- */
 static unsigned char *expect;
-static size_t expect_len, got_len;
-static int zlp_seen, in_flight;
+static _Atomic size_t expect_len, got_len; /* shared with the event thread in "threads" mode */
+static _Atomic int zlp_seen, in_flight;
 
 static void in_cb(struct libusb_transfer *t)
 {
@@ -191,7 +231,7 @@ static void in_cb(struct libusb_transfer *t)
 		in_flight++;
 }
 
-static int out_done, out_status;
+static _Atomic int out_done, out_status;
 static void out_cb(struct libusb_transfer *t)
 {
 	out_done = 1;
@@ -202,8 +242,12 @@ static void out_cb(struct libusb_transfer *t)
 static int cmd_echo(const char *mode, int argc, char **argv)
 {
 	use_pollfds = strcmp(mode, "pollfds") == 0;
+	use_thread = strcmp(mode, "threads") == 0;
 	int sync = strcmp(mode, "sync") == 0;
 	open_mux();
+	pthread_t thread;
+	if (use_thread)
+		pthread_create(&thread, NULL, event_thread, NULL);
 	struct libusb_transfer *ins[IN_COUNT];
 	if (!sync) {
 		for (int i = 0; i < IN_COUNT; i++) {
@@ -276,6 +320,15 @@ static int cmd_echo(const char *mode, int argc, char **argv)
 			handle_once(100);
 		for (int i = 0; i < IN_COUNT; i++)
 			libusb_free_transfer(ins[i]);
+	}
+	if (use_thread) {
+		/* A synchronous call from this thread while the other one handles events. */
+		int config = -1;
+		int r = libusb_get_configuration(handle, &config);
+		printf("threaded-sync %s %d\n", libusb_error_name(r), config);
+		stop_thread = 1;
+		libusb_interrupt_event_handler(NULL);
+		pthread_join(thread, NULL);
 	}
 	libusb_release_interface(handle, iface_number);
 	libusb_close(handle);

@@ -109,6 +109,8 @@ export class WireTestDevice {
   #resolveConnected!: (s: Socket) => void;
   /** When set, BULK_OUT payloads are not echoed (a device that stays silent). */
   silent = false;
+  /** When set, every control reply passes through it first (hostile-device tests). */
+  mutateReply: ((setup: { bmRequestType: number; bRequest: number; wValue: number }, data: Buffer | undefined) => Buffer | undefined) | undefined;
 
   constructor(opts: WireTestDeviceOptions) {
     this.path = join(opts.busDir, `${opts.name}.vusb`);
@@ -180,8 +182,10 @@ export class WireTestDevice {
   #handle(socket: Socket, m: VusbMessage): void {
     if (m.type === VusbMessageType.CONTROL) {
       this.stats.controls++;
-      const { status, data } = this.#control(m.setup, m.data);
-      const reply = data && data.length > m.setup.wLength ? data.subarray(0, m.setup.wLength) : data;
+      const answer = this.#control(m.setup, m.data);
+      const data = this.mutateReply ? this.mutateReply(m.setup, answer.data) : answer.data;
+      const status = answer.status;
+      const reply = data && data.length > m.setup.wLength && !this.mutateReply ? data.subarray(0, m.setup.wLength) : data;
       socket.write(encodeControlDone(m.id, status, reply));
     } else if (m.type === VusbMessageType.BULK_OUT) {
       this.stats.bulkOut.push({ endpoint: m.endpoint, length: m.data.length });

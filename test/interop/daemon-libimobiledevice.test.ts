@@ -1,0 +1,234 @@
+/**
+ * Interop: libimobiledevice's tools (Debian libimobiledevice-utils, libusbmuxd-tools) against our
+ * daemon, with simulated devices on a vusb bus (SimulatedDevice.plug → VusbSource), reached through
+ * USBMUXD_SOCKET_ADDRESS=UNIX:<socket>. The daemon runs in this process, so every tool is spawned
+ * asynchronously (a spawnSync would stop the daemon it talks to).
+ */
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { createConnection, createServer } from 'node:net';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createHash, randomBytes } from 'node:crypto';
+import { once } from 'node:events';
+import { requirePeer } from '../helpers/peers.js';
+import { MuxDaemon } from '../../src/daemon/mux-daemon.js';
+import { VusbSource } from '../../src/transport/vusb-source.js';
+import { SimulatedDevice } from '../../src/sim/simulator.js';
+
+let dir: string;
+let daemon: MuxDaemon;
+let env: NodeJS.ProcessEnv;
+const sims: Record<'main' | 'deny' | 'passcode', SimulatedDevice | undefined> = { main: undefined, deny: undefined, passcode: undefined };
+const children: ChildProcess[] = [];
+
+before(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'muxwire-interop-daemon-'));
+  const bus = join(dir, 'bus');
+  const socketPath = join(dir, 'usbmuxd');
+  daemon = new MuxDaemon({ socketPath, pairDir: join(dir, 'lockdown'), preflight: true });
+  await daemon.start();
+  await daemon.addSource(new VusbSource({ dir: bus }));
+  sims.main = await SimulatedDevice.create({ trust: 'accept', name: 'Interop Phone', iosVersion: '17.5' });
+  sims.deny = await SimulatedDevice.create({ trust: 'deny' });
+  sims.passcode = await SimulatedDevice.create({ trust: 'passcode' });
+  for (const s of Object.values(sims)) await s!.plug(bus);
+  // Wait until all three are listed (preflight done or capped).
+  for (let i = 0; i < 400 && daemon.registry.visible().length < 3; i++) await new Promise((r) => setTimeout(r, 25));
+  env = { ...process.env, USBMUXD_SOCKET_ADDRESS: `UNIX:${socketPath}` };
+});
+
+after(async () => {
+  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+  await daemon?.close();
+  for (const s of Object.values(sims)) await s?.close();
+  await rm(dir, { recursive: true, force: true });
+});
+
+interface RunResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs a peer tool to completion (with a hang guard), feeding `input` on stdin. */
+function run(cmd: string, args: string[], opts: { input?: Buffer; timeoutMs?: number } = {}): Promise<RunResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { env, stdio: ['pipe', 'pipe', 'pipe'] });
+    children.push(child);
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
+    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`${cmd} ${args.join(' ')} did not finish; stdout: ${stdout} stderr: ${stderr}`));
+    }, opts.timeoutMs ?? 30_000);
+    child.on('error', reject);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+    child.stdin.end(opts.input ?? Buffer.alloc(0));
+  });
+}
+
+function udid(which: keyof typeof sims): string {
+  return sims[which]!.udid;
+}
+
+test('idevice_id -l lists every simulated device', async (t) => {
+  if (!requirePeer(t, 'idevice_id')) return;
+  const r = await run('idevice_id', ['-l']);
+  assert.equal(r.code, 0, r.stderr);
+  const listed = r.stdout.trim().split('\n').sort();
+  assert.deepEqual(listed, [udid('main'), udid('deny'), udid('passcode')].sort());
+});
+
+test('ideviceinfo reads all values in a TLS session, -s without pairing, and -k one key', async (t) => {
+  if (!requirePeer(t, 'ideviceinfo')) return;
+  const all = await run('ideviceinfo', ['-u', udid('main')]);
+  assert.equal(all.code, 0, all.stderr);
+  assert.match(all.stdout, new RegExp(`^UniqueDeviceID: ${udid('main')}$`, 'm'));
+  assert.match(all.stdout, /^ProductVersion: 17\.5$/m);
+  const simple = await run('ideviceinfo', ['-s', '-u', udid('deny')]);
+  assert.equal(simple.code, 0, simple.stderr);
+  assert.match(simple.stdout, new RegExp(`^UniqueDeviceID: ${udid('deny')}$`, 'm'));
+  const key = await run('ideviceinfo', ['-u', udid('main'), '-k', 'ProductVersion']);
+  assert.equal(key.code, 0, key.stderr);
+  assert.equal(key.stdout.trim(), '17.5');
+});
+
+test('idevicename reads and sets the device name', async (t) => {
+  if (!requirePeer(t, 'idevicename')) return;
+  const before = await run('idevicename', ['-u', udid('main')]);
+  assert.equal(before.code, 0, before.stderr);
+  assert.equal(before.stdout.trim(), 'Interop Phone');
+  const set = await run('idevicename', ['-u', udid('main'), 'Renamed Phone']);
+  assert.equal(set.code, 0, set.stderr);
+  const afterSet = await run('idevicename', ['-u', udid('main')]);
+  assert.equal(afterSet.stdout.trim(), 'Renamed Phone');
+});
+
+test('idevicepair validates the preflight pairing, unpairs, pairs again and validates', async (t) => {
+  if (!requirePeer(t, 'idevicepair')) return;
+  const u = udid('main');
+  const v1 = await run('idevicepair', ['-u', u, 'validate']);
+  assert.equal(v1.code, 0, v1.stdout + v1.stderr);
+  assert.match(v1.stdout, /SUCCESS: Validated pairing/);
+  const un = await run('idevicepair', ['-u', u, 'unpair']);
+  assert.equal(un.code, 0, un.stdout + un.stderr);
+  assert.equal(await daemon.pairStore.readPairRecord(u), undefined, 'unpair deletes the record through DeletePairRecord');
+  const v2 = await run('idevicepair', ['-u', u, 'validate']);
+  assert.notEqual(v2.code, 0);
+  const p = await run('idevicepair', ['-u', u, 'pair']);
+  assert.equal(p.code, 0, p.stdout + p.stderr);
+  assert.match(p.stdout, /SUCCESS: Paired with device/);
+  const v3 = await run('idevicepair', ['-u', u, 'validate']);
+  assert.equal(v3.code, 0, v3.stdout + v3.stderr);
+  const sys = await run('idevicepair', ['systembuid']);
+  assert.equal(sys.stdout.trim(), await daemon.pairStore.readBUID());
+});
+
+test('idevicepair pair fails with the device error when the user denies trust or a passcode is set', async (t) => {
+  if (!requirePeer(t, 'idevicepair')) return;
+  const deny = await run('idevicepair', ['-u', udid('deny'), 'pair']);
+  assert.notEqual(deny.code, 0);
+  assert.match(deny.stdout + deny.stderr, /denied/i);
+  const locked = await run('idevicepair', ['-u', udid('passcode'), 'pair']);
+  assert.notEqual(locked.code, 0);
+  assert.match(locked.stdout + locked.stderr, /passcode/i);
+});
+
+/** Starts iproxy LOCAL:7 and resolves with its port once it accepts. */
+async function startIproxy(): Promise<{ port: number; child: ChildProcess }> {
+  // A free port picked by the kernel, released for iproxy to bind.
+  const probe = createServer();
+  probe.listen(0, '127.0.0.1');
+  await once(probe, 'listening');
+  const port = (probe.address() as AddressInfo).port;
+  await new Promise((r) => probe.close(r));
+  const child = spawn('iproxy', ['-u', udid('main'), `${port}:7`], { env, stdio: 'ignore' });
+  children.push(child);
+  for (let i = 0; i < 200; i++) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = createConnection({ port, host: '127.0.0.1' });
+      s.once('connect', () => {
+        s.destroy();
+        resolve(true);
+      });
+      s.once('error', () => resolve(false));
+    });
+    if (ok) return { port, child };
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  throw new Error('iproxy did not start listening');
+}
+
+/** Sends `data` through a TCP connection to an echo service and returns the sha256 of the echo. */
+async function echoThrough(port: number, data: Buffer): Promise<string> {
+  const s = createConnection({ port, host: '127.0.0.1' });
+  await once(s, 'connect');
+  const hash = createHash('sha256');
+  let got = 0;
+  const done = new Promise<void>((resolve, reject) => {
+    s.on('data', (c: Buffer) => {
+      hash.update(c);
+      got += c.length;
+      if (got >= data.length) resolve();
+    });
+    s.on('error', reject);
+    s.on('close', () => (got >= data.length ? resolve() : reject(new Error(`closed after ${got} bytes`))));
+  });
+  for (let off = 0; off < data.length; off += 1 << 20) {
+    if (!s.write(data.subarray(off, Math.min(off + (1 << 20), data.length)))) await once(s, 'drain');
+  }
+  await done;
+  s.destroy();
+  return hash.digest('hex');
+}
+
+test('iproxy forwards a local port to the echo service', async (t) => {
+  if (!requirePeer(t, 'iproxy')) return;
+  const { port, child } = await startIproxy();
+  const data = Buffer.from('hello through iproxy');
+  assert.equal(await echoThrough(port, data), createHash('sha256').update(data).digest('hex'));
+  child.kill('SIGTERM');
+});
+
+test('inetcat connects stdin and stdout to the echo service', async (t) => {
+  if (!requirePeer(t, 'inetcat')) return;
+  const child = spawn('inetcat', ['-u', udid('main'), '7'], { env, stdio: ['pipe', 'pipe', 'pipe'] });
+  children.push(child);
+  const data = randomBytes(200_000);
+  let out = Buffer.alloc(0);
+  const got = new Promise<void>((resolve) => {
+    child.stdout.on('data', (c: Buffer) => {
+      out = Buffer.concat([out, c]);
+      if (out.length >= data.length) resolve();
+    });
+  });
+  child.stdin.write(data);
+  await got;
+  assert.ok(out.subarray(0, data.length).equals(data));
+  child.kill('SIGTERM');
+});
+
+test('carries 100 MB through iproxy to the echo service intact', { timeout: 300_000 }, async (t) => {
+  if (!requirePeer(t, 'iproxy')) return;
+  const { port, child } = await startIproxy();
+  // Deterministic data: a seeded block repeated with a counter, so no 100 MB random generation.
+  const block = randomBytes(1 << 20);
+  const data = Buffer.allocUnsafe(100 * (1 << 20));
+  for (let i = 0; i < 100; i++) {
+    block.copy(data, i << 20);
+    data.writeUInt32BE(i, i << 20);
+  }
+  const expected = createHash('sha256').update(data).digest('hex');
+  assert.equal(await echoThrough(port, data), expected);
+  child.kill('SIGTERM');
+});

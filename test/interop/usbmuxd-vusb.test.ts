@@ -1,0 +1,210 @@
+/**
+ * Debian's usbmuxd, unmodified, drives simulated iPhones through native/vusb's libusb-compatible
+ * library (loaded with LD_LIBRARY_PATH in a private mount namespace, see
+ * test/helpers/usbmuxd-ns.ts), and libimobiledevice's tools talk to them through it. This is the
+ * proof that the simulated device's USB side (descriptors, configuration, bulk transfers, zero-
+ * length packets, unplug) and mux side are what the real host stack expects.
+ */
+import { after, before, describe, test, type TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { connect, createServer, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { SimulatedDevice } from '../../src/sim/simulator.js';
+import { requireCondition, requirePeer } from '../helpers/peers.js';
+import { startUsbmuxd, usbmuxdUnavailable, type RunningUsbmuxd } from '../helpers/usbmuxd-ns.js';
+
+const run = promisify(execFile);
+const TOOLS = ['idevice_id', 'idevicepair', 'ideviceinfo', 'iproxy'];
+
+let busDir = '';
+let muxd: RunningUsbmuxd | undefined;
+let unavailable: string | undefined;
+const sims: SimulatedDevice[] = [];
+let first: Promise<SimulatedDevice> | undefined;
+
+before(async () => {
+  unavailable = usbmuxdUnavailable();
+  if (unavailable) return;
+  busDir = await mkdtemp(join(tmpdir(), 'muxwire-interop-bus-'));
+  // usbmuxd starts on an empty bus, so every device below arrives through hotplug.
+  muxd = await startUsbmuxd({ busDir });
+});
+
+after(async () => {
+  for (const sim of sims) await sim.close();
+  await muxd?.stop();
+  if (busDir) await rm(busDir, { recursive: true, force: true });
+});
+
+function ready(t: TestContext, ...tools: string[]): boolean {
+  return requireCondition(t, unavailable === undefined, unavailable ?? '') && requirePeer(t, ...tools);
+}
+
+async function tool(cmd: string, args: string[], timeout = 60_000): Promise<string> {
+  const { stdout } = await run(cmd, args, { env: muxd!.clientEnv, encoding: 'utf8', timeout });
+  return stdout;
+}
+
+async function listed(): Promise<string[]> {
+  return (await tool('idevice_id', ['-l'])).split('\n').map((l) => l.trim()).filter((l) => l !== '');
+}
+
+/** Polls `idevice_id -l` until `ok` holds (hang guard: 30 s). */
+async function listUntil(ok: (udids: string[]) => boolean, what: string): Promise<string[]> {
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    const udids = await listed();
+    if (ok(udids)) return udids;
+    if (Date.now() > deadline) assert.fail(`idevice_id -l never showed ${what}; last: [${udids.join(', ')}]\n${muxd!.log()}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+async function plugNew(): Promise<SimulatedDevice> {
+  const sim = await SimulatedDevice.create();
+  sims.push(sim);
+  await sim.plug(busDir);
+  return sim;
+}
+
+/** The first simulated device, plugged once and listed (usbmuxd lists a device after preflight). */
+function firstDevice(): Promise<SimulatedDevice> {
+  first ??= (async () => {
+    const sim = await plugNew();
+    await listUntil((u) => u.includes(sim.udid), sim.udid);
+    return sim;
+  })();
+  return first;
+}
+
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as { port: number }).port;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
+/** Connects to iproxy's listening port, retrying while it starts. */
+async function connectWithRetry(port: number, proxy: ChildProcess): Promise<Socket> {
+  const deadline = Date.now() + 15_000;
+  for (;;) {
+    try {
+      return await new Promise<Socket>((resolve, reject) => {
+        const s = connect(port, '127.0.0.1', () => resolve(s));
+        s.once('error', reject);
+      });
+    } catch (err) {
+      if (proxy.exitCode !== null || Date.now() > deadline) throw err;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+}
+
+describe('Debian usbmuxd with the vusb libusb library', () => {
+  test('sees a simulated device plugged in after it started', async (t) => {
+    if (!ready(t, 'idevice_id')) return;
+    assert.deepEqual(await listed(), []);
+    const sim = await firstDevice();
+    await muxd!.waitForLog(new RegExp(`Connected to v2\\.0 device \\d+ on location 0x[0-9a-f]+ with serial number ${sim.udid}`));
+    // usbmuxd picked the highest configuration and the mux interface from our descriptors.
+    assert.match(muxd!.log(), /Setting configuration for device 1-\d+, from 0 to 4/);
+    assert.match(muxd!.log(), /Found interface \d+ with endpoints 04\/85/);
+    assert.match(muxd!.log(), /Using wMaxPacketSize=512/);
+  });
+
+  test('idevice_id -l lists the simulated device', async (t) => {
+    if (!ready(t, 'idevice_id')) return;
+    const sim = await firstDevice();
+    assert.deepEqual(await listed(), [sim.udid]);
+  });
+
+  test('idevicepair pair and ideviceinfo work through it', async (t) => {
+    if (!ready(t, 'idevice_id', 'idevicepair', 'ideviceinfo')) return;
+    const sim = await firstDevice();
+    const paired = await tool('idevicepair', ['-u', sim.udid, 'pair']);
+    assert.match(paired, new RegExp(`SUCCESS: Paired with device ${sim.udid}`));
+    // usbmuxd stored the pair record in its (private) /var/lib/lockdown.
+    assert.ok(existsSync(join(muxd!.pairDir, `${sim.udid}.plist`)), 'pair record saved by usbmuxd');
+    assert.match(await tool('idevicepair', ['-u', sim.udid, 'validate']), /SUCCESS/);
+    assert.equal((await tool('ideviceinfo', ['-u', sim.udid, '-k', 'UniqueDeviceID'])).trim(), sim.udid);
+    assert.equal((await tool('ideviceinfo', ['-u', sim.udid, '-k', 'ProductType'])).trim(), sim.identity.productType);
+    const all = await tool('ideviceinfo', ['-u', sim.udid]);
+    assert.match(all, /^ProductVersion: \S+$/m);
+    assert.match(all, /^DeviceName: .+$/m);
+  });
+
+  test('100 MB through iproxy to the echo port come back intact', { timeout: 300_000 }, async (t) => {
+    if (!ready(t, 'idevice_id', 'iproxy')) return;
+    const sim = await firstDevice();
+    const port = await freePort();
+    const proxy = spawn('iproxy', ['-u', sim.udid, `${port}:${sim.benchPorts.echo ?? 7}`], {
+      env: muxd!.clientEnv,
+      stdio: 'ignore',
+    });
+    t.after(() => {
+      proxy.kill();
+    });
+    const socket = await connectWithRetry(port, proxy);
+    t.after(() => socket.destroy());
+
+    const total = 100 * 1024 * 1024;
+    const block = randomBytes(64 * 1024);
+    const sent = createHash('sha256');
+    const received = createHash('sha256');
+    let got = 0;
+    let progressed: (() => void) | undefined;
+    const echoed = new Promise<void>((resolve, reject) => {
+      socket.on('data', (chunk: Buffer) => {
+        received.update(chunk);
+        got += chunk.length;
+        progressed?.();
+        if (got >= total) resolve();
+      });
+      socket.once('error', reject);
+      socket.once('close', () => reject(new Error(`connection closed after ${got} of ${total} bytes\n${muxd!.log().slice(-4000)}`)));
+    });
+    // At most IN_FLIGHT bytes unechoed. iproxy (libusbmuxd 2.0.2) relays each connection in one
+    // thread that blocks in send() towards usbmuxd while it is not reading usbmuxd's side: with
+    // more in flight than usbmuxd and the device window can hold, an echo deadlocks in iproxy
+    // itself, whatever the device. 128 KiB stays under the device's 128 KiB receive window.
+    const IN_FLIGHT = 128 * 1024;
+    let offset = 0;
+    for (let i = 0; offset < total; i++) {
+      while (offset - got > IN_FLIGHT - block.length) await new Promise<void>((r) => (progressed = r));
+      // Each block differs (its index in front), so a lost or repeated block changes the hash.
+      const chunk = Buffer.from(block);
+      chunk.writeUInt32BE(i, 0);
+      sent.update(chunk);
+      offset += chunk.length;
+      socket.write(chunk);
+    }
+    await echoed;
+    assert.equal(got, total);
+    assert.equal(received.digest('hex'), sent.digest('hex'));
+  });
+
+  test('two plugged devices are listed as two', async (t) => {
+    if (!ready(t, 'idevice_id')) return;
+    const a = await firstDevice();
+    const b = await plugNew();
+    const udids = await listUntil((u) => u.includes(b.udid), b.udid);
+    assert.deepEqual([...udids].sort(), [a.udid, b.udid].sort());
+  });
+
+  test('closing a simulated device makes usbmuxd report it gone', async (t) => {
+    if (!ready(t, 'idevice_id')) return;
+    const a = await firstDevice();
+    const others = sims.filter((s) => s !== a).map((s) => s.udid);
+    await a.close();
+    const udids = await listUntil((u) => !u.includes(a.udid), `${a.udid} gone`);
+    assert.deepEqual(udids.sort(), others.sort());
+    await muxd!.waitForLog(/Removed device \d+ on location/);
+  });
+});
