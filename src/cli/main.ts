@@ -4,6 +4,8 @@
  * `run(argv): Promise<number>` (the exit code). Subcommands load lazily so `muxwire list` does not
  * pay for the simulator's start-up.
  */
+import { realpathSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { MuxwireError } from '../errors.js';
 
 type Command = { summary: string; load: () => Promise<{ run(argv: string[]): Promise<number> }> };
@@ -60,8 +62,18 @@ export function reportFailure(command: string, err: unknown): number {
   return 1;
 }
 
-const isEntry = process.argv[1] !== undefined && import.meta.url.endsWith(process.argv[1].replace(/\\/g, '/').split('/').pop() ?? '');
-if (isEntry) {
+/** True when this module is the program (run directly or through the npm bin symlink). */
+function isEntry(): boolean {
+  const script = process.argv[1];
+  if (script === undefined) return false;
+  try {
+    return realpathSync(script) === realpathSync(fileURLToPath(import.meta.url));
+  } catch {
+    return false;
+  }
+}
+
+if (isEntry()) {
   main(process.argv.slice(2)).then(
     (code) => {
       process.exitCode = code;

@@ -157,3 +157,13 @@ test('every command answers --help with its usage', async () => {
     assert.match(r.stdout, new RegExp(`usage: muxwire ${cmd}`), cmd);
   }
 });
+
+test('runs through a symlinked bin, as npx and npm install -g start it', async () => {
+  const { symlink } = await import('node:fs/promises');
+  const link = join(dir, 'muxwire-bin');
+  await symlink(CLI, link);
+  const out = await new Promise<string>((resolve, reject) =>
+    execFile(process.execPath, [link, '--version'], (err, stdout) => (err ? reject(err) : resolve(stdout))),
+  );
+  assert.equal(out, 'muxwire 0.1.0\n');
+});
