@@ -167,3 +167,18 @@ test('runs through a symlinked bin, as npx and npm install -g start it', async (
   );
   assert.equal(out, 'muxwire 0.1.0\n');
 });
+
+test('demo runs daemon, simulated device, pairing and an AFC transfer end to end and cleans up', async () => {
+  const r = await muxwire(['demo', '--size', '4', '--json']);
+  assert.equal(r.code, 0, r.stderr);
+  const report = JSON.parse(r.stdout) as { ok: boolean; steps: { step: string; detail: string }[] };
+  assert.equal(report.ok, true);
+  assert.deepEqual(
+    report.steps.map((s) => s.step),
+    ['daemon', 'device', 'attached', 'paired', 'info', 'push', 'pull', 'verified'],
+  );
+  const socketDir = /UNIX:(\/\S+)\/usbmuxd\.sock/.exec(report.steps[0]!.detail)?.[1];
+  assert.ok(socketDir);
+  const { existsSync } = await import('node:fs');
+  assert.equal(existsSync(socketDir), false, 'the demo removed its temporary directory');
+});
