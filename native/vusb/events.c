@@ -196,9 +196,26 @@ int events_io_step(libusb_context *ctx, int timeout_ms, bool handler)
 /* Runs the callbacks of finished transfers, then hotplug callbacks, with the lock released. */
 void events_dispatch(libusb_context *ctx)
 {
+	/*
+	 * Only the transfers finished before this round started are reported in it. A transfer that a
+	 * callback resubmits and that stashed device data completes at once is reported in the next
+	 * round, as with real hardware, where a resubmitted transfer needs a new completion from the
+	 * host controller. This matters: usbmuxd writes to its clients between rounds and ACKs device
+	 * data as its clients consume it, so a whole device burst delivered in one round would leave
+	 * every ACK of the burst stale and the device waiting for usbmuxd's 30 ms ACK timer.
+	 */
+	struct vlist batch;
+	vlist_init(&batch);
 	pthread_mutex_lock(&ctx->lock);
-	while (!vlist_empty(&ctx->done)) {
-		struct vusb_xfer *x = vcontainer_of(ctx->done.next, struct vusb_xfer, link);
+	if (!vlist_empty(&ctx->done)) {
+		batch.next = ctx->done.next;
+		batch.prev = ctx->done.prev;
+		batch.next->prev = &batch;
+		batch.prev->next = &batch;
+		vlist_init(&ctx->done);
+	}
+	while (!vlist_empty(&batch)) {
+		struct vusb_xfer *x = vcontainer_of(batch.next, struct vusb_xfer, link);
 		vlist_del(&x->link);
 		x->state = XFER_IDLE;
 		struct libusb_transfer *t = xfer_pub(x);
@@ -211,6 +228,8 @@ void events_dispatch(libusb_context *ctx)
 			libusb_free_transfer(t);
 		pthread_mutex_lock(&ctx->lock);
 	}
+	if (!vlist_empty(&ctx->done))
+		events_wake(ctx); /* the next round is due at once */
 	pthread_mutex_unlock(&ctx->lock);
 	hotplug_dispatch(ctx);
 	/* Threads blocked in libusb_wait_for_event() re-check their completion flags. */

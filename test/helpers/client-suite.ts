@@ -65,7 +65,15 @@ export async function echoRoundTrip(stream: Duplex, data: Buffer): Promise<Buffe
 
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 
-export function clientSuite(name: string, start: () => Promise<Harness | undefined>, opts: { afcMiB?: number } = {}): void {
+/** What later tests of the same file can use: the harness, the simulated device, its listing. */
+export interface SuiteContext {
+  harness: Harness | undefined;
+  sim: SimulatedDevice;
+  device: DeviceInfo;
+  dir: string;
+}
+
+export function clientSuite(name: string, start: () => Promise<Harness | undefined>, opts: { afcMiB?: number } = {}): () => SuiteContext {
   let h: Harness | undefined;
   let sim: SimulatedDevice;
   let dir: string;
@@ -193,4 +201,6 @@ export function clientSuite(name: string, start: () => Promise<Harness | undefin
     }
     assert.deepEqual(seen.filter((s) => s !== 'paired'), ['attached', 'detached']);
   });
+
+  return () => ({ harness: h, sim, device, dir });
 }

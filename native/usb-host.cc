@@ -1,0 +1,665 @@
+// The native USB pipeline (usb-host.h).
+#include "usb-host.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+
+namespace muxwire {
+namespace {
+
+// The event thread wakes at least this often to reap closed handles and notice Stop, even when a
+// libusb lacks libusb_interrupt_event_handler.
+constexpr long kEventTimeoutUs = 100 * 1000;
+// A completed IN transfer shorter than this fraction of its buffer is copied into a buffer of its
+// own size, and the transfer buffer reused: otherwise a 20-byte ACK would pin a 16 KiB (or larger)
+// buffer in JavaScript until the garbage collector frees it. Longer ones hand their buffer over
+// as it is (no copy) and the transfer gets a fresh one.
+constexpr uint32_t kHandOverDivisor = 4;
+// IN bytes queued for JavaScript before transfers stop being resubmitted (per device). The mux
+// windows bound what a device sends; this bounds the queue even if the JS thread stalls.
+constexpr uint64_t kMinUndeliveredLimit = 4u << 20;
+// Stop: how long to wait for cancelled transfers and blocking calls to finish.
+constexpr int kStopWaitMs = 5000;
+// A byte a zero-length transfer points at (some libusb versions dislike a null buffer).
+unsigned char g_zlp_byte = 0;
+
+uint64_t NowMs() {
+  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                   std::chrono::steady_clock::now().time_since_epoch())
+                                   .count());
+}
+
+}  // namespace
+
+std::shared_ptr<UsbHost> UsbHost::Create(const libusb::Api* api, std::string* error) {
+  libusb::Context* ctx = nullptr;
+  const int r = api->init(&ctx);
+  if (r != 0) {
+    *error = std::string("libusb_init failed: ") + api->error_name(r);
+    return nullptr;
+  }
+  return std::shared_ptr<UsbHost>(new (std::nothrow) UsbHost(api, ctx));
+}
+
+UsbHost::UsbHost(const libusb::Api* api, libusb::Context* ctx) : api_(api), ctx_(ctx) {}
+
+UsbHost::~UsbHost() {
+  Stop();
+}
+
+const char* UsbHost::ErrorName(int code) const {
+  return api_->error_name(code);
+}
+
+void UsbHost::SetNotify(std::function<void()> notify) {
+  std::lock_guard<std::mutex> lock(mu_);
+  notify_ = std::move(notify);
+}
+
+int UsbHost::Start() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (started_ || stopped_) return libusb::kErrorBusy;
+    started_ = true;
+  }
+  // As usbmuxd: hotplug ARRIVED|LEFT for VID 0x05AC, any PID, with ENUMERATE so devices already
+  // present arrive too; without hotplug support, poll every DEVICE_POLL_TIME (usbmux.md §1.7).
+  if (api_->has_capability(libusb::kCapHasHotplug)) {
+    const int r = api_->hotplug_register_callback(
+        ctx_, libusb::kHotplugArrived | libusb::kHotplugLeft, libusb::kHotplugEnumerate,
+        kAppleVendorId, libusb::kHotplugMatchAny, libusb::kHotplugMatchAny,
+        &UsbHost::HotplugCallback, this, &hotplug_handle_);
+    hotplug_ = r == 0;
+  }
+  if (!hotplug_) Poll();
+  thread_ = std::thread([this] { Run(); });
+  return 0;
+}
+
+void UsbHost::Stop() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopped_) return;
+    stopped_ = true;
+    notify_ = nullptr;
+  }
+  if (hotplug_) api_->hotplug_deregister_callback(ctx_, hotplug_handle_);
+  stop_ = true;
+  Wake();
+  if (thread_.joinable()) thread_.join();
+
+  // Cancel everything, then handle events here until every transfer has called back and no
+  // blocking call is under way (usbmuxd's reap_dead_devices does the same with 1 ms steps).
+  const uint64_t deadline = NowMs() + kStopWaitMs;
+  for (;;) {
+    bool pending = false;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      for (auto& [id, h] : handles_) {
+        if (!h->closing) {
+          h->closing = true;
+          for (libusb::Transfer* t : h->in_transfers) api_->cancel_transfer(t);
+          for (libusb::Transfer* t : h->others) api_->cancel_transfer(t);
+        }
+        if (h->in_flight > 0 || h->busy > 0) pending = true;
+      }
+    }
+    if (!pending || NowMs() > deadline) break;
+    timeval tv{0, 10 * 1000};
+    api_->handle_events_timeout_completed(ctx_, &tv, nullptr);
+  }
+  std::vector<Handle*> handles;
+  bool leaked = false;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& [id, h] : handles_) {
+      // A transfer that never called back keeps its handle (and the context): freeing them would
+      // let a late callback touch freed memory. Leaking them at exit is the lesser harm.
+      if (h->in_flight == 0 && h->busy == 0) {
+        handles.push_back(h);
+      } else {
+        leaked = true;
+      }
+    }
+    handles_.clear();
+    for (UsbEvent& e : events_) std::free(e.data);
+    events_.clear();
+  }
+  for (Handle* h : handles) FreeHandle(h);
+  for (auto& [id, dev] : devices_) api_->unref_device(dev);
+  devices_.clear();
+  device_ids_.clear();
+  if (!leaked) api_->exit(ctx_);
+  ctx_ = nullptr;
+}
+
+void UsbHost::Wake() {
+  if (api_->interrupt_event_handler != nullptr && ctx_ != nullptr) {
+    api_->interrupt_event_handler(ctx_);
+  }
+}
+
+void UsbHost::Run() {
+  uint64_t next_poll = NowMs() + kPollIntervalMs;
+  while (!stop_) {
+    timeval tv{0, kEventTimeoutUs};
+    api_->handle_events_timeout_completed(ctx_, &tv, nullptr);
+    if (stop_) break;
+    if (!hotplug_ && NowMs() >= next_poll) {
+      Poll();
+      next_poll = NowMs() + kPollIntervalMs;
+    }
+    Reap();
+  }
+}
+
+// ---- discovery ----
+
+int UsbHost::HotplugCallback(libusb::Context*, libusb::Device* device, int event, void* self) {
+  static_cast<UsbHost*>(self)->OnHotplug(device, event);
+  return 0;  // stay registered
+}
+
+void UsbHost::OnHotplug(libusb::Device* device, int event) {
+  if (event == libusb::kHotplugArrived) {
+    Arrived(device);
+    return;
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  auto found = device_ids_.find(device);
+  if (found == device_ids_.end()) return;
+  UsbEvent e;
+  e.kind = kUsbLeft;
+  e.device = found->second;
+  devices_.erase(found->second);
+  device_ids_.erase(found);
+  api_->unref_device(device);
+  Push(e);
+}
+
+void UsbHost::Arrived(libusb::Device* device) {
+  libusb::DeviceDescriptor desc;
+  if (api_->get_device_descriptor(device, &desc) != 0) return;
+  if (desc.idVendor != kAppleVendorId) return;
+  std::lock_guard<std::mutex> lock(mu_);
+  if (stopped_ || device_ids_.count(device) != 0) return;
+  const uint32_t id = next_device_++;
+  api_->ref_device(device);
+  devices_[id] = device;
+  device_ids_[device] = id;
+  UsbEvent e;
+  e.kind = kUsbArrived;
+  e.device = id;
+  e.aux1 = (static_cast<uint32_t>(desc.idVendor) << 16) | desc.idProduct;
+  const uint32_t speed = static_cast<uint32_t>(api_->get_device_speed(device)) & 0xFF;
+  e.aux2 = (static_cast<uint32_t>(api_->get_bus_number(device)) << 16) |
+           (static_cast<uint32_t>(api_->get_device_address(device)) << 8) | speed;
+  Push(e);
+}
+
+// Mark and sweep, as usbmuxd's polling: devices still listed stay, the others have left.
+void UsbHost::Poll() {
+  libusb::Device** list = nullptr;
+  const long n = api_->get_device_list(ctx_, &list);
+  if (n < 0) return;  // usbmuxd tolerates a few failed enumerations; the next poll tries again
+  std::unordered_set<libusb::Device*> present;
+  for (long i = 0; i < n; i++) {
+    present.insert(list[i]);
+    Arrived(list[i]);
+  }
+  std::vector<libusb::Device*> gone;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& [dev, id] : device_ids_) {
+      if (present.count(dev) == 0) gone.push_back(dev);
+    }
+  }
+  for (libusb::Device* dev : gone) OnHotplug(dev, libusb::kHotplugLeft);
+  api_->free_device_list(list, 1);
+}
+
+// ---- blocking calls ----
+
+UsbHost::Handle* UsbHost::Borrow(uint32_t id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto found = handles_.find(id);
+  if (found == handles_.end() || found->second->closing) return nullptr;
+  found->second->busy++;
+  return found->second;
+}
+
+void UsbHost::Return(Handle* h) {
+  std::lock_guard<std::mutex> lock(mu_);
+  h->busy--;
+}
+
+int UsbHost::Open(uint32_t device, uint32_t* handle) {
+  libusb::Device* dev;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopped_) return libusb::kErrorNoDevice;
+    auto found = devices_.find(device);
+    if (found == devices_.end()) return libusb::kErrorNoDevice;
+    dev = api_->ref_device(found->second);
+  }
+  libusb::DeviceHandle* dh = nullptr;
+  const int r = api_->open(dev, &dh);
+  api_->unref_device(dev);
+  if (r != 0) return r;
+  Handle* h = new (std::nothrow) Handle();
+  if (h == nullptr) {
+    api_->close(dh);
+    return libusb::kErrorNoMem;
+  }
+  h->dev = dh;
+  h->device = device;
+  std::lock_guard<std::mutex> lock(mu_);
+  if (stopped_) {
+    api_->close(dh);
+    delete h;
+    return libusb::kErrorNoDevice;
+  }
+  h->id = next_handle_++;
+  handles_[h->id] = h;
+  *handle = h->id;
+  return 0;
+}
+
+int UsbHost::GetConfiguration(uint32_t handle, int* config) {
+  Handle* h = Borrow(handle);
+  if (h == nullptr) return libusb::kErrorNotFound;
+  const int r = api_->get_configuration(h->dev, config);
+  Return(h);
+  return r;
+}
+
+int UsbHost::SetConfiguration(uint32_t handle, int value, const std::vector<int>& interfaces) {
+  Handle* h = Borrow(handle);
+  if (h == nullptr) return libusb::kErrorNotFound;
+  // As usbmuxd: a kernel driver bound to an interface of the configuration would refuse the
+  // change, so detach it first (Linux; elsewhere these calls are absent or NOT_SUPPORTED).
+  if (api_->kernel_driver_active != nullptr && api_->detach_kernel_driver != nullptr) {
+    for (int number : interfaces) {
+      if (api_->kernel_driver_active(h->dev, number) == 1) api_->detach_kernel_driver(h->dev, number);
+    }
+  }
+  const int r = api_->set_configuration(h->dev, value);
+  Return(h);
+  return r;
+}
+
+int UsbHost::ClaimInterface(uint32_t handle, int interface_number) {
+  Handle* h = Borrow(handle);
+  if (h == nullptr) return libusb::kErrorNotFound;
+  if (api_->kernel_driver_active != nullptr && api_->detach_kernel_driver != nullptr &&
+      api_->kernel_driver_active(h->dev, interface_number) == 1) {
+    api_->detach_kernel_driver(h->dev, interface_number);
+  }
+  const int r = api_->claim_interface(h->dev, interface_number);
+  if (r == 0) {
+    std::lock_guard<std::mutex> lock(mu_);
+    h->claimed = interface_number;
+  }
+  Return(h);
+  return r;
+}
+
+// ---- transfers ----
+
+void UsbHost::TransferCallback(libusb::Transfer* t) {
+  Xfer* x = static_cast<Xfer*>(t->user_data);
+  if (x->kind == Xfer::kIn) {
+    x->host->OnIn(t, x->handle);
+  } else {
+    x->host->OnOther(t, x);
+  }
+}
+
+int UsbHost::SubmitControl(uint32_t handle, uint32_t request, uint8_t request_type,
+                           uint8_t b_request, uint16_t w_value, uint16_t w_index,
+                           uint16_t w_length, const uint8_t* out, size_t out_length,
+                           unsigned int timeout_ms) {
+  const bool is_in = (request_type & 0x80) != 0;
+  if (!is_in && out_length != w_length) return libusb::kErrorInvalidParam;
+  std::lock_guard<std::mutex> lock(mu_);
+  auto found = handles_.find(handle);
+  if (found == handles_.end() || found->second->closing) return libusb::kErrorNotFound;
+  Handle* h = found->second;
+  auto* buffer = static_cast<unsigned char*>(std::malloc(libusb::kControlSetupSize + w_length));
+  libusb::Transfer* t = api_->alloc_transfer(0);
+  Xfer* x = new (std::nothrow) Xfer{this, h, request, Xfer::kControl};
+  if (buffer == nullptr || t == nullptr || x == nullptr) {
+    std::free(buffer);
+    if (t != nullptr) api_->free_transfer(t);
+    delete x;
+    return libusb::kErrorNoMem;
+  }
+  // The setup packet, little-endian (libusb_fill_control_setup).
+  buffer[0] = request_type;
+  buffer[1] = b_request;
+  buffer[2] = w_value & 0xFF;
+  buffer[3] = w_value >> 8;
+  buffer[4] = w_index & 0xFF;
+  buffer[5] = w_index >> 8;
+  buffer[6] = w_length & 0xFF;
+  buffer[7] = w_length >> 8;
+  if (!is_in && w_length > 0) std::memcpy(buffer + libusb::kControlSetupSize, out, w_length);
+  t->dev_handle = h->dev;
+  t->flags = 0;
+  t->endpoint = 0;
+  t->type = libusb::kTransferTypeControl;
+  t->timeout = timeout_ms;
+  t->length = static_cast<int>(libusb::kControlSetupSize + w_length);
+  t->callback = &UsbHost::TransferCallback;
+  t->user_data = x;
+  t->buffer = buffer;
+  t->num_iso_packets = 0;
+  const int r = api_->submit_transfer(t);
+  if (r != 0) {
+    std::free(buffer);
+    api_->free_transfer(t);
+    delete x;
+    return r;
+  }
+  h->others.insert(t);
+  h->in_flight++;
+  return 0;
+}
+
+int UsbHost::StartIn(uint32_t handle, uint8_t in_endpoint, uint8_t out_endpoint,
+                     uint32_t max_packet, uint32_t count, uint32_t size) {
+  if (count < 1 || count > kMaxInTransfers || size < 1 || size > kMaxInTransferSize ||
+      max_packet < 1 || (in_endpoint & 0x80) == 0 || (out_endpoint & 0x80) != 0) {
+    return libusb::kErrorInvalidParam;
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  auto found = handles_.find(handle);
+  if (found == handles_.end() || found->second->closing) return libusb::kErrorNotFound;
+  Handle* h = found->second;
+  if (h->in_started) return libusb::kErrorBusy;
+  h->in_started = true;
+  h->in_endpoint = in_endpoint;
+  h->out_endpoint = out_endpoint;
+  h->max_packet = max_packet;
+  h->in_size = size;
+  h->undelivered_limit = std::max<uint64_t>(kMinUndeliveredLimit, 4ull * count * size);
+  for (uint32_t i = 0; i < count; i++) {
+    auto* buffer = static_cast<unsigned char*>(std::malloc(size));
+    libusb::Transfer* t = api_->alloc_transfer(0);
+    Xfer* x = new (std::nothrow) Xfer{this, h, 0, Xfer::kIn};
+    if (buffer == nullptr || t == nullptr || x == nullptr) {
+      std::free(buffer);
+      if (t != nullptr) api_->free_transfer(t);
+      delete x;
+      EndIn(h, libusb::kTransferError);
+      return libusb::kErrorNoMem;
+    }
+    // Bulk IN with no timeout, as usbmuxd's RX loops.
+    t->dev_handle = h->dev;
+    t->flags = 0;
+    t->endpoint = in_endpoint;
+    t->type = libusb::kTransferTypeBulk;
+    t->timeout = 0;
+    t->length = static_cast<int>(size);
+    t->callback = &UsbHost::TransferCallback;
+    t->user_data = x;
+    t->buffer = buffer;
+    t->num_iso_packets = 0;
+    h->in_transfers.push_back(t);
+    const int r = SubmitIn(h, t);
+    if (r != 0) {
+      EndIn(h, r == libusb::kErrorNoDevice ? libusb::kTransferNoDevice : libusb::kTransferError);
+      return r;
+    }
+  }
+  return 0;
+}
+
+// With mu_ held.
+int UsbHost::SubmitIn(Handle* h, libusb::Transfer* t) {
+  t->actual_length = 0;
+  const int r = api_->submit_transfer(t);
+  if (r == 0) h->in_flight++;
+  return r;
+}
+
+void UsbHost::OnIn(libusb::Transfer* t, Handle* h) {
+  std::lock_guard<std::mutex> lock(mu_);
+  h->in_flight--;
+  if (t->status != libusb::kTransferCompleted) {
+    // NO_DEVICE on unplug, CANCELLED on close, ERROR/STALL/OVERFLOW on a broken pipe: the pipe is
+    // over either way (usbmuxd marks the device dead on a failed RX callback, usbmux.md §1.7).
+    if (!h->closing) EndIn(h, t->status);
+    return;
+  }
+  if (h->closing || h->in_ended) return;
+  const uint32_t actual = static_cast<uint32_t>(t->actual_length);
+  if (actual > 0) {
+    UsbEvent e;
+    e.kind = kUsbInData;
+    e.device = h->device;
+    e.handle = h->id;
+    e.length = actual;
+    if (actual < h->in_size / kHandOverDivisor) {
+      e.data = static_cast<uint8_t*>(std::malloc(actual));
+      if (e.data != nullptr) std::memcpy(e.data, t->buffer, actual);
+    } else {
+      auto* fresh = static_cast<unsigned char*>(std::malloc(h->in_size));
+      if (fresh != nullptr) {
+        e.data = t->buffer;
+        t->buffer = fresh;
+      }
+    }
+    if (e.data == nullptr) {
+      EndIn(h, libusb::kTransferError);
+      return;
+    }
+    h->undelivered += actual;
+    Push(e);
+  }
+  // A zero-length completion carries nothing (usbmuxd's device_data_input ignores length 0).
+  if (h->undelivered > h->undelivered_limit) {
+    h->parked.push_back(t);
+    return;
+  }
+  const int r = SubmitIn(h, t);
+  if (r != 0) EndIn(h, r == libusb::kErrorNoDevice ? libusb::kTransferNoDevice : libusb::kTransferError);
+}
+
+// With mu_ held. Reports the end of the IN pipe once.
+void UsbHost::EndIn(Handle* h, int status) {
+  if (h->in_ended) return;
+  h->in_ended = true;
+  UsbEvent e;
+  e.kind = kUsbInEnd;
+  e.device = h->device;
+  e.handle = h->id;
+  e.status = status;
+  Push(e);
+}
+
+void UsbHost::Delivered(uint32_t handle, uint64_t bytes) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto found = handles_.find(handle);
+  if (found == handles_.end()) return;
+  Handle* h = found->second;
+  h->undelivered = bytes > h->undelivered ? 0 : h->undelivered - bytes;
+  if (h->closing || h->in_ended || h->undelivered > h->undelivered_limit) return;
+  std::vector<libusb::Transfer*> parked;
+  parked.swap(h->parked);
+  for (libusb::Transfer* t : parked) {
+    const int r = SubmitIn(h, t);
+    if (r != 0) {
+      EndIn(h, r == libusb::kErrorNoDevice ? libusb::kTransferNoDevice : libusb::kTransferError);
+      return;
+    }
+  }
+}
+
+int UsbHost::SubmitOut(uint32_t handle, uint32_t request, uint8_t* data, uint32_t length) {
+  if (length > kMaxOutTransfer) return libusb::kErrorInvalidParam;
+  std::lock_guard<std::mutex> lock(mu_);
+  auto found = handles_.find(handle);
+  if (found == handles_.end() || found->second->closing) return libusb::kErrorNotFound;
+  Handle* h = found->second;
+  if (!h->in_started) return libusb::kErrorInvalidParam;  // endpoints not known yet
+  // usbmuxd's ZLP rule (usbmux.md §1.4): a packet that is a whole number of wMaxPacketSize
+  // packets is followed by a zero-length transfer, which ends the device's read there.
+  const bool zlp = length > 0 && length % h->max_packet == 0;
+  libusb::Transfer* t = api_->alloc_transfer(0);
+  Xfer* x = new (std::nothrow) Xfer{this, h, request, Xfer::kOut};
+  libusb::Transfer* z = zlp ? api_->alloc_transfer(0) : nullptr;
+  Xfer* zx = zlp ? new (std::nothrow) Xfer{this, h, request, Xfer::kZlp} : nullptr;
+  if (t == nullptr || x == nullptr || (zlp && (z == nullptr || zx == nullptr))) {
+    if (t != nullptr) api_->free_transfer(t);
+    if (z != nullptr) api_->free_transfer(z);
+    delete x;
+    delete zx;
+    return libusb::kErrorNoMem;
+  }
+  t->dev_handle = h->dev;
+  t->flags = 0;
+  t->endpoint = h->out_endpoint;
+  t->type = libusb::kTransferTypeBulk;
+  t->timeout = 0;
+  t->length = static_cast<int>(length);
+  t->callback = &UsbHost::TransferCallback;
+  t->user_data = x;
+  t->buffer = length > 0 ? data : &g_zlp_byte;
+  t->num_iso_packets = 0;
+  int r = api_->submit_transfer(t);
+  if (r != 0) {
+    api_->free_transfer(t);
+    delete x;
+    if (z != nullptr) api_->free_transfer(z);
+    delete zx;
+    return r;
+  }
+  h->others.insert(t);
+  h->in_flight++;
+  if (zlp) {
+    *z = *t;
+    z->length = 0;
+    z->buffer = &g_zlp_byte;
+    z->user_data = zx;
+    r = api_->submit_transfer(z);
+    if (r != 0) {
+      // The packet itself is on its way; without its ZLP the device may wait for more, and the
+      // next packet ends its read instead. usbmuxd logs this and carries on the same way.
+      api_->free_transfer(z);
+      delete zx;
+    } else {
+      h->others.insert(z);
+      h->in_flight++;
+    }
+  }
+  return 0;
+}
+
+void UsbHost::OnOther(libusb::Transfer* t, Xfer* x) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Handle* h = x->handle;
+  h->in_flight--;
+  h->others.erase(t);
+  if (x->kind == Xfer::kOut || x->kind == Xfer::kControl) {
+    UsbEvent e;
+    e.kind = x->kind == Xfer::kOut ? kUsbOutDone : kUsbControlDone;
+    e.device = h->device;
+    e.handle = h->id;
+    e.request = x->request;
+    e.status = t->status;
+    e.length = static_cast<uint32_t>(t->actual_length);
+    if (x->kind == Xfer::kControl) {
+      if (e.length > 0 && t->status == libusb::kTransferCompleted) {
+        e.data = static_cast<uint8_t*>(std::malloc(e.length));
+        if (e.data != nullptr) {
+          std::memcpy(e.data, t->buffer + libusb::kControlSetupSize, e.length);
+        } else {
+          e.status = libusb::kTransferError;
+          e.length = 0;
+        }
+      } else {
+        e.length = 0;
+      }
+      std::free(t->buffer);
+    }
+    Push(e);
+  }
+  delete x;
+  api_->free_transfer(t);
+}
+
+int UsbHost::Close(uint32_t handle) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto found = handles_.find(handle);
+    if (found == handles_.end()) return libusb::kErrorNotFound;
+    Handle* h = found->second;
+    if (h->closing) return 0;
+    h->closing = true;
+    for (libusb::Transfer* t : h->in_transfers) api_->cancel_transfer(t);
+    for (libusb::Transfer* t : h->others) api_->cancel_transfer(t);
+  }
+  Wake();
+  return 0;
+}
+
+// On the event thread, between rounds of event handling: handles whose transfers have all called
+// back are released and closed (as usbmuxd's reap_dead_devices).
+void UsbHost::Reap() {
+  std::vector<Handle*> done;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto it = handles_.begin(); it != handles_.end();) {
+      Handle* h = it->second;
+      if (h->closing && h->in_flight == 0 && h->busy == 0) {
+        done.push_back(h);
+        it = handles_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  for (Handle* h : done) {
+    const uint32_t id = h->id;
+    const uint32_t device = h->device;
+    FreeHandle(h);
+    std::lock_guard<std::mutex> lock(mu_);
+    UsbEvent e;
+    e.kind = kUsbClosed;
+    e.device = device;
+    e.handle = id;
+    Push(e);
+  }
+}
+
+// Without mu_; the handle is out of the map and nothing refers to it.
+void UsbHost::FreeHandle(Handle* h) {
+  if (h->claimed >= 0) api_->release_interface(h->dev, h->claimed);
+  api_->close(h->dev);
+  for (libusb::Transfer* t : h->in_transfers) {
+    std::free(t->buffer);
+    delete static_cast<Xfer*>(t->user_data);
+    api_->free_transfer(t);
+  }
+  delete h;
+}
+
+// ---- events ----
+
+// With mu_ held.
+void UsbHost::Push(UsbEvent e) {
+  events_.push_back(e);
+  if (!notified_.exchange(true) && notify_) notify_();
+}
+
+void UsbHost::TakeEvents(std::vector<UsbEvent>* out) {
+  notified_ = false;
+  std::lock_guard<std::mutex> lock(mu_);
+  out->swap(events_);
+}
+
+}  // namespace muxwire

@@ -1,0 +1,189 @@
+// The native USB pipeline (issue 6), knowing nothing of Node: one libusb context, an event thread
+// running libusb_handle_events, discovery of Apple devices (hotplug, or polling where libusb has no
+// hotplug, as usbmuxd: usbmux.md §1.7), device handles, asynchronous control transfers, a set of
+// bulk IN transfers kept in flight per device, and bulk OUT transfers with usbmuxd's zero-length-
+// packet rule (§1.4). usb-binding.cc puts it in front of JavaScript.
+//
+// Everything the event thread learns becomes an event record in a queue; `notify` is called when
+// the queue goes from empty to not empty, and the binding drains it on the JS thread in one batch.
+//
+// Event record (kUsbEventFields u32 each, shared with src/accel/usb-host.ts):
+//   [0] kind     [1] device id   [2] handle id   [3] request id   [4] status (i32)
+//   [5] length   [6] aux1        [7] aux2
+//   kUsbArrived      device; aux1 = idVendor << 16 | idProduct;
+//                    aux2 = bus << 16 | address << 8 | libusb speed
+//   kUsbLeft         device
+//   kUsbInData       handle; length bytes in `data` (one completed IN transfer)
+//   kUsbInEnd        handle; status = the libusb transfer status that stopped the IN pipe
+//   kUsbOutDone      handle, request; status = transfer status; length = bytes sent
+//   kUsbControlDone  handle, request; status = transfer status; `data` = the IN data stage
+//   kUsbClosed       handle (every transfer finished, interface released, handle closed)
+//
+// Threads. The JS thread submits (libusb_submit_transfer is thread-safe and never blocks); calls
+// that may block on the device (open, get/set configuration, claim) run on worker threads; the
+// event thread runs callbacks and reaps closed handles. One mutex guards the maps, handles and the
+// queue; libusb calls that may call back or block are made with it released, except submit and
+// cancel, which never call back synchronously.
+#ifndef MUXWIRE_NATIVE_USB_HOST_H_
+#define MUXWIRE_NATIVE_USB_HOST_H_
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "usb-libusb.h"
+
+namespace muxwire {
+
+constexpr size_t kUsbEventFields = 8;
+constexpr uint32_t kUsbArrived = 1;
+constexpr uint32_t kUsbLeft = 2;
+constexpr uint32_t kUsbInData = 3;
+constexpr uint32_t kUsbInEnd = 4;
+constexpr uint32_t kUsbOutDone = 5;
+constexpr uint32_t kUsbControlDone = 6;
+constexpr uint32_t kUsbClosed = 7;
+
+// Apple's vendor ID: discovery reports nothing else (usbmuxd registers its hotplug callback for
+// VID 0x05AC and any PID; the PID ranges are checked in TypeScript, usb-ids.ts).
+constexpr int kAppleVendorId = 0x05AC;
+// usbmuxd's DEVICE_POLL_TIME, for a libusb without hotplug.
+constexpr int kPollIntervalMs = 1000;
+// Bounds of the IN pipeline (the defaults, 3 × 16384, are usbmuxd's NUM_RX_LOOPS × USB_MRU).
+constexpr uint32_t kMaxInTransfers = 64;
+constexpr uint32_t kMaxInTransferSize = 1u << 20;
+// Largest OUT transfer: usbmuxd's USB_MTU, the largest mux packet a host sends (usbmux.md §1.5).
+constexpr uint32_t kMaxOutTransfer = 49152;
+
+struct UsbEvent {
+  uint32_t kind = 0;
+  uint32_t device = 0;
+  uint32_t handle = 0;
+  uint32_t request = 0;
+  int32_t status = 0;
+  uint32_t length = 0;
+  uint32_t aux1 = 0;
+  uint32_t aux2 = 0;
+  // malloc'd bytes whose ownership travels with the event (kUsbInData, kUsbControlDone).
+  uint8_t* data = nullptr;
+};
+
+class UsbHost {
+ public:
+  // Creates a context on `api`, or returns null with `error` set.
+  static std::shared_ptr<UsbHost> Create(const libusb::Api* api, std::string* error);
+  ~UsbHost();
+  UsbHost(const UsbHost&) = delete;
+  UsbHost& operator=(const UsbHost&) = delete;
+
+  // Called (from any thread) when events become available. Set before Start.
+  void SetNotify(std::function<void()> notify);
+  // Registers hotplug (or starts polling) and the event thread. Returns a libusb error or 0.
+  int Start();
+  // Stops discovery and the thread, cancels every transfer, closes every handle, exits libusb.
+  // Idempotent; called by the destructor.
+  void Stop();
+  bool hotplug() const { return hotplug_; }
+  const char* ErrorName(int code) const;
+
+  // Blocking: call from a worker thread. Each returns 0 or a (negative) libusb error.
+  int Open(uint32_t device, uint32_t* handle);
+  int GetConfiguration(uint32_t handle, int* config);
+  // Detaches kernel drivers from `interfaces` (where one is active), then sets the configuration.
+  int SetConfiguration(uint32_t handle, int value, const std::vector<int>& interfaces);
+  int ClaimInterface(uint32_t handle, int interface_number);
+
+  // Non-blocking: callable from the JS thread.
+  int SubmitControl(uint32_t handle, uint32_t request, uint8_t request_type, uint8_t b_request,
+                    uint16_t w_value, uint16_t w_index, uint16_t w_length, const uint8_t* out,
+                    size_t out_length, unsigned int timeout_ms);
+  int StartIn(uint32_t handle, uint8_t in_endpoint, uint8_t out_endpoint, uint32_t max_packet,
+              uint32_t count, uint32_t size);
+  // `data` must stay valid until the kUsbOutDone event for `request` has been taken.
+  int SubmitOut(uint32_t handle, uint32_t request, uint8_t* data, uint32_t length);
+  // Cancels the handle's transfers; kUsbClosed follows once they have all called back.
+  int Close(uint32_t handle);
+
+  // Moves the queued events to `out` (the caller frees their data).
+  void TakeEvents(std::vector<UsbEvent>* out);
+  // JS has taken `bytes` of IN data of `handle`: transfers held back for want of room resume.
+  void Delivered(uint32_t handle, uint64_t bytes);
+
+ private:
+  struct Handle;
+  struct Xfer {
+    UsbHost* host;
+    Handle* handle;
+    uint32_t request;
+    enum Kind : uint8_t { kIn, kOut, kZlp, kControl } kind;
+  };
+  struct Handle {
+    uint32_t id = 0;
+    uint32_t device = 0;
+    libusb::DeviceHandle* dev = nullptr;
+    int claimed = -1;
+    uint8_t in_endpoint = 0;
+    uint8_t out_endpoint = 0;
+    uint32_t max_packet = 64;
+    uint32_t in_size = 0;
+    std::vector<libusb::Transfer*> in_transfers;
+    std::vector<libusb::Transfer*> parked;
+    std::unordered_set<libusb::Transfer*> others;  // OUT, ZLP and control transfers in flight
+    uint32_t in_flight = 0;                          // every submitted transfer not yet called back
+    uint32_t busy = 0;                               // blocking calls under way on a worker
+    uint64_t undelivered = 0;
+    uint64_t undelivered_limit = 0;
+    bool in_started = false;
+    bool in_ended = false;
+    bool closing = false;
+  };
+
+  explicit UsbHost(const libusb::Api* api, libusb::Context* ctx);
+
+  static int HotplugCallback(libusb::Context* ctx, libusb::Device* device, int event, void* self);
+  static void TransferCallback(libusb::Transfer* transfer);
+  void OnHotplug(libusb::Device* device, int event);
+  void Arrived(libusb::Device* device);
+  void OnIn(libusb::Transfer* t, Handle* h);
+  void OnOther(libusb::Transfer* t, Xfer* x);
+  void EndIn(Handle* h, int status);
+  int SubmitIn(Handle* h, libusb::Transfer* t);
+  void Push(UsbEvent e);
+  void Run();
+  void Poll();
+  void Reap();
+  void Wake();
+  // Finds a handle and marks a blocking call on it; null when it is unknown or closing.
+  Handle* Borrow(uint32_t id);
+  void Return(Handle* h);
+  void FreeHandle(Handle* h);
+
+  const libusb::Api* api_;
+  libusb::Context* ctx_;
+  std::function<void()> notify_;
+  std::mutex mu_;
+  std::vector<UsbEvent> events_;
+  std::atomic<bool> notified_{false};
+  std::atomic<bool> stop_{false};
+  bool started_ = false;
+  bool stopped_ = false;
+  bool hotplug_ = false;
+  libusb::HotplugCallbackHandle hotplug_handle_ = 0;
+  std::thread thread_;
+  uint32_t next_device_ = 1;
+  uint32_t next_handle_ = 1;
+  std::unordered_map<uint32_t, libusb::Device*> devices_;
+  std::unordered_map<libusb::Device*, uint32_t> device_ids_;
+  std::unordered_map<uint32_t, Handle*> handles_;
+};
+
+}  // namespace muxwire
+
+#endif  // MUXWIRE_NATIVE_USB_HOST_H_
