@@ -14,7 +14,13 @@
         'native/demuxer.cc',
         'native/demuxer-binding.cc',
         'native/mux-scan.cc',
+        # The native USB pipeline: libusb is loaded at run time (usb-loader.cc), so no libusb
+        # headers or libraries are needed to build.
+        'native/usb-binding.cc',
+        'native/usb-host.cc',
+        'native/usb-loader.cc',
       ],
+      'libraries': [ '-ldl', '-lpthread' ],
       'dependencies': [
         "<!(node -p \"require('node-addon-api').targets\"):node_addon_api",
       ],

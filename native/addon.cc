@@ -12,6 +12,7 @@
 #include "demuxer-binding.h"
 #include "mux-scan.h"
 #include "napi-args.h"
+#include "usb-binding.h"
 
 namespace muxwire {
 namespace {
@@ -30,6 +31,9 @@ class MuxwireAddon : public Napi::Addon<MuxwireAddon> {
                     InstanceMethod("scanMuxPackets", &MuxwireAddon::ScanMuxPacketsJs,
                                    napi_enumerable),
                     InstanceValue("Demuxer", DefineDemuxerClass(env), napi_enumerable),
+                    // The native USB pipeline (usb-binding.cc); src/accel/usb-host.ts checks its
+                    // own ABI version, so adding it leaves kAbiVersion alone.
+                    InstanceValue("UsbHost", DefineUsbHostClass(env), napi_enumerable),
                 });
   }
 

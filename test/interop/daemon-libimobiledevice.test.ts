@@ -123,8 +123,8 @@ test('idevicepair validates the preflight pairing, unpairs, pairs again and vali
   const un = await run('idevicepair', ['-u', u, 'unpair']);
   assert.equal(un.code, 0, un.stdout + un.stderr);
   assert.equal(await daemon.pairStore.readPairRecord(u), undefined, 'unpair deletes the record through DeletePairRecord');
-  const v2 = await run('idevicepair', ['-u', u, 'validate']);
-  assert.notEqual(v2.code, 0);
+  // (What `validate` says with no record is the device's business: libimobiledevice then makes up
+  // a fresh record and sends ValidatePair with it.)
   const p = await run('idevicepair', ['-u', u, 'pair']);
   assert.equal(p.code, 0, p.stdout + p.stderr);
   assert.match(p.stdout, /SUCCESS: Paired with device/);
@@ -169,23 +169,38 @@ async function startIproxy(): Promise<{ port: number; child: ChildProcess }> {
   throw new Error('iproxy did not start listening');
 }
 
-/** Sends `data` through a TCP connection to an echo service and returns the sha256 of the echo. */
-async function echoThrough(port: number, data: Buffer): Promise<string> {
+/**
+ * Sends `data` through a TCP connection to an echo service and returns the sha256 of the echo.
+ * At most `window` bytes are in flight: iproxy relays with blocking sends in one select loop, so a
+ * writer that runs ahead of the echo deadlocks any proxy chain (ours or usbmuxd's) once every
+ * buffer on the loop is full; a windowed writer is what an echo client must be.
+ */
+async function echoThrough(port: number, data: Buffer, window = 256 * 1024): Promise<string> {
   const s = createConnection({ port, host: '127.0.0.1' });
   await once(s, 'connect');
   const hash = createHash('sha256');
   let got = 0;
+  let wake: (() => void) | undefined;
   const done = new Promise<void>((resolve, reject) => {
     s.on('data', (c: Buffer) => {
       hash.update(c);
       got += c.length;
+      wake?.();
       if (got >= data.length) resolve();
     });
     s.on('error', reject);
     s.on('close', () => (got >= data.length ? resolve() : reject(new Error(`closed after ${got} bytes`))));
   });
-  for (let off = 0; off < data.length; off += 1 << 20) {
-    if (!s.write(data.subarray(off, Math.min(off + (1 << 20), data.length)))) await once(s, 'drain');
+  let sent = 0;
+  while (sent < data.length) {
+    if (sent - got >= window) {
+      await new Promise<void>((r) => (wake = r));
+      wake = undefined;
+      continue;
+    }
+    const n = Math.min(64 * 1024, data.length - sent, window - (sent - got));
+    if (!s.write(data.subarray(sent, sent + n))) await once(s, 'drain');
+    sent += n;
   }
   await done;
   s.destroy();
@@ -218,7 +233,7 @@ test('inetcat connects stdin and stdout to the echo service', async (t) => {
   child.kill('SIGTERM');
 });
 
-test('carries 100 MB through iproxy to the echo service intact', { timeout: 300_000 }, async (t) => {
+test('carries 100 MB through iproxy to the echo service intact', { timeout: 600_000 }, async (t) => {
   if (!requirePeer(t, 'iproxy')) return;
   const { port, child } = await startIproxy();
   // Deterministic data: a seeded block repeated with a counter, so no 100 MB random generation.
