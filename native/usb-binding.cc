@@ -81,7 +81,7 @@ void CallJs(Napi::Env env, Napi::Function callback, Holder* holder, void*) {
   for (auto& [handle, bytes] : delivered) holder->host->Delivered(handle, bytes);
 }
 
-void Finalize(Napi::Env, void*, Holder* holder) {
+void FinalizeHolder(Napi::Env, void*, Holder* holder) {
   // Environment teardown (or release after stop): no event may be delivered after this.
   holder->host->Stop();
   delete holder;
@@ -177,8 +177,9 @@ UsbHostWrap::UsbHostWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<UsbH
     return;
   }
   auto* holder = new Holder{host_, {}};
+  void (*finalize)(Napi::Env, void*, Holder*) = &FinalizeHolder;
   tsfn_ = Tsfn::New(env, info[1].As<Napi::Function>(), "muxwire.usb.events", 0, 1, holder,
-                    Finalize, static_cast<void*>(nullptr));
+                    finalize, static_cast<void*>(nullptr));
   released_ = false;
   // Unref'd: USB activity alone does not keep Node running; the daemon's sockets do.
   tsfn_.Unref(env);
