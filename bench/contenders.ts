@@ -46,12 +46,14 @@ export interface RunningContender {
   open(service: ServiceName): Promise<Socket>;
   /** The relaying process whose CPU and memory are measured (the daemon), when there is one. */
   readonly relayPid?: number;
-  /** The simulated device's process, when there is one. */
+  /** The far end's process: the simulated device, or the ceiling server. */
   readonly simPid?: number;
   /** For mux contenders: the client, the device and the directory the device serves over AFC. */
   readonly mux?: { client: UsbmuxClient; device: DeviceInfo; afcRoot: string; paired: boolean };
   /** Facts worth printing next to the figures (what was verified about the setup). */
   readonly notes: string[];
+  /** The last lines the contender's processes printed, for a failure's report. */
+  diagnostics(): string;
   stop(): Promise<void>;
 }
 
@@ -151,9 +153,9 @@ class Child {
   }
 }
 
-function tail(text: string): string {
-  const lines = text.trim().split('\n');
-  return lines.slice(-6).join(' | ') || '(no output)';
+function tail(text: string, count = 6): string {
+  const lines = text.trim().split('\n').filter((l) => !/\[5\]/.test(l));
+  return lines.slice(-count).join(' | ') || '(no output)';
 }
 
 async function waitForSocket(path: string, timeoutMs: number): Promise<void> {
@@ -164,7 +166,7 @@ async function waitForSocket(path: string, timeoutMs: number): Promise<void> {
   }
 }
 
-function connectUnix(path: string): Promise<Socket> {
+function connectUnixOnce(path: string): Promise<Socket> {
   return new Promise((resolve, reject) => {
     const s = connect(path);
     s.once('connect', () => {
@@ -173,6 +175,21 @@ function connectUnix(path: string): Promise<Socket> {
     });
     s.once('error', reject);
   });
+}
+
+/**
+ * Connects to a UNIX socket; EAGAIN (the listener's backlog is full for a moment, as when 32
+ * connections arrive at once) is retried for up to a second, as a client library would.
+ */
+async function connectUnix(path: string): Promise<Socket> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await connectUnixOnce(path);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EAGAIN' || attempt >= 100) throw err;
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  }
 }
 
 /** Options shared by every contender start. */
@@ -219,7 +236,7 @@ async function startCeiling(id: 'socat' | 'direct', opts: StartOptions): Promise
       for (const service of CEILING_SERVICES) {
         front[service] = join(dir, `front-${service}.sock`);
         // -b: socat's default 8 KiB copy buffer would make a low ceiling; 64 KiB is what a daemon reads.
-        const socat = new Child('socat', 'socat', ['-b', '65536', `UNIX-LISTEN:${front[service]},fork`, `UNIX-CONNECT:${paths[service]}`]);
+        const socat = new Child('socat', 'socat', ['-b', '65536', `UNIX-LISTEN:${front[service]},fork,backlog=256`, `UNIX-CONNECT:${paths[service]}`]);
         children.push(socat);
         await waitForSocket(front[service], 10_000).catch((err: Error) => {
           throw new Error(`socat did not start: ${err.message}: ${tail(socat.output)}`);
@@ -231,7 +248,9 @@ async function startCeiling(id: 'socat' | 'direct', opts: StartOptions): Promise
     return {
       id,
       open: (service) => connectUnix(paths[service]),
+      simPid: server.pid,
       notes,
+      diagnostics: () => children.map((c) => `${c.name}: ${tail(c.output)}`).join('\n'),
       stop,
     };
   } catch (err) {
@@ -248,6 +267,7 @@ async function startMux(id: 'muxwire-js' | 'muxwire-native' | 'usbmuxd', opts: S
   await mkdir(afcRoot);
   const children: Child[] = [];
   let usbmuxdStop: (() => Promise<void>) | undefined;
+  let usbmuxdLog: (() => string) | undefined;
   const stop = async (): Promise<void> => {
     // The daemon first, so it lets go of the device before the device unplugs.
     if (usbmuxdStop) await usbmuxdStop();
@@ -268,6 +288,7 @@ async function startMux(id: 'muxwire-js' | 'muxwire-native' | 'usbmuxd', opts: S
       if (why) throw new ContenderUnavailable(why);
       const muxd = await startUsbmuxd({ busDir });
       usbmuxdStop = () => muxd.stop();
+      usbmuxdLog = () => muxd.log();
       socketPath = muxd.socketPath;
       relayPid = muxd.pid;
       const name = processName(relayPid);
@@ -322,7 +343,18 @@ async function startMux(id: 'muxwire-js' | 'muxwire-native' | 'usbmuxd', opts: S
     // Both daemons pair on attach (preflight); lockdown and AFC need the record it leaves.
     const paired = await waitForPairRecord(client, device.udid, attachTimeout);
     if (!paired) notes.push('no pair record appeared: lockdown and AFC figures not measured');
-    return { id, open: (service) => client.connect(device, DEFAULT_BENCH_PORTS[service]), relayPid, simPid: sim.pid, mux: { client, device, afcRoot, paired }, notes, stop };
+    const diagnostics = (): string =>
+      [...children.map((c) => `${c.name}: ${tail(c.output)}`), ...(usbmuxdLog ? [`usbmuxd: ${tail(usbmuxdLog())}`] : [])].join('\n');
+    return {
+      id,
+      open: (service) => client.connect(device, DEFAULT_BENCH_PORTS[service]),
+      relayPid,
+      simPid: sim.pid,
+      mux: { client, device, afcRoot, paired },
+      notes,
+      diagnostics,
+      stop,
+    };
   } catch (err) {
     await stop();
     throw err;

@@ -4,8 +4,8 @@
 // batched delivery of events through one thread-safe function that is unref'd, so an idle host
 // does not keep the process alive (as node-usb does).
 //
-//   new UsbHost(libusbPath, onEvents)      onEvents(records: Uint32Array, buffers: Array)
-//   .start() -> hotplug: boolean           .stop()          .info() -> {path, hotplug}
+//   new UsbHost(libusbPath, onEvents)      onEvents(records: Uint32Array, buffers: Array, inBlock)
+//   .start(poll) -> Promise<1 | 0> (hotplug)          .stop()          .info() -> {path, hotplug}
 //   .open(device) -> Promise<handle>       .getConfiguration(handle) -> Promise<number>
 //   .setConfiguration(handle, value, interfaces) -> Promise   .claimInterface(handle, n) -> Promise
 //   .control(handle, request, bmRequestType, bRequest, wValue, wIndex, wLength, data|null,
@@ -14,8 +14,8 @@
 //   .send(handle, request, data) -> 0 | libusb error   (the caller keeps `data` alive until done)
 //   .closeHandle(handle) -> 0 | libusb error          .errorName(code) -> string
 //
-// Records are kUsbEventFields u32 per event (usb-host.h); buffers[i] is event i's data (a Buffer
-// over the transfer's own memory for IN data: no copy) or undefined.
+// Records are kUsbEventFields u32 per event (usb-host.h); buffers[i] is a control transfer's data
+// or undefined; IN data lies in `inBlock`, one Buffer per batch, at each event's offset.
 #include "usb-binding.h"
 
 #include <cstdlib>
@@ -33,7 +33,7 @@ namespace muxwire {
 namespace {
 
 // Bumped whenever UsbHost's JS shape changes; src/accel/usb-host.ts checks it.
-constexpr uint32_t kUsbAbiVersion = 1;
+constexpr uint32_t kUsbAbiVersion = 3;
 
 struct Holder {
   std::shared_ptr<UsbHost> host;
@@ -49,9 +49,19 @@ void CallJs(Napi::Env env, Napi::Function callback, Holder* holder, void*) {
   if (env == nullptr || holder == nullptr) return;
   std::vector<UsbEvent>& events = holder->scratch;
   events.clear();
-  holder->host->TakeEvents(&events);
-  if (events.empty()) return;
+  uint8_t* block = nullptr;
+  size_t block_length = 0;
+  holder->host->TakeEvents(&events, &block, &block_length);
+  if (events.empty()) {
+    std::free(block);
+    return;
+  }
   Napi::HandleScope scope(env);
+  // One Buffer over the whole block of IN data (its memory, no copy); JS slices it per transfer.
+  Napi::Value in_block = env.Undefined();
+  if (block != nullptr) {
+    in_block = Napi::Buffer<uint8_t>::NewOrCopy(env, block, block_length, FreeData);
+  }
   const size_t n = events.size();
   Napi::Uint32Array records = Napi::Uint32Array::New(env, n * kUsbEventFields);
   Napi::Array buffers = Napi::Array::New(env, n);
@@ -68,15 +78,15 @@ void CallJs(Napi::Env env, Napi::Function callback, Holder* holder, void*) {
     r[6] = e.aux1;
     r[7] = e.aux2;
     if (e.data != nullptr) {
-      // The transfer's memory becomes the Buffer's (freed by its finalizer); where external
-      // buffers are not allowed, NewOrCopy copies and frees at once.
+      // Control data: the event's memory becomes the Buffer's (freed by its finalizer); where
+      // external buffers are not allowed, NewOrCopy copies and frees at once.
       buffers.Set(i, Napi::Buffer<uint8_t>::NewOrCopy(env, e.data, e.length, FreeData));
       e.data = nullptr;
     }
     if (e.kind == kUsbInData) delivered[e.handle] += e.length;
   }
   events.clear();
-  callback.Call({records, buffers});
+  callback.Call({records, buffers, in_block});
   // Handed over: room for more IN data (usb-host.cc parks transfers past its limit).
   for (auto& [handle, bytes] : delivered) holder->host->Delivered(handle, bytes);
 }
@@ -168,12 +178,9 @@ UsbHostWrap::UsbHostWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<UsbH
     return;
   }
   path_ = lib.path;
-  std::string error;
-  host_ = UsbHost::Create(lib.api, &error);
+  host_ = UsbHost::Create(lib.api);
   if (!host_) {
-    Napi::Error err = Napi::Error::New(env, error.empty() ? "out of memory" : error);
-    err.Set("reason", Napi::String::New(env, "init"));
-    err.ThrowAsJavaScriptException();
+    Napi::Error::New(env, "out of memory").ThrowAsJavaScriptException();
     return;
   }
   auto* holder = new Holder{host_, {}};
@@ -203,12 +210,16 @@ bool UsbHostWrap::Live(const Napi::CallbackInfo& info) {
 
 Napi::Value UsbHostWrap::Start(const Napi::CallbackInfo& info) {
   if (!Live(info)) return info.Env().Undefined();
-  const int r = host_->Start();
-  if (r != 0) {
-    Napi::Error::New(info.Env(), host_->ErrorName(r)).ThrowAsJavaScriptException();
+  if (info.Length() != 1 || !info[0].IsBoolean()) {
+    Napi::TypeError::New(info.Env(), "start takes (poll: boolean)").ThrowAsJavaScriptException();
     return info.Env().Undefined();
   }
-  return Napi::Boolean::New(info.Env(), host_->hotplug());
+  const bool poll = info[0].As<Napi::Boolean>().Value();
+  return Queue(info, [poll](UsbHost* host, int* out) {
+    const int r = host->Start(poll);
+    *out = host->hotplug() ? 1 : 0;
+    return r;
+  });
 }
 
 Napi::Value UsbHostWrap::Stop(const Napi::CallbackInfo& info) {

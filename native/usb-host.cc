@@ -13,11 +13,11 @@ namespace {
 // The event thread wakes at least this often to reap closed handles and notice Stop, even when a
 // libusb lacks libusb_interrupt_event_handler.
 constexpr long kEventTimeoutUs = 100 * 1000;
-// A completed IN transfer shorter than this fraction of its buffer is copied into a buffer of its
-// own size, and the transfer buffer reused: otherwise a 20-byte ACK would pin a 16 KiB (or larger)
-// buffer in JavaScript until the garbage collector frees it. Longer ones hand their buffer over
-// as it is (no copy) and the transfer gets a fresh one.
-constexpr uint32_t kHandOverDivisor = 4;
+// IN data is appended to one block per batch, which JavaScript receives as a single Buffer and
+// slices into one view per transfer. One memcpy per transfer buys this: handing each transfer's
+// own buffer to JavaScript costs an external Buffer with a finalizer per transfer, which V8 pays
+// for in every garbage collection (measured: about half the device→host rate at 16 KiB).
+constexpr size_t kMinBlock = 256 * 1024;
 // IN bytes queued for JavaScript before transfers stop being resubmitted (per device). The mux
 // windows bound what a device sends; this bounds the queue even if the JS thread stalls.
 constexpr uint64_t kMinUndeliveredLimit = 4u << 20;
@@ -34,17 +34,11 @@ uint64_t NowMs() {
 
 }  // namespace
 
-std::shared_ptr<UsbHost> UsbHost::Create(const libusb::Api* api, std::string* error) {
-  libusb::Context* ctx = nullptr;
-  const int r = api->init(&ctx);
-  if (r != 0) {
-    *error = std::string("libusb_init failed: ") + api->error_name(r);
-    return nullptr;
-  }
-  return std::shared_ptr<UsbHost>(new (std::nothrow) UsbHost(api, ctx));
+std::shared_ptr<UsbHost> UsbHost::Create(const libusb::Api* api) {
+  return std::shared_ptr<UsbHost>(new (std::nothrow) UsbHost(api));
 }
 
-UsbHost::UsbHost(const libusb::Api* api, libusb::Context* ctx) : api_(api), ctx_(ctx) {}
+UsbHost::UsbHost(const libusb::Api* api) : api_(api), ctx_(nullptr) {}
 
 UsbHost::~UsbHost() {
   Stop();
@@ -59,15 +53,26 @@ void UsbHost::SetNotify(std::function<void()> notify) {
   notify_ = std::move(notify);
 }
 
-int UsbHost::Start() {
+int UsbHost::Start(bool poll) {
+  // Held for the whole start, so a Stop waits for a Start under way instead of racing it.
+  std::lock_guard<std::mutex> starting(start_mu_);
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (started_ || stopped_) return libusb::kErrorBusy;
     started_ = true;
   }
+  // libusb_init may take a while (the vusb library enumerates its bus before returning, and a
+  // simulated device may answer on the JS thread), hence Start runs on a worker.
+  libusb::Context* ctx = nullptr;
+  const int init = api_->init(&ctx);
+  if (init != 0) return init;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    ctx_ = ctx;
+  }
   // As usbmuxd: hotplug ARRIVED|LEFT for VID 0x05AC, any PID, with ENUMERATE so devices already
   // present arrive too; without hotplug support, poll every DEVICE_POLL_TIME (usbmux.md §1.7).
-  if (api_->has_capability(libusb::kCapHasHotplug)) {
+  if (!poll && api_->has_capability(libusb::kCapHasHotplug)) {
     const int r = api_->hotplug_register_callback(
         ctx_, libusb::kHotplugArrived | libusb::kHotplugLeft, libusb::kHotplugEnumerate,
         kAppleVendorId, libusb::kHotplugMatchAny, libusb::kHotplugMatchAny,
@@ -80,11 +85,14 @@ int UsbHost::Start() {
 }
 
 void UsbHost::Stop() {
+  std::lock_guard<std::mutex> starting(start_mu_);
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (stopped_) return;
     stopped_ = true;
     notify_ = nullptr;
+    // Never started: nothing to tear down (a later Start sees stopped_ and refuses).
+    if (ctx_ == nullptr) return;
   }
   if (hotplug_) api_->hotplug_deregister_callback(ctx_, hotplug_handle_);
   stop_ = true;
@@ -106,6 +114,7 @@ void UsbHost::Stop() {
         }
         if (h->in_flight > 0 || h->busy > 0) pending = true;
       }
+      if (opening_ > 0) pending = true;
     }
     if (!pending || NowMs() > deadline) break;
     timeval tv{0, 10 * 1000};
@@ -127,6 +136,9 @@ void UsbHost::Stop() {
     handles_.clear();
     for (UsbEvent& e : events_) std::free(e.data);
     events_.clear();
+    std::free(block_);
+    block_ = nullptr;
+    block_length_ = block_capacity_ = 0;
   }
   for (Handle* h : handles) FreeHandle(h);
   for (auto& [id, dev] : devices_) api_->unref_device(dev);
@@ -244,24 +256,22 @@ int UsbHost::Open(uint32_t device, uint32_t* handle) {
     auto found = devices_.find(device);
     if (found == devices_.end()) return libusb::kErrorNoDevice;
     dev = api_->ref_device(found->second);
+    opening_++;  // Stop waits for this open to finish before it exits libusb
   }
   libusb::DeviceHandle* dh = nullptr;
   const int r = api_->open(dev, &dh);
   api_->unref_device(dev);
+  Handle* h = r == 0 ? new (std::nothrow) Handle() : nullptr;
+  std::lock_guard<std::mutex> lock(mu_);
+  opening_--;
   if (r != 0) return r;
-  Handle* h = new (std::nothrow) Handle();
-  if (h == nullptr) {
+  if (h == nullptr || stopped_) {
     api_->close(dh);
-    return libusb::kErrorNoMem;
+    delete h;
+    return h == nullptr ? libusb::kErrorNoMem : libusb::kErrorNoDevice;
   }
   h->dev = dh;
   h->device = device;
-  std::lock_guard<std::mutex> lock(mu_);
-  if (stopped_) {
-    api_->close(dh);
-    delete h;
-    return libusb::kErrorNoDevice;
-  }
   h->id = next_handle_++;
   handles_[h->id] = h;
   *handle = h->id;
@@ -443,17 +453,7 @@ void UsbHost::OnIn(libusb::Transfer* t, Handle* h) {
     e.device = h->device;
     e.handle = h->id;
     e.length = actual;
-    if (actual < h->in_size / kHandOverDivisor) {
-      e.data = static_cast<uint8_t*>(std::malloc(actual));
-      if (e.data != nullptr) std::memcpy(e.data, t->buffer, actual);
-    } else {
-      auto* fresh = static_cast<unsigned char*>(std::malloc(h->in_size));
-      if (fresh != nullptr) {
-        e.data = t->buffer;
-        t->buffer = fresh;
-      }
-    }
-    if (e.data == nullptr) {
+    if (!AppendBlock(t->buffer, actual, &e.aux1)) {
       EndIn(h, libusb::kTransferError);
       return;
     }
@@ -650,16 +650,37 @@ void UsbHost::FreeHandle(Handle* h) {
 
 // ---- events ----
 
+// With mu_ held. Copies IN data into the batch's block; `offset` is where it starts.
+bool UsbHost::AppendBlock(const uint8_t* data, uint32_t length, uint32_t* offset) {
+  if (block_length_ + length > block_capacity_) {
+    size_t capacity = std::max(kMinBlock, block_capacity_ * 2);
+    while (capacity < block_length_ + length) capacity *= 2;
+    auto* grown = static_cast<uint8_t*>(std::realloc(block_, capacity));
+    if (grown == nullptr) return false;
+    block_ = grown;
+    block_capacity_ = capacity;
+  }
+  std::memcpy(block_ + block_length_, data, length);
+  *offset = static_cast<uint32_t>(block_length_);
+  block_length_ += length;
+  return true;
+}
+
 // With mu_ held.
 void UsbHost::Push(UsbEvent e) {
   events_.push_back(e);
   if (!notified_.exchange(true) && notify_) notify_();
 }
 
-void UsbHost::TakeEvents(std::vector<UsbEvent>* out) {
+void UsbHost::TakeEvents(std::vector<UsbEvent>* out, uint8_t** block, size_t* block_length) {
   notified_ = false;
   std::lock_guard<std::mutex> lock(mu_);
   out->swap(events_);
+  *block = block_;
+  *block_length = block_length_;
+  block_ = nullptr;
+  block_length_ = 0;
+  block_capacity_ = 0;
 }
 
 }  // namespace muxwire

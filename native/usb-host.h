@@ -13,7 +13,8 @@
 //   kUsbArrived      device; aux1 = idVendor << 16 | idProduct;
 //                    aux2 = bus << 16 | address << 8 | libusb speed
 //   kUsbLeft         device
-//   kUsbInData       handle; length bytes in `data` (one completed IN transfer)
+//   kUsbInData       handle; one completed IN transfer: `length` bytes at offset aux1 of the
+//                    batch's block (TakeEvents)
 //   kUsbInEnd        handle; status = the libusb transfer status that stopped the IN pipe
 //   kUsbOutDone      handle, request; status = transfer status; length = bytes sent
 //   kUsbControlDone  handle, request; status = transfer status; `data` = the IN data stage
@@ -71,22 +72,24 @@ struct UsbEvent {
   uint32_t length = 0;
   uint32_t aux1 = 0;
   uint32_t aux2 = 0;
-  // malloc'd bytes whose ownership travels with the event (kUsbInData, kUsbControlDone).
+  // malloc'd bytes whose ownership travels with the event (kUsbControlDone).
   uint8_t* data = nullptr;
 };
 
 class UsbHost {
  public:
-  // Creates a context on `api`, or returns null with `error` set.
-  static std::shared_ptr<UsbHost> Create(const libusb::Api* api, std::string* error);
+  // A host on `api`; the libusb context is created by Start. Null when out of memory.
+  static std::shared_ptr<UsbHost> Create(const libusb::Api* api);
   ~UsbHost();
   UsbHost(const UsbHost&) = delete;
   UsbHost& operator=(const UsbHost&) = delete;
 
   // Called (from any thread) when events become available. Set before Start.
   void SetNotify(std::function<void()> notify);
-  // Registers hotplug (or starts polling) and the event thread. Returns a libusb error or 0.
-  int Start();
+  // Blocking (call from a worker): creates the libusb context, registers hotplug (or polls, when
+  // libusb has no hotplug or `poll` asks for it) and starts the event thread. Returns a libusb
+  // error or 0.
+  int Start(bool poll);
   // Stops discovery and the thread, cancels every transfer, closes every handle, exits libusb.
   // Idempotent; called by the destructor.
   void Stop();
@@ -111,8 +114,9 @@ class UsbHost {
   // Cancels the handle's transfers; kUsbClosed follows once they have all called back.
   int Close(uint32_t handle);
 
-  // Moves the queued events to `out` (the caller frees their data).
-  void TakeEvents(std::vector<UsbEvent>* out);
+  // Moves the queued events to `out` (the caller frees their data), and the block holding their
+  // IN data to `block` (malloc'd, the caller frees it; null when there is none).
+  void TakeEvents(std::vector<UsbEvent>* out, uint8_t** block, size_t* block_length);
   // JS has taken `bytes` of IN data of `handle`: transfers held back for want of room resume.
   void Delivered(uint32_t handle, uint64_t bytes);
 
@@ -145,7 +149,7 @@ class UsbHost {
     bool closing = false;
   };
 
-  explicit UsbHost(const libusb::Api* api, libusb::Context* ctx);
+  explicit UsbHost(const libusb::Api* api);
 
   static int HotplugCallback(libusb::Context* ctx, libusb::Device* device, int event, void* self);
   static void TransferCallback(libusb::Transfer* transfer);
@@ -156,6 +160,7 @@ class UsbHost {
   void EndIn(Handle* h, int status);
   int SubmitIn(Handle* h, libusb::Transfer* t);
   void Push(UsbEvent e);
+  bool AppendBlock(const uint8_t* data, uint32_t length, uint32_t* offset);
   void Run();
   void Poll();
   void Reap();
@@ -166,10 +171,14 @@ class UsbHost {
   void FreeHandle(Handle* h);
 
   const libusb::Api* api_;
-  libusb::Context* ctx_;
+  libusb::Context* ctx_;  // set by Start, under mu_
   std::function<void()> notify_;
+  std::mutex start_mu_;
   std::mutex mu_;
   std::vector<UsbEvent> events_;
+  uint8_t* block_ = nullptr;  // IN data of the queued events
+  size_t block_length_ = 0;
+  size_t block_capacity_ = 0;
   std::atomic<bool> notified_{false};
   std::atomic<bool> stop_{false};
   bool started_ = false;
@@ -179,6 +188,7 @@ class UsbHost {
   std::thread thread_;
   uint32_t next_device_ = 1;
   uint32_t next_handle_ = 1;
+  uint32_t opening_ = 0;  // Open calls under way on workers
   std::unordered_map<uint32_t, libusb::Device*> devices_;
   std::unordered_map<libusb::Device*, uint32_t> device_ids_;
   std::unordered_map<uint32_t, Handle*> handles_;

@@ -30,11 +30,15 @@ const totals = { pass: 0, fail: 0, skipped: 0 };
 function run(label, files, env) {
   if (files.length === 0) return;
   process.stdout.write(`\n== ${label}: ${files.length} files\n`);
-  const r = spawnSync(process.execPath, ['--test', '--test-reporter=spec', '--test-reporter=tap', '--test-reporter-destination=stdout', `--test-reporter-destination=${join(root, 'dist', `tap-${label}.txt`)}`, ...files.map((f) => relative(root, f))], {
+  // Hang guards: no single test may run 5 minutes, and no run 35 minutes (CI has 90 in all).
+  const r = spawnSync(process.execPath, ['--test', '--test-timeout=300000', '--test-reporter=spec', '--test-reporter=tap', '--test-reporter-destination=stdout', `--test-reporter-destination=${join(root, 'dist', `tap-${label}.txt`)}`, ...files.map((f) => relative(root, f))], {
     cwd: root,
     env: { ...process.env, ...env },
     stdio: ['ignore', 'inherit', 'inherit'],
+    timeout: 35 * 60 * 1000,
+    killSignal: 'SIGKILL',
   });
+  if (r.error) process.stdout.write(`\n${label} run stopped: ${r.error.message}\n`);
   const tap = spawnSync('cat', [join(root, 'dist', `tap-${label}.txt`)], { encoding: 'utf8' }).stdout ?? '';
   const num = (k) => Number((tap.match(new RegExp(`^# ${k} (\\d+)`, 'm')) ?? [])[1] ?? 0);
   totals.pass += num('pass');

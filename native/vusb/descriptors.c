@@ -269,9 +269,9 @@ VUSB_API int libusb_get_device_descriptor(libusb_device *dev, struct libusb_devi
 	return 0;
 }
 
-static int parse_locked_copy(libusb_device *dev, const struct vusb_config *c, struct libusb_config_descriptor **config)
+/* Configurations are immutable once a device is READY, so parsing needs no lock. */
+static int parse_config(const struct vusb_config *c, struct libusb_config_descriptor **config)
 {
-	(void)dev;
 	return desc_parse_config(c->raw, c->len, config);
 }
 
@@ -279,7 +279,7 @@ VUSB_API int libusb_get_active_config_descriptor(libusb_device *dev, struct libu
 {
 	pthread_mutex_lock(&dev->ctx->lock);
 	const struct vusb_config *c = desc_find_config_by_value(dev, dev->active_config);
-	int r = c ? parse_locked_copy(dev, c, config) : LIBUSB_ERROR_NOT_FOUND; /* unconfigured */
+	int r = c ? parse_config(c, config) : LIBUSB_ERROR_NOT_FOUND; /* unconfigured */
 	pthread_mutex_unlock(&dev->ctx->lock);
 	return r;
 }
@@ -289,14 +289,14 @@ VUSB_API int libusb_get_config_descriptor(libusb_device *dev, uint8_t config_ind
 {
 	if (config_index >= dev->num_configs || !dev->configs[config_index].raw)
 		return LIBUSB_ERROR_NOT_FOUND;
-	return parse_locked_copy(dev, &dev->configs[config_index], config);
+	return parse_config(&dev->configs[config_index], config);
 }
 
 VUSB_API int libusb_get_config_descriptor_by_value(libusb_device *dev, uint8_t bConfigurationValue,
                                                    struct libusb_config_descriptor **config)
 {
 	const struct vusb_config *c = desc_find_config_by_value(dev, bConfigurationValue);
-	return c ? parse_locked_copy(dev, c, config) : LIBUSB_ERROR_NOT_FOUND;
+	return c ? parse_config(c, config) : LIBUSB_ERROR_NOT_FOUND;
 }
 
 VUSB_API void libusb_free_config_descriptor(struct libusb_config_descriptor *config)

@@ -92,7 +92,7 @@ libusb_device *device_connect_locked(libusb_context *ctx, const char *name, dev_
  */
 void device_on_hello_locked(libusb_device *dev, const uint8_t *body, size_t len)
 {
-	if (len < VUSB_HELLO_BODY || body[0] != VUSB_WIRE_VERSION) {
+	if (len != VUSB_HELLO_BODY || body[0] != VUSB_WIRE_VERSION) { /* exactly 4 bytes, as vusb-wire.ts */
 		VLOG_ERR(dev->ctx, "vusb %s: bad HELLO (%zu bytes, version %u)", dev->name, len,
 		         len ? body[0] : 0);
 		device_gone_locked(dev, "bad HELLO");

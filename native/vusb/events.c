@@ -193,6 +193,8 @@ int events_io_step(libusb_context *ctx, int timeout_ms, bool handler)
 	return 0;
 }
 
+__thread int vusb_callback_depth;
+
 /* Runs the callbacks of finished transfers, then hotplug callbacks, with the lock released. */
 void events_dispatch(libusb_context *ctx)
 {
@@ -222,8 +224,10 @@ void events_dispatch(libusb_context *ctx)
 		/* As libusb: the flags are read before the callback, which may free the transfer. */
 		uint8_t flags = t->flags;
 		pthread_mutex_unlock(&ctx->lock);
+		vusb_callback_depth++;
 		if (t->callback)
 			t->callback(t);
+		vusb_callback_depth--;
 		if (flags & LIBUSB_TRANSFER_FREE_TRANSFER)
 			libusb_free_transfer(t);
 		pthread_mutex_lock(&ctx->lock);

@@ -300,7 +300,10 @@ static void call_one(libusb_context *ctx, libusb_hotplug_callback_handle handle,
 		}
 	}
 	pthread_mutex_unlock(&ctx->lock);
-	if (fn && fn(ctx, dev, event, user_data) == 1)
+	vusb_callback_depth++;
+	int r = fn ? fn(ctx, dev, event, user_data) : 0;
+	vusb_callback_depth--;
+	if (r == 1)
 		libusb_hotplug_deregister_callback(ctx, handle);
 }
 

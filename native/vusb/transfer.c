@@ -356,8 +356,24 @@ int xfer_submit_locked(struct vusb_xfer *x)
 	libusb_device *dev = x->dev;
 	if (x->state != XFER_IDLE)
 		return LIBUSB_ERROR_BUSY;
-	if (!dev || dev->state == DEV_GONE)
+	if (!dev)
 		return LIBUSB_ERROR_NO_DEVICE;
+	if (dev->state == DEV_GONE) {
+		/*
+		 * Resubmitted from a callback of the round that also saw the unplug (a simulated device
+		 * streams until EOF, so transfers full of data always precede it): accepted, and failed
+		 * with NO_DEVICE in the next round, as a host controller takes the URB and then reports
+		 * the disconnect. usbmuxd resubmits its IN transfers from their callbacks without looking
+		 * at the result, and on unplug waits for every one of them to call back: refusing the
+		 * resubmission here would leave it waiting forever.
+		 */
+		if (vusb_callback_depth == 0 || x->internal)
+			return LIBUSB_ERROR_NO_DEVICE;
+		t->actual_length = 0;
+		x->state = XFER_IN_WAIT; /* briefly in flight, so the completion path applies */
+		xfer_finish_locked(x, LIBUSB_TRANSFER_NO_DEVICE);
+		return 0;
+	}
 	t->actual_length = 0;
 	t->status = LIBUSB_TRANSFER_COMPLETED;
 	x->cancelling = false;

@@ -308,6 +308,8 @@ int events_io_step(libusb_context *ctx, int timeout_ms, bool handler);
 int events_init(libusb_context *ctx);
 void events_exit(libusb_context *ctx);
 void events_dispatch(libusb_context *ctx);
+/* Depth of application callbacks running on this thread (transfer or hotplug). */
+extern __thread int vusb_callback_depth;
 
 /* ---- hotplug.c ---- */
 int hotplug_init(libusb_context *ctx);

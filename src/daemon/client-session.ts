@@ -61,12 +61,15 @@ export interface ClientContext {
 const MAX_EVENT_BACKLOG = 1024 * 1024;
 /** A closing tunnel that makes no progress delivering to its client for this long is cut (§3.9). */
 const FLUSH_STALL_MS = 1000;
+/** Device data a client's socket may hold unwritten before its connection stops reading. */
+const RELAY_HIGH_WATER = 256 * 1024;
 
 export class ClientSession {
   /** The client number (log context, ListListeners "ID String"). */
   readonly id: number;
   readonly socket: Socket;
-  readonly log: Logger;
+  /** `client=N`, and `client=N dev=M` once it tunnels to device M. */
+  log: Logger;
 
   #ctx: ClientContext;
   #state: ClientState = 'command';
@@ -80,6 +83,7 @@ export class ClientSession {
   #device: DeviceEntry | undefined;
   #flushTimer: NodeJS.Timeout | undefined;
   #flushMark = -1;
+  #flushProgressAt = 0;
   #onData = (chunk: Buffer): void => this.#receive(chunk);
 
   constructor(socket: Socket, id: number, ctx: ClientContext, log: Logger) {
@@ -181,7 +185,7 @@ export class ClientSession {
     const conn = this.#conn;
     this.#conn = undefined;
     if (conn !== undefined) {
-      conn.unpipe(this.socket);
+      conn.off('data', this.#onDeviceData);
       this.socket.unpipe(conn);
       conn.destroy();
     }
@@ -198,7 +202,9 @@ export class ClientSession {
   }
 
   #processCommands(): void {
-    while (this.#state === 'command' || this.#state === 'listening') {
+    // One request at a time: a pair-record request waits for the disk, and the requests behind it
+    // wait for it, so replies leave in request order as usbmuxd's do.
+    while ((this.#state === 'command' || this.#state === 'listening') && !this.#busy) {
       let msg: ClientMessage | undefined;
       try {
         msg = this.#decoder.next();
@@ -221,8 +227,11 @@ export class ClientSession {
       return;
     }
     // EOF from a command or listen client: answer what is pending, then close.
-    this.socket.end();
+    this.#endPending = true;
+    if (!this.#busy) this.socket.end();
   }
+
+  #endPending = false;
 
   #handle(msg: ClientMessage): void {
     switch (msg.kind) {
@@ -309,17 +318,28 @@ export class ClientSession {
 
   /** Replies with the dictionary `work` gives, or with Result errno when it fails. */
   #async(tag: number, work: Promise<PlistDict | number>): void {
-    work.then(
-      (reply) => {
-        if (typeof reply === 'number') this.#result(tag, reply);
-        else this.#reply(tag, reply);
-      },
-      (err: unknown) => {
-        this.log.debug(`pair-record request failed: ${err instanceof Error ? err.message : String(err)}`);
-        this.#result(tag, errnoOf(err));
-      },
-    );
+    this.#busy = true;
+    work
+      .then(
+        (reply) => {
+          if (typeof reply === 'number') this.#result(tag, reply);
+          else this.#reply(tag, reply);
+        },
+        (err: unknown) => {
+          this.log.debug(`pair-record request failed: ${err instanceof Error ? err.message : String(err)}`);
+          this.#result(tag, errnoOf(err));
+        },
+      )
+      .finally(() => {
+        this.#busy = false;
+        if (this.#state === 'command' || this.#state === 'listening') {
+          this.#processCommands();
+          if (this.#endPending && !this.#busy) this.socket.end();
+        }
+      });
   }
+
+  #busy = false;
 
   async #readPairRecord(id: PlistValue | undefined): Promise<PlistDict | number> {
     if (typeof id !== 'string') return EINVAL;
@@ -374,10 +394,10 @@ export class ClientSession {
     this.socket.pause();
     this.log.debug(`connecting to device ${deviceId} port ${port}`);
     const opts = this.#ctx.connectTimeoutMs !== undefined ? { timeoutMs: this.#ctx.connectTimeoutMs } : {};
-    entry.session.connect(port, opts).then(
-      (conn) => this.#connected(tag, conn),
-      (err: unknown) => this.#connectFailed(tag, err),
-    );
+    entry.session.openConnection(port, opts, (err, conn) => {
+      if (err !== undefined) this.#connectFailed(tag, err);
+      else this.#connected(tag, conn!);
+    });
   }
 
   #connectFailed(tag: number, err: unknown): void {
@@ -401,6 +421,7 @@ export class ClientSession {
     }
     this.#state = 'connected';
     this.#conn = conn;
+    if (this.#device !== undefined) this.log = this.log.child({ dev: this.#device.id, conn: `${conn.sourcePort}→${conn.devicePort}` });
     this.socket.off('data', this.#onData);
     this.#result(tag, ResultCode.OK);
     const early = this.#decoder.remainder();
@@ -411,11 +432,44 @@ export class ClientSession {
     conn.on('error', onTunnelError);
     conn.once('end', () => this.#deviceEnded());
     conn.on('close', () => this.#deviceClosed());
-    conn.pipe(this.socket, { end: false });
+    conn.on('data', this.#onDeviceData);
     // Client EOF ends the connection's writable side: an RST after the written data (§6.5).
     this.socket.pipe(conn);
     conn.on('closing', () => this.#startFlushGuard());
   }
+
+  /**
+   * Device → client (hot path). The socket is corked for the rest of the tick, so the packets of
+   * one batch of IN transfers leave in one writev instead of one system call each; backpressure
+   * is checked when the batch is flushed (see #flushToClient).
+   */
+  #onDeviceData = (chunk: Buffer): void => {
+    if (!this.#corked) {
+      this.#corked = true;
+      this.socket.cork();
+      process.nextTick(flushToClient, this);
+    }
+    this.socket.write(chunk);
+  };
+
+  #corked = false;
+
+  /** @internal End of the tick: write the batch; pause the device side while the client is full. */
+  flushToClient(): void {
+    this.#corked = false;
+    const socket = this.socket;
+    socket.uncork();
+    const conn = this.#conn;
+    if (conn !== undefined && socket.writableLength > RELAY_HIGH_WATER && !conn.isPaused()) {
+      // The connection stops handing data over, so its ACKs stop and the device waits (§3.5).
+      conn.pause();
+      socket.once('drain', this.#onClientDrain);
+    }
+  }
+
+  #onClientDrain = (): void => {
+    this.#conn?.resume();
+  };
 
   /** Every byte the device sent has been handed to the socket: close it once written. */
   #deviceEnded(): void {
@@ -438,20 +492,25 @@ export class ClientSession {
    */
   #startFlushGuard(): void {
     if (this.#flushTimer !== undefined || this.#state !== 'connected') return;
-    this.#flushMark = -1;
-    this.#flushTimer = setInterval(onFlushCheck, FLUSH_STALL_MS, this);
+    this.#flushMark = this.socket.bytesWritten;
+    this.#flushProgressAt = Date.now();
+    this.#flushTimer = setInterval(onFlushCheck, FLUSH_STALL_MS / 4, this);
     this.#flushTimer.unref();
   }
 
   /** @internal */
   checkFlush(): void {
     const progress = this.socket.bytesWritten;
-    if (progress === this.#flushMark) {
-      this.log.debug('client makes no progress reading the last device data; closing');
-      this.fail();
+    const now = Date.now();
+    if (progress !== this.#flushMark) {
+      this.#flushMark = progress;
+      this.#flushProgressAt = now;
       return;
     }
-    this.#flushMark = progress;
+    if (now - this.#flushProgressAt >= FLUSH_STALL_MS) {
+      this.log.debug('client makes no progress reading the last device data; closing');
+      this.fail();
+    }
   }
 
   // ---- replies -----------------------------------------------------------------------------------
@@ -483,6 +542,10 @@ export class ClientSession {
 
 function onTunnelError(this: MuxConnection, err: Error): void {
   this.log.debug(`connection error: ${err.message}`);
+}
+
+function flushToClient(client: ClientSession): void {
+  client.flushToClient();
 }
 
 function onFlushCheck(client: ClientSession): void {

@@ -96,7 +96,14 @@ export class DeviceRegistry extends EventEmitter {
     if (this.#closing || this.#byLink.has(link)) return this.#byLink.get(link);
     const id = this.#nextId++;
     const logger = rootLog.child({ dev: id });
-    const session = new DeviceSession(link, { deviceId: id, logger, connectTimeoutMs: this.#connectTimeoutMs });
+    let session: DeviceSession;
+    try {
+      session = new DeviceSession(link, { deviceId: id, logger, connectTimeoutMs: this.#connectTimeoutMs });
+    } catch (err) {
+      // A link that cannot start (already held by another host stack) is left alone, not fatal.
+      logger.warn(`cannot start the device link of ${link.info.serialNumber}: ${(err as Error).message}`);
+      return undefined;
+    }
     const info = link.info;
     const entry: DeviceEntry = {
       id,

@@ -1,6 +1,12 @@
-/** The usbmuxd-compatible daemon, its device table and its pair store. */
 export { MuxDaemon } from './mux-daemon.js';
 export type { MuxDaemonOptions, MuxDaemonStats } from './mux-daemon.js';
-export { PairStore, DEFAULT_PAIR_DIR } from './pair-store.js';
+export { ClientSession } from './client-session.js';
+export type { ClientState, ClientContext } from './client-session.js';
 export { DeviceRegistry } from './device-registry.js';
-export type { DeviceEntry, PreflightHook } from './device-registry.js';
+export type { DeviceEntry, DeviceEntryState, PreflightHook, DeviceRegistryOptions } from './device-registry.js';
+export { PairStore, validatePairRecordId, errnoOf, DEFAULT_PAIR_DIR } from './pair-store.js';
+export type { PairRecordStore, PairRecordSaved } from './pair-store.js';
+export { ClientServer, parseListenAddress, DEFAULT_SOCKET_PATH, DEFAULT_SOCKET_MODE } from './server.js';
+export type { TcpAddress, ClientServerOptions } from './server.js';
+export { createPreflight, runPreflight } from './preflight.js';
+export type { PreflightOptions } from './preflight.js';

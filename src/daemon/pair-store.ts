@@ -24,6 +24,7 @@ import { MuxwireError } from '../errors.js';
 import { log } from '../log.js';
 import { decodePlist, encodeXmlPlist, isPlistDict } from '../protocol/plist.js';
 import type { PlistDict } from '../protocol/plist.js';
+import type { PairRecordStore } from '../lockdown/pair-record.js';
 
 /** Default pair-record directory on Linux (usbmuxd's). */
 export const DEFAULT_PAIR_DIR = '/var/lib/lockdown';
@@ -37,12 +38,8 @@ export const EIO = 5;
 export const EACCES = 13;
 export const EINVAL = 22;
 
-/** The store interface lockdown pairing uses (shared contract with src/lockdown). */
-export interface PairRecordStore {
-  readBUID(): Promise<string>;
-  readPairRecord(udid: string): Promise<PlistDict | undefined>;
-  savePairRecord(udid: string, record: PlistDict, deviceId?: number): Promise<void>;
-}
+/** The store interface lockdown pairing uses (the contract lives in src/lockdown). */
+export type { PairRecordStore };
 
 /** Emitted as 'saved' after a record was written: the daemon turns it into a Paired event. */
 export interface PairRecordSaved {

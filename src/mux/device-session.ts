@@ -163,17 +163,42 @@ export class DeviceSession extends EventEmitter implements MuxConnectionHost {
    * MUXWIRE_ERR_CLOSED (session closed).
    */
   async connect(port: number, opts: ConnectOptions = {}): Promise<MuxConnection> {
-    if (!Number.isInteger(port) || port < 1 || port > 0xffff) {
-      throw new MuxwireError('MUXWIRE_ERR_BAD_ARGUMENT', `not a device port: ${port}`);
-    }
     if (this.#state === 'negotiating') await this.ready;
+    return new Promise<MuxConnection>((resolve, reject) => {
+      this.openConnection(port, opts, (err, conn) => (err ? reject(err) : resolve(conn!)));
+    });
+  }
+
+  /**
+   * `connect` with a callback, called synchronously when the device answers (the daemon uses it to
+   * write Result 0 without a promise hop). `done` is called exactly once, possibly before this
+   * returns (bad port, no device).
+   */
+  openConnection(port: number, opts: ConnectOptions, done: (err: MuxwireError | undefined, conn?: MuxConnection) => void): void {
+    if (!Number.isInteger(port) || port < 1 || port > 0xffff) {
+      done(new MuxwireError('MUXWIRE_ERR_BAD_ARGUMENT', `not a device port: ${port}`));
+      return;
+    }
+    if (this.#state === 'negotiating') {
+      this.ready.then(
+        () => this.openConnection(port, opts, done),
+        (err: unknown) => done(err instanceof MuxwireError ? err : new MuxwireError('MUXWIRE_ERR_NO_DEVICE', 'the device is not usable', { cause: err })),
+      );
+      return;
+    }
     if (this.#state !== 'active' || this.#closeError !== undefined) {
-      throw this.#closeError instanceof MuxwireError && this.#closeError.code === 'MUXWIRE_ERR_CLOSED'
-        ? new MuxwireError('MUXWIRE_ERR_CLOSED', 'the device session is closed')
-        : new MuxwireError('MUXWIRE_ERR_NO_DEVICE', 'the device is not connected');
+      done(
+        this.#closeError instanceof MuxwireError && this.#closeError.code === 'MUXWIRE_ERR_CLOSED'
+          ? new MuxwireError('MUXWIRE_ERR_CLOSED', 'the device session is closed')
+          : new MuxwireError('MUXWIRE_ERR_NO_DEVICE', 'the device is not connected'),
+      );
+      return;
     }
     const sport = this.#ports.allocate(this.#portInUse);
-    if (sport === 0) throw new MuxwireError('MUXWIRE_ERR_NO_PORT', 'all 65535 source ports of this device are in use');
+    if (sport === 0) {
+      done(new MuxwireError('MUXWIRE_ERR_NO_PORT', 'all 65535 source ports of this device are in use'));
+      return;
+    }
     const conn = new MuxConnection({
       host: this,
       sourcePort: sport,
@@ -181,14 +206,15 @@ export class DeviceSession extends EventEmitter implements MuxConnectionHost {
       logger: this.log.child({ conn: `${sport}→${port}` }),
     });
     this.#connections.set(sport, conn);
-    const timeoutMs = opts.timeoutMs ?? this.#connectTimeoutMs;
-    return new Promise<MuxConnection>((resolve, reject) => {
-      conn.open(timeoutMs, (c) => {
+    conn.open(
+      opts.timeoutMs ?? this.#connectTimeoutMs,
+      (c) => {
         diagnostics.connect.publish({ deviceId: this.#deviceId, sourcePort: sport, devicePort: port });
-        conn.log.debug('connected');
-        resolve(c);
-      }, reject);
-    });
+        if (c.log.enabled('debug')) c.log.debug('connected');
+        done(undefined, c);
+      },
+      (err) => done(err instanceof MuxwireError ? err : new MuxwireError('MUXWIRE_ERR_CLOSED', err.message, { cause: err })),
+    );
   }
 
   /**

@@ -284,11 +284,14 @@ export class MuxConnection extends Duplex {
     this.#rxAck = 1;
     this.#deviceAck = ack;
     this.#deviceWindow = window;
-    this.#sendAck();
     const resolve = this.#resolve;
     this.#resolve = undefined;
     this.#reject = undefined;
+    // The opener hears of it first (the daemon writes Result 0 at once, while the handshake ACK
+    // below waits for the link's end-of-tick flush), and any data it writes now carries the ACK.
     resolve?.(this);
+    if (this.#state === 'connected' && this.#wChunk !== undefined) this.#pump();
+    if (this.#state === 'connected' && this.#ackSent !== this.#rxAck) this.#sendAck();
   }
 
   /** connecting → closed, rejecting the connect. */
@@ -379,6 +382,13 @@ export class MuxConnection extends Duplex {
   // ---- writer → device ---------------------------------------------------------------------------
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (err?: Error | null) => void): void {
+    if (this.#state === 'connecting') {
+      // Written before the device accepted: held (with its callback) until the handshake is done.
+      this.#wChunk = chunk;
+      this.#wOffset = 0;
+      this.#wCallback = callback;
+      return;
+    }
     if (this.#state !== 'connected') {
       // The device side is over (reset, FIN, unplug): like a TCP peer gone, the bytes go nowhere.
       if (this.log.enabled('debug')) this.log.debug(`discarding ${chunk.length} bytes written after the connection ${this.#closeReason ?? 'closed'}`);

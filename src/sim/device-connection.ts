@@ -148,7 +148,8 @@ export class DeviceConnection extends Duplex {
 
   /**
    * Handles one host TCP packet for this connection (DeviceMux routes by port pair). `payload` may
-   * be a view into the transfer the host sent; it is kept only as a view (see DeviceMux.receive).
+   * be a view into the transfer the host sent; large payloads are queued as such views (see
+   * DeviceMux.receive), small ones are copied.
    */
   handleSegment(h: TcpHeader, payload: Buffer): void {
     if (this.#state !== 'open') return;

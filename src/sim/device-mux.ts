@@ -123,9 +123,11 @@ export class DeviceMux implements ConnectionCarrier {
   readonly #connections = new Map<number, DeviceConnection>();
   #nextEphemeral = EPHEMERAL_PORT_FIRST;
 
-  // Pure ACKs are coalesced: at most one per connection per received transfer (or microtask).
+  // Pure ACKs wait one turn of the event loop (setImmediate), like a TCP stack's delayed ACK but
+  // without a timer: a service that answers at once (lockdownd) carries the ACK on its reply, as real
+  // devices do (usbmuxd#96 log: the reply is the device's first packet after a request, ACK
+  // included), and several host packets in a row get one ACK.
   readonly #ackDue = new Set<DeviceConnection>();
-  #receiving = false;
   #flushQueued = false;
 
   constructor(opts: DeviceMuxOptions = {}) {
@@ -162,6 +164,11 @@ export class DeviceMux implements ConnectionCarrier {
   /** The negotiated mux version, or undefined before the host's VERSION. */
   get version(): 1 | 2 | undefined {
     return this.#state === 'active' ? this.#version : undefined;
+  }
+
+  /** Whether the host sent SETUP in this v2 session (diagnostics and tests). */
+  get setupReceived(): boolean {
+    return this.#setupDone;
   }
 
   /** Open connections. */
@@ -253,25 +260,18 @@ export class DeviceMux implements ConnectionCarrier {
    */
   receive(chunk: Buffer): void {
     if (chunk.length === 0) return;
-    const outer = this.#receiving;
-    this.#receiving = true;
-    try {
-      this.#decoder.push(chunk);
-      for (;;) {
-        let packet: { header: MuxHeader; payload: Buffer } | undefined;
-        try {
-          packet = this.#decoder.next();
-        } catch (err) {
-          this.#framingLost(err);
-          break;
-        }
-        if (packet === undefined) break;
-        this.#dispatch(packet.header, packet.payload);
+    this.#decoder.push(chunk);
+    for (;;) {
+      let packet: { header: MuxHeader; payload: Buffer } | undefined;
+      try {
+        packet = this.#decoder.next();
+      } catch (err) {
+        this.#framingLost(err);
+        return;
       }
-    } finally {
-      this.#receiving = outer;
+      if (packet === undefined) return;
+      this.#dispatch(packet.header, packet.payload);
     }
-    if (!outer) this.#flushAcks();
   }
 
   // ---- ConnectionCarrier (used by DeviceConnection) ----
@@ -296,9 +296,9 @@ export class DeviceMux implements ConnectionCarrier {
   /** @internal */
   scheduleAck(conn: DeviceConnection): void {
     this.#ackDue.add(conn);
-    if (!this.#receiving && !this.#flushQueued) {
+    if (!this.#flushQueued) {
       this.#flushQueued = true;
-      queueMicrotask(this.#flushQueuedAcks);
+      setImmediate(this.#flushQueuedAcks);
     }
   }
 
@@ -405,7 +405,14 @@ export class DeviceMux implements ConnectionCarrier {
     }
     const conn = this.#connections.get(key);
     if (conn !== undefined) {
-      conn.handleSegment(h, data);
+      try {
+        conn.handleSegment(h, data);
+      } catch (err) {
+        // A service's own handler threw while taking data or a write callback: that connection
+        // cannot go on, but the device and its other connections must (nothing throws into USB).
+        this.log.error(`service on port ${h.dport} failed: ${(err as Error).message}`);
+        conn.reset(`service failed: ${(err as Error).message}`, 'MUXWIRE_ERR_SERVICE');
+      }
       return;
     }
     // Unknown port pair: an anonymous RST, unless it is an RST itself (usbmux.md §2.7).
@@ -516,10 +523,5 @@ export class DeviceMux implements ConnectionCarrier {
     this.#txSeq = 0;
     this.#rxSeq = 0xffff;
     this.#setupDone = false;
-  }
-
-  /** Whether the host sent SETUP in this v2 session (diagnostics and tests). */
-  get setupReceived(): boolean {
-    return this.#setupDone;
   }
 }

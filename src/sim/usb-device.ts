@@ -25,7 +25,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
-import { mkdir, rm } from 'node:fs/promises';
+import { lstat, mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { MuxwireError } from '../errors.js';
 import { log, type Logger } from '../log.js';
@@ -151,6 +151,7 @@ export class SimUsbDevice extends EventEmitter {
   };
 
   #server: Server | undefined;
+  #socketIno = -1;
   #host: Socket | undefined;
   /** bConfigurationValue; 0 = unconfigured (the udev rule leaves iPhones so, usbmux.md §1.1). */
   #configuration = 0;
@@ -229,6 +230,7 @@ export class SimUsbDevice extends EventEmitter {
     }
     server.on('error', (err) => this.#log.warn(`bus socket error: ${err.message}`));
     this.#server = server;
+    this.#socketIno = (await lstat(this.socketPath)).ino;
     this.#log.debug(`plugged at ${this.socketPath} (${this.speed} speed)`);
     return this.socketPath;
   }
@@ -239,9 +241,11 @@ export class SimUsbDevice extends EventEmitter {
     if (!server) return;
     this.#server = undefined;
     if (this.#host) this.#host.destroy();
-    // Closing a UNIX-socket server unlinks its file (libuv); rm covers a file someone replaced.
+    // Closing a UNIX-socket server unlinks its file (libuv). Should it still be there, remove it,
+    // but only if it is still ours: a device plugged at the same path since then keeps its file.
     await new Promise<void>((resolve) => server.close(() => resolve()));
-    await rm(this.socketPath, { force: true }).catch(() => undefined);
+    const left = await lstat(this.socketPath).catch(() => undefined);
+    if (left && left.ino === this.#socketIno) await rm(this.socketPath, { force: true }).catch(() => undefined);
     this.#log.debug('unplugged');
   }
 
@@ -273,8 +277,8 @@ export class SimUsbDevice extends EventEmitter {
         if (socket !== this.#host) return;
       }
     } catch (err) {
-      // Malformed wire input: the host stack is broken; drop it as a device would drop the bus.
-      this.#log.warn(`host sent malformed vusb input: ${(err as Error).message}`);
+      // Malformed wire input (or a mux that threw on it): drop the host, the one fatal path.
+      this.#log.warn(`dropping the host: ${(err as Error).message}`);
       socket.destroy();
     }
   }

@@ -91,6 +91,7 @@ export class VusbLink implements DeviceLink {
   #closed = false;
   #endError: Error | undefined;
   #corked = false;
+  #strayWarned = false;
   /** End of the tick: the packets of this turn go out together. */
   readonly #uncork = (): void => {
     this.#corked = false;
@@ -265,7 +266,14 @@ export class VusbLink implements DeviceLink {
       case VusbMessageType.BULK_IN:
         if (!this.#pipes || msg.endpoint !== this.#pipes.inEndpoint) {
           // No IN transfer is queued on that endpoint: a real host would never see these bytes.
-          this.#log.warn(`ignored ${msg.data.length} bytes from endpoint 0x${msg.endpoint.toString(16)} with no transfer queued`);
+          // Warned once per link (a device doing this does it for every write), then at debug.
+          const text = `ignored ${msg.data.length} bytes from endpoint 0x${msg.endpoint.toString(16)} with no transfer queued`;
+          if (!this.#strayWarned) {
+            this.#strayWarned = true;
+            this.#log.warn(text);
+          } else if (this.#log.enabled('debug')) {
+            this.#log.debug(text);
+          }
           return;
         }
         if (!this.#handlers) {

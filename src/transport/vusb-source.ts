@@ -15,7 +15,7 @@
  *                                                       │ misbehaving device: failed
  * ```
  * stale, ignored and failed entries are retried only when the file is replaced (new inode or
- * ctime), so a broken device costs nothing while it sits there.
+ * birth time; not ctime, which a chmod changes), so a broken device costs nothing while it sits there.
  */
 import { EventEmitter } from 'node:events';
 import { watch, type FSWatcher } from 'node:fs';
@@ -59,7 +59,7 @@ interface Entry {
   path: string;
   /** Identity of the file we connected to: a replaced socket is a new device. */
   ino: number;
-  ctimeMs: number;
+  birthtimeMs: number;
   state: EntryState;
   socket?: Socket;
   link?: VusbLink;
@@ -92,6 +92,7 @@ export class VusbSource extends EventEmitter implements DeviceSource {
   readonly #entries = new Map<string, Entry>();
   #watcher: FSWatcher | undefined;
   #poll: NodeJS.Timeout | undefined;
+  #starting: Promise<void> | undefined;
   #running = false;
   #scanning: Promise<void> | undefined;
   #rescan = false;
@@ -120,7 +121,12 @@ export class VusbSource extends EventEmitter implements DeviceSource {
   }
 
   /** Starts watching; resolves after the initial scan has started every connection. */
-  async start(): Promise<void> {
+  start(): Promise<void> {
+    this.#starting ??= this.#start().finally(() => (this.#starting = undefined));
+    return this.#starting;
+  }
+
+  async #start(): Promise<void> {
     if (this.#running) return;
     await mkdir(this.dir, { recursive: true });
     this.#running = true;
@@ -141,6 +147,7 @@ export class VusbSource extends EventEmitter implements DeviceSource {
 
   /** Stops watching and releases every device; attached ones are detached first. */
   async stop(): Promise<void> {
+    await this.#starting?.catch(() => undefined);
     if (!this.#running) return;
     this.#running = false;
     this.#watcher?.close();
@@ -186,11 +193,11 @@ export class VusbSource extends EventEmitter implements DeviceSource {
 
   async #scanOnce(): Promise<void> {
     const names = (await readdir(this.dir)).filter((n) => n.endsWith(SUFFIX));
-    const present = new Map<string, { ino: number; ctimeMs: number }>();
+    const present = new Map<string, { ino: number; birthtimeMs: number }>();
     await Promise.all(names.map(async (name) => {
       try {
         const st = await lstat(join(this.dir, name));
-        if (st.isSocket()) present.set(name, { ino: st.ino, ctimeMs: st.ctimeMs });
+        if (st.isSocket()) present.set(name, { ino: st.ino, birthtimeMs: st.birthtimeMs });
       } catch {
         // Gone between readdir and lstat: an unplug racing the scan.
       }
@@ -198,19 +205,19 @@ export class VusbSource extends EventEmitter implements DeviceSource {
     if (!this.#running) return;
     for (const entry of [...this.#entries.values()]) {
       const now = present.get(entry.name);
-      if (!now || now.ino !== entry.ino || now.ctimeMs !== entry.ctimeMs) {
+      if (!now || now.ino !== entry.ino || now.birthtimeMs !== entry.birthtimeMs) {
         entry.log.debug(now ? 'socket file replaced' : 'socket file removed');
         this.#forget(entry);
       }
     }
     for (const [name, id] of present) {
-      if (!this.#entries.has(name)) this.#add(name, id.ino, id.ctimeMs);
+      if (!this.#entries.has(name)) this.#add(name, id.ino, id.birthtimeMs);
     }
   }
 
-  #add(name: string, ino: number, ctimeMs: number): void {
+  #add(name: string, ino: number, birthtimeMs: number): void {
     const entry: Entry = {
-      name, path: join(this.dir, name), ino, ctimeMs, state: 'connecting', attempts: 0,
+      name, path: join(this.dir, name), ino, birthtimeMs, state: 'connecting', attempts: 0,
       log: this.#log.child({ dev: name.slice(0, -SUFFIX.length).slice(0, 8) }),
     };
     this.#entries.set(name, entry);

@@ -56,7 +56,7 @@ test('prints help that names every option and exits 0', () => {
   for (const opt of ['--socket', '--listen', '--pair-dir', '--vusb-dir', '--simulate', '--no-usb', '--backend', '-v']) {
     assert.ok(r.stdout.includes(opt), opt);
   }
-  assert.match(r.stdout, /issue 6/);
+  assert.match(r.stdout, /auto \| native \| js/);
 });
 
 test('refuses a bad option value with one line and a non-zero exit', () => {

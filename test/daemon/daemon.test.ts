@@ -260,7 +260,8 @@ test('keeps daemon memory bounded while a device streams to a client that does n
   c.socket.pause();
   c.write(encodeCount(64 * 1024 * 1024));
   let max = 0;
-  for (let i = 0; i < 40; i++) {
+  // Watch for a while after the device has started sending (the loop is a hang guard too).
+  for (let i = 0, deadline = Date.now() + 20_000; (i < 40 || max === 0) && Date.now() < deadline; i++) {
     await new Promise((r) => setTimeout(r, 10));
     const s = daemon.stats();
     max = Math.max(max, s.rxQueued + s.readableBuffered);
@@ -341,4 +342,16 @@ test('writes pair records with mode 0600', async () => {
   assert.equal(st.mode & 0o777, 0o600);
   const text = await readFile(join(dir, 'lockdown', `${id}.plist`), 'utf8');
   assert.match(text, /<key>A<\/key>/);
+});
+
+test('answers requests a client sent before shutting down its side, then closes', async () => {
+  const c = await client();
+  c.sendPlist('ReadBUID');
+  c.sendPlist('ListDevices');
+  c.socket.end();
+  const buid = await c.nextPlist();
+  assert.equal(typeof buid.BUID, 'string');
+  const list = await c.nextPlist();
+  assert.ok(Array.isArray(list.DeviceList));
+  await c.waitClosed();
 });

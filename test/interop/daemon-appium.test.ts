@@ -27,18 +27,17 @@ interface AppiumUsbmux {
   connectLockdown(udid: string): Promise<AppiumLockdown>;
   close(): void;
 }
-interface AppiumModule {
+interface AppiumUsbmuxModule {
   Usbmux: new (socket: Socket) => AppiumUsbmux;
-  utilities: unknown;
+  getDefaultSocket(opts: { socketPath: string }): Promise<Socket>;
 }
 
-let appium: AppiumModule | undefined;
+// The usbmux module itself: the package's main entry also loads its instruments code, which fails
+// to load with the bplist-creator this tree resolves ("reading 'UID'"), unrelated to usbmux.
+let appium: AppiumUsbmuxModule | undefined;
 let loadError = '';
-let getDefaultSocket: ((opts: { socketPath: string }) => Promise<Socket>) | undefined;
 try {
-  appium = (await import('appium-ios-device')) as unknown as AppiumModule;
-  const usbmuxMod = (await import('appium-ios-device/build/lib/usbmux/index.js' as string)) as { getDefaultSocket: typeof getDefaultSocket };
-  getDefaultSocket = usbmuxMod.getDefaultSocket;
+  appium = (await import('appium-ios-device/build/lib/usbmux/index.js' as string)) as AppiumUsbmuxModule;
 } catch (err) {
   loadError = (err as Error).message;
 }
@@ -68,13 +67,13 @@ after(async () => {
 });
 
 async function usbmux(): Promise<AppiumUsbmux> {
-  const u = new appium!.Usbmux(await getDefaultSocket!({ socketPath }));
+  const u = new appium!.Usbmux(await appium!.getDefaultSocket({ socketPath }));
   open.push(u);
   return u;
 }
 
 function available(t: Parameters<typeof requireCondition>[0]): boolean {
-  return requireCondition(t, appium !== undefined && getDefaultSocket !== undefined, `appium-ios-device not loadable: ${loadError}`);
+  return requireCondition(t, appium !== undefined, `appium-ios-device not loadable: ${loadError}`);
 }
 
 test('lists the simulated device through appium-ios-device', async (t) => {
@@ -99,6 +98,8 @@ test('connects through appium-ios-device to the echo port', async (t) => {
       if (got >= data.length) resolve();
     });
   });
+  // appium hands back the socket with its splitter unpiped, i.e. paused; its own services pipe it.
+  socket.resume();
   socket.write(data);
   await echoed;
   assert.ok(Buffer.concat(chunks).equals(data));
@@ -115,7 +116,11 @@ test('reads BUID and pair record, and lockdown values inside a TLS session', asy
   const session = await lockdown.startSession(record.HostID as string, buid);
   assert.equal(session.enableSessionSSL, true);
   lockdown.enableSessionSSL(record.HostPrivateKey as Buffer, record.HostCertificate as Buffer);
-  assert.equal(await lockdown.getValue({ Key: 'ProductVersion' }), '17.5');
-  assert.equal(await lockdown.getValue({ Key: 'UniqueDeviceID' }), sim.udid);
+  // One GetValue of the whole default domain: this appium version hands every reply read through
+  // its TLS upgrade to its queue twice (seen here against the simulator; libimobiledevice and our
+  // LockdownClient read the same session correctly), so a second request would read a stale reply.
+  const values = (await lockdown.getValue()) as Record<string, unknown>;
+  assert.equal(values.ProductVersion, '17.5');
+  assert.equal(values.UniqueDeviceID, sim.udid);
   lockdown.close();
 });

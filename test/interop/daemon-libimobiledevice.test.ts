@@ -30,7 +30,7 @@ before(async () => {
   dir = await mkdtemp(join(tmpdir(), 'muxwire-interop-daemon-'));
   const bus = join(dir, 'bus');
   const socketPath = join(dir, 'usbmuxd');
-  daemon = new MuxDaemon({ socketPath, pairDir: join(dir, 'lockdown'), preflight: true });
+  daemon = new MuxDaemon({ socketPath, pairDir: join(dir, 'lockdown'), preflight: true, listen: [{ host: '127.0.0.1', port: 0 }] });
   await daemon.start();
   await daemon.addSource(new VusbSource({ dir: bus }));
   sims.main = await SimulatedDevice.create({ trust: 'accept', name: 'Interop Phone', iosVersion: '17.5' });
@@ -87,6 +87,20 @@ test('idevice_id -l lists every simulated device', async (t) => {
   assert.equal(r.code, 0, r.stderr);
   const listed = r.stdout.trim().split('\n').sort();
   assert.deepEqual(listed, [udid('main'), udid('deny'), udid('passcode')].sort());
+});
+
+test('idevice_id -l lists the devices over the TCP listener too (USBMUXD_SOCKET_ADDRESS=HOST:PORT)', async (t) => {
+  if (!requirePeer(t, 'idevice_id')) return;
+  const tcp = daemon.addresses.find((a) => a.startsWith('127.0.0.1:'))!;
+  const saved = env;
+  env = { ...saved, USBMUXD_SOCKET_ADDRESS: tcp };
+  try {
+    const r = await run('idevice_id', ['-l']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout.trim().split('\n').length, 3);
+  } finally {
+    env = saved;
+  }
 });
 
 test('ideviceinfo reads all values in a TLS session, -s without pairing, and -k one key', async (t) => {

@@ -52,7 +52,13 @@ async function tool(cmd: string, args: string[], timeout = 60_000): Promise<stri
 }
 
 async function listed(): Promise<string[]> {
-  return (await tool('idevice_id', ['-l'])).split('\n').map((l) => l.trim()).filter((l) => l !== '');
+  let out: string;
+  try {
+    out = await tool('idevice_id', ['-l']);
+  } catch (err) {
+    throw new Error(`idevice_id -l failed: ${String(err)}\nusbmuxd log (tail):\n${muxd!.log().slice(-6000)}`);
+  }
+  return out.split('\n').map((l) => l.trim()).filter((l) => l !== '');
 }
 
 /** Polls `idevice_id -l` until `ok` holds (hang guard: 30 s). */
@@ -198,6 +204,26 @@ describe('Debian usbmuxd with the vusb libusb library', () => {
     assert.deepEqual([...udids].sort(), [a.udid, b.udid].sort());
   });
 
+  test('a device plugged before usbmuxd starts is found at startup', async (t) => {
+    if (!ready(t, 'idevice_id')) return;
+    // A bus of its own: one host stack at a time holds a device, like a cable.
+    const ownBus = await mkdtemp(join(tmpdir(), 'muxwire-interop-bus2-'));
+    const sim = await SimulatedDevice.create();
+    t.after(async () => {
+      await sim.close();
+      await rm(ownBus, { recursive: true, force: true });
+    });
+    await sim.plug(ownBus);
+    const other = await startUsbmuxd({ busDir: ownBus });
+    t.after(() => other.stop());
+    // Found by libusb_init + LIBUSB_HOTPLUG_ENUMERATE, before usbmuxd's main loop runs.
+    await other.waitForLog(/\d+ devices? detected/);
+    assert.match(other.log(), /1 device detected/);
+    await other.waitForLog(new RegExp(`Finished preflight on device ${sim.udid}`));
+    const { stdout } = await run('idevice_id', ['-l'], { env: other.clientEnv, encoding: 'utf8' });
+    assert.deepEqual(stdout.trim().split('\n'), [sim.udid]);
+  });
+
   test('closing a simulated device makes usbmuxd report it gone', async (t) => {
     if (!ready(t, 'idevice_id')) return;
     const a = await firstDevice();
@@ -206,5 +232,38 @@ describe('Debian usbmuxd with the vusb libusb library', () => {
     const udids = await listUntil((u) => !u.includes(a.udid), `${a.udid} gone`);
     assert.deepEqual(udids.sort(), others.sort());
     await muxd!.waitForLog(/Removed device \d+ on location/);
+  });
+
+  test('unplugging in the middle of a transfer ends the client connection and usbmuxd carries on', { timeout: 120_000 }, async (t) => {
+    if (!ready(t, 'idevice_id', 'iproxy')) return;
+    const sim = await plugNew();
+    await listUntil((u) => u.includes(sim.udid), sim.udid);
+    const port = await freePort();
+    const proxy = spawn('iproxy', ['-u', sim.udid, `${port}:${sim.benchPorts.source ?? 19}`], { env: muxd!.clientEnv, stdio: 'ignore' });
+    t.after(() => {
+      proxy.kill();
+    });
+    const socket = await connectWithRetry(port, proxy);
+    t.after(() => socket.destroy());
+    // Ask the source service for far more than will ever arrive, then pull the cable mid-stream.
+    const count = Buffer.alloc(8);
+    count.writeBigUInt64BE(1n << 40n);
+    let got = 0;
+    const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+    const flowing = new Promise<void>((resolve) =>
+      socket.on('data', (chunk: Buffer) => {
+        got += chunk.length;
+        if (got >= 4 * 1024 * 1024) resolve();
+      }),
+    );
+    socket.on('error', () => {});
+    socket.write(count);
+    await flowing;
+    await sim.unplug();
+    await closed; // iproxy drops its client when usbmuxd drops the device connection
+    await listUntil((u) => !u.includes(sim.udid), `${sim.udid} gone`);
+    // usbmuxd is still serving: a new device arrives and is listed.
+    const next = await plugNew();
+    await listUntil((u) => u.includes(next.udid), next.udid);
   });
 });

@@ -136,13 +136,14 @@ describe('DeviceMux connections', () => {
     assert.equal(host.mux.connectionCount, 1);
   });
 
-  test('acknowledges a host SYN with a random initial sequence number (usbmuxd2) as seq + 1', () => {
+  test('acknowledges a host SYN with a random initial sequence number (usbmuxd2) as seq + 1', async () => {
     const host = new HostHarness();
     host.negotiate(2);
     accepting(host, 7);
     host.tcp({ sport: 9, dport: 7, flags: TcpFlag.SYN, seq: 0xfffffffe });
     assert.equal(host.takeOneTcp().tcp.ack, 0xffffffff);
     host.tcp({ sport: 9, dport: 7, flags: TcpFlag.ACK, seq: 0xffffffff, ack: 1 }, Buffer.from('ab'));
+    await settle();
     const ack = host.takeOneTcp();
     assert.equal(ack.tcp.ack, 1, 'wraps at 32 bits');
   });
@@ -179,7 +180,9 @@ describe('DeviceMux connections', () => {
     const got = collect(stream);
     await settle(); // the stream starts flowing
     host.tcp({ sport: 1, dport: 7, flags: TcpFlag.ACK, seq: 1, ack: 1 }, Buffer.from('hello'));
-    // One pure ACK for the transfer, covering the 5 bytes, window still full (the service read them).
+    assert.equal(host.take().length, 0, 'the ACK waits a turn for a reply to carry it');
+    await settle();
+    // One pure ACK, covering the 5 bytes, window still full (the service read them).
     const ack = host.takeOneTcp();
     assert.deepEqual(ack.tcp, { sport: 7, dport: 1, seq: 1, ack: 6, flags: TcpFlag.ACK, window: 131072 });
     assert.equal(Buffer.concat(got).toString(), 'hello');
@@ -198,8 +201,25 @@ describe('DeviceMux connections', () => {
     assert.equal(host.takeOneTcp().tcp.seq, 7);
 
     host.tcp({ sport: 1, dport: 7, flags: TcpFlag.ACK, seq: 6, ack: 12 }, Buffer.from(' there'));
+    await settle();
     assert.equal(host.takeOneTcp().tcp.ack, 12);
     assert.equal(Buffer.concat(got).toString(), 'hello there');
+  });
+
+  test('carries the ACK on a prompt reply instead of sending a pure ACK first (as real devices do)', async () => {
+    const host = new HostHarness();
+    host.negotiate(2);
+    host.mux.listen(7, (s) => s.pipe(s));
+    host.connect(1, 7);
+    await settle();
+    host.tcp({ sport: 1, dport: 7, flags: TcpFlag.ACK, seq: 1, ack: 1 }, Buffer.from('ping'));
+    host.tcp({ sport: 1, dport: 7, flags: TcpFlag.ACK, seq: 5, ack: 1 }, Buffer.from('pong'));
+    await settle();
+    await settle();
+    const packets = host.take();
+    assert.ok(packets.every((p) => p.data!.length > 0), 'no pure ACK');
+    assert.equal(Buffer.concat(packets.map((p) => p.data!)).toString(), 'pingpong');
+    assert.equal(packets[packets.length - 1]!.tcp!.ack, 9);
   });
 
   test('never sends beyond the host window, and resumes when the host acknowledges', async () => {
@@ -407,10 +427,12 @@ describe('DeviceMux connections', () => {
     };
     // Nobody reads: what arrives waits in the receive queue and closes the window by as much.
     send(30000);
+    await settle();
     // (The window field counts 256-byte units, so the host hears the free space rounded down.)
     const field = (n: number) => Math.floor(n / 256) * 256;
     assert.deepEqual(host.take().map((p) => [p.tcp!.ack, p.tcp!.window]), [[30001, field(65536 - 30000)]]);
     send(30000);
+    await settle();
     assert.deepEqual(host.take().map((p) => [p.tcp!.ack, p.tcp!.window]), [[60001, field(65536 - 60000)]]);
     // Sending more than the advertised window is a protocol violation: RST, not unbounded buffering.
     const overflowHost = new HostHarness({ window: 1024 });
@@ -542,6 +564,23 @@ describe('DeviceMux listeners and CONTROL', () => {
     assert.throws(() => new DeviceMux({ window: 100 }), (e) => isMuxwireError(e, 'MUXWIRE_ERR_BAD_ARGUMENT'));
     assert.throws(() => new DeviceMux({ maxPacketSize: 70000 }), (e) => isMuxwireError(e, 'MUXWIRE_ERR_BAD_ARGUMENT'));
     assert.throws(() => new DeviceMux({ version: 3 as 2 }), (e) => isMuxwireError(e, 'MUXWIRE_ERR_BAD_ARGUMENT'));
+  });
+
+  test('a service whose data handler throws gets its connection reset, and the device goes on', async () => {
+    const host = new HostHarness();
+    host.negotiate(2);
+    host.mux.listen(7, (s) => {
+      s.on('error', () => undefined);
+      s.on('data', () => {
+        throw new Error('handler bug');
+      });
+    });
+    host.connect(1, 7);
+    await settle();
+    assert.doesNotThrow(() => host.tcp({ sport: 1, dport: 7, flags: TcpFlag.ACK, seq: 1, ack: 1 }, Buffer.from('boom')));
+    const rst = host.take().find((p) => p.tcp!.flags === TcpFlag.RST);
+    assert.match(rst?.data?.toString() ?? '', /handler bug/);
+    assert.equal(host.connect(2, 7).tcp.flags, TcpFlag.SYN | TcpFlag.ACK);
   });
 
   test('a listener that throws gets its connection reset instead of crashing the device', () => {

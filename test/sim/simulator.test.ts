@@ -150,6 +150,9 @@ describe('SimulatedDevice', () => {
     assert.throws(() => d.inProcessLink(), (e) => isMuxwireError(e, 'MUXWIRE_ERR_BUSY'));
     await assert.rejects(d.plug(await tempDir()), (e) => isMuxwireError(e, 'MUXWIRE_ERR_BUSY'));
     link.close();
+    // A closed link refuses packets through their callback, never by throwing.
+    const refused = await new Promise<Error | undefined>((resolve) => link.sendPacket(Buffer.alloc(20), resolve));
+    assert.ok(isMuxwireError(refused, 'MUXWIRE_ERR_NO_DEVICE'));
     const again = d.inProcessLink();
     again.close();
   });

@@ -375,6 +375,38 @@ describe('SimUsbDevice', () => {
     await host.until(() => host.closed, 'the device to drop the host');
   });
 
+  test('random wire input never crashes the device, and it takes the next host afterwards', async () => {
+    const { device, host: first } = await plugged();
+    await first.close();
+    while (device.hostConnected) await new Promise((r) => setTimeout(r, 2));
+    let x = 4242;
+    const rand = (): number => ((x = (x * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff);
+    for (let round = 0; round < 20; round++) {
+      const host = await RawVusbHost.connect(device.socketPath);
+      hosts.push(host);
+      // Plausible framing with random types and bodies, so the parser gets past the length check.
+      const parts: Buffer[] = [];
+      for (let i = 0; i < 8; i++) {
+        const body = Buffer.alloc(Math.floor(rand() * 40));
+        for (let j = 0; j < body.length; j++) body[j] = Math.floor(rand() * 256);
+        const head = Buffer.alloc(5);
+        head.writeUInt32LE(body.length + 1, 0);
+        head[4] = 1 + Math.floor(rand() * 6);
+        parts.push(head, body);
+      }
+      host.socket.write(Buffer.concat(parts));
+      // A well-formed request after the garbage: answered, or the host was dropped before it.
+      host.socket.write(Buffer.from([13, 0, 0, 0, 2, 99, 0, 0, 0, 0x80, 8, 0, 0, 0, 0, 1, 0]));
+      await host.until(() => host.closed || host.socket.bytesRead > 9, 'an answer or a drop');
+      await host.close();
+      while (device.hostConnected) await new Promise((r) => setTimeout(r, 2));
+    }
+    const last = await RawVusbHost.connect(device.socketPath);
+    hosts.push(last);
+    assert.equal((await last.nextMessage()).type, VusbMessageType.HELLO);
+    assert.equal((await last.getDescriptor(1, 0, 18)).status, 0);
+  });
+
   test('a socket file left behind by a dead device is replaced on plug', async () => {
     const path = join(dir, `${UDID_40}.vusb`);
     // A process that dies while listening leaves its socket file behind with nothing behind it.

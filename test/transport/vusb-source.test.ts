@@ -1,6 +1,6 @@
 import { after, afterEach, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import { spawn } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -326,6 +326,26 @@ describe('VusbSource', () => {
     const second = await attached;
     assert.equal(second.info.serialNumber, first.info.serialNumber);
     assert.notEqual(second.info.locationId, first.info.locationId);
+  });
+
+  test('a chmod of the socket file is not a replug', async () => {
+    const dir = busDir();
+    const { dev } = device(dir);
+    await dev.plug();
+    const src = source(dir);
+    const attached = next(src, 'attach');
+    await src.start();
+    await attached;
+    let detaches = 0;
+    src.on('detach', () => detaches++);
+    await chmod(dev.socketPath, 0o666);
+    // A second device plugged after the chmod is seen by a scan that also saw the chmod.
+    const second = next(src, 'attach');
+    const { dev: other } = device(dir, { udid: UDID_40 });
+    await other.plug();
+    await second;
+    assert.equal(detaches, 0);
+    assert.equal(dev.stats.hosts, 1, 'the first device was never reconnected');
   });
 
   test('stop() detaches every attached device and releases it', async () => {

@@ -8,6 +8,7 @@
 import { after, before, describe, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -105,7 +106,34 @@ async function withDevice(name: string, fn: (dev: WireTestDevice, busDir: string
   }
 }
 
+/** Dynamic symbols a binary imports (`U`) or a library defines, via binutils' nm. */
+function dynamicSymbols(file: string, defined: boolean, all = false): string[] | undefined {
+  const r = spawnSync('nm', ['-D', ...(defined ? ['--defined-only'] : ['--undefined-only']), file], { encoding: 'utf8' });
+  if (r.status !== 0) return undefined;
+  const names = r.stdout.split('\n').map((l) => l.trim().split(/\s+/).pop() ?? '').filter((n) => n !== '');
+  return all ? names : names.filter((n) => n.startsWith('libusb_'));
+}
+
 describe('the vusb libusb library', () => {
+  test('is a drop-in libusb-1.0.so.0 exporting everything usbmuxd and libusb export', (t) => {
+    if (!ready(t)) return;
+    const lib = join(libDir, 'libusb-1.0.so.0');
+    const soname = spawnSync('readelf', ['-d', lib], { encoding: 'utf8' });
+    if (!requireCondition(t, soname.status === 0, 'readelf (binutils) not installed')) return;
+    assert.match(soname.stdout, /SONAME.*\[libusb-1\.0\.so\.0\]/);
+    const ours = new Set(dynamicSymbols(lib, true));
+    // Every function Debian's usbmuxd imports.
+    const usbmuxd = dynamicSymbols('/usr/sbin/usbmuxd', false);
+    if (usbmuxd) assert.deepEqual(usbmuxd.filter((n) => !ours.has(n)), []);
+    // And everything the system's libusb 1.0 exports, when one is installed to compare with.
+    for (const real of ['/usr/lib/x86_64-linux-gnu/libusb-1.0.so.0', '/usr/lib/aarch64-linux-gnu/libusb-1.0.so.0', '/usr/lib64/libusb-1.0.so.0']) {
+      const theirs = existsSync(real) ? dynamicSymbols(real, true) : undefined;
+      if (theirs) assert.deepEqual(theirs.filter((n) => !ours.has(n) && n !== 'libusb_init_context'), []);
+    }
+    // Nothing internal leaks out (everything else is hidden).
+    assert.deepEqual((dynamicSymbols(lib, true, true) ?? []).filter((n) => !n.startsWith('libusb_')), []);
+  });
+
   test('lists a plugged device with the descriptors it sent over the wire', async (t) => {
     if (!ready(t)) return;
     await withDevice('phone', async (_dev, busDir) => {
@@ -183,6 +211,8 @@ describe('the vusb libusb library', () => {
       assert.ok(out.includes('option LIBUSB_SUCCESS / LIBUSB_TRANSFER_COMPLETED'));
       assert.ok(out.includes('next-timeout-pending 1'));
       assert.ok(out.includes('next-timeout 0'));
+      assert.ok(out.includes('pollfds 3'));
+      assert.ok(out.includes('pollfds-handle-timeouts 0'));
       assert.ok(out.includes('resubmit LIBUSB_ERROR_BUSY'));
       assert.ok(out.includes('cancel-call LIBUSB_SUCCESS / LIBUSB_TRANSFER_COMPLETED'));
       assert.ok(out.includes('cancel LIBUSB_TRANSFER_CANCELLED 0'));
@@ -203,6 +233,13 @@ describe('the vusb libusb library', () => {
     ['the socket file is removed', (dev) => dev.unplug()],
     ['the device sends a message with a bad length', (dev) => dev.writeRaw(Buffer.from([0xff, 0xff, 0xff, 0x7f, 5]))],
     ['the device sends a host-to-device message', (dev) => dev.writeRaw(Buffer.from([2, 0, 0, 0, 4, 0x04]))],
+    [
+      'the device hangs up right after a burst of data',
+      (dev) => {
+        for (let i = 0; i < 6; i++) dev.write(Buffer.alloc(1000, i));
+        dev.dropConnection();
+      },
+    ],
   ];
   for (const [why, unplug] of unplugs) {
     test(`completes pending transfers with NO_DEVICE when ${why}`, async (t) => {
@@ -213,15 +250,32 @@ describe('the vusb libusb library', () => {
         await unplug(dev);
         assert.equal(await run.exited, 0);
         const out = run.lines;
-        assert.equal(out.filter((l) => l === 'in status LIBUSB_TRANSFER_NO_DEVICE').length, 3, out.join('\n'));
+        // Each of the three transfers ends with NO_DEVICE: in its callback, or (once resubmitted
+        // from a data callback) as the resubmission's error; none is lost.
+        const ended = out.filter((l) => l === 'in status LIBUSB_TRANSFER_NO_DEVICE' || l === 'resubmit LIBUSB_ERROR_NO_DEVICE');
+        assert.equal(ended.length, 3, out.join('\n'));
         assert.ok(out.some((l) => /^hotplug left 1-\d+$/.test(l)));
         assert.ok(out.includes('submit LIBUSB_ERROR_NO_DEVICE'));
         assert.ok(out.includes('control LIBUSB_ERROR_NO_DEVICE'));
         assert.ok(out.includes('release LIBUSB_ERROR_NO_DEVICE'));
         assert.ok(out.includes('count 0'));
+        assert.ok(out.includes('pollfds-after 2 removed yes'));
       });
     });
   }
+
+  test('reports SuperSpeed and 1024-byte packets from a super-speed device', async (t) => {
+    if (!ready(t)) return;
+    const busDir = await mkdtemp(join(workDir, 'super-'));
+    const dev = new WireTestDevice({ busDir, name: 'super', speed: 4 });
+    await dev.plug();
+    t.after(() => dev.unplug());
+    const run = runProbe(busDir, ['list']);
+    assert.equal(await run.exited, 0);
+    assert.match(run.lines.find((l) => l.startsWith('device '))!, / speed 4 /);
+    const mux = run.lines.indexOf('iface 1 alt 0 class ff fe 02 eps 2 extra 0');
+    assert.equal(run.lines[mux + 1], 'ep 04 attr 02 mps 1024');
+  });
 
   /** A small seeded generator, so a failing case can be replayed. */
   function prng(seed: number): () => number {

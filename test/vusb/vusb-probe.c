@@ -349,15 +349,42 @@ static int left_cb(libusb_context *ctx, libusb_device *dev, libusb_hotplug_event
 	return 0;
 }
 
+/* As usbmuxd's rx_callback: data is consumed and the transfer resubmitted at once. A resubmission
+ * the library accepts must call back later, or a program waiting for every transfer hangs. */
 static void unplug_in_cb(struct libusb_transfer *t)
 {
+	if (t->status == LIBUSB_TRANSFER_COMPLETED) {
+		printf("in data %d\n", t->actual_length);
+		int r = libusb_submit_transfer(t);
+		if (r == 0)
+			return;
+		printf("resubmit %s\n", libusb_error_name(r));
+		in_flight--;
+		return;
+	}
 	in_flight--;
 	printf("in status %s\n", libusb_error_name((int)t->status));
+}
+
+static int fds_added, fds_removed;
+static void fd_added(int fd, short events, void *user_data)
+{
+	(void)fd;
+	(void)events;
+	(void)user_data;
+	fds_added++;
+}
+static void fd_removed(int fd, void *user_data)
+{
+	(void)fd;
+	(void)user_data;
+	fds_removed++;
 }
 
 static int cmd_unplug(void)
 {
 	use_pollfds = 1;
+	libusb_set_pollfd_notifiers(NULL, fd_added, fd_removed, NULL);
 	open_mux();
 	libusb_hotplug_callback_handle h;
 	int r = libusb_hotplug_register_callback(NULL, LIBUSB_HOTPLUG_EVENT_DEVICE_LEFT, 0, LIBUSB_HOTPLUG_MATCH_ANY,
@@ -395,6 +422,13 @@ static int cmd_unplug(void)
 	libusb_device **list;
 	printf("count %zd\n", libusb_get_device_list(NULL, &list));
 	libusb_free_device_list(list, 1);
+	const struct libusb_pollfd **fds = libusb_get_pollfds(NULL);
+	int n = 0;
+	while (fds[n])
+		n++;
+	libusb_free_pollfds(fds);
+	/* The device socket left the poll set, and the application heard of it. */
+	printf("pollfds-after %d removed %s\n", n, fds_removed > 0 ? "yes" : "no");
 	return 0;
 }
 
@@ -462,6 +496,13 @@ static int cmd_misc(void)
 	printf("next-timeout-pending %d\n", libusb_get_next_timeout(NULL, &tv)); /* the ARRIVED event is due */
 	libusb_handle_events_timeout(NULL, &tv);
 	printf("next-timeout %d\n", libusb_get_next_timeout(NULL, &tv));
+	const struct libusb_pollfd **fds = libusb_get_pollfds(NULL);
+	int nfds = 0;
+	while (fds[nfds])
+		nfds++;
+	libusb_free_pollfds(fds);
+	printf("pollfds %d\n", nfds); /* wake eventfd, inotify, the device socket */
+	printf("pollfds-handle-timeouts %d\n", libusb_pollfds_handle_timeouts(NULL));
 	unsigned char *buf = malloc(IN_SIZE);
 	struct libusb_transfer *t = libusb_alloc_transfer(0);
 	t->dev_handle = handle;

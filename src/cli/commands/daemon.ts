@@ -1,6 +1,7 @@
 /**
  * `muxwire daemon`: the usbmuxd-compatible daemon (DESIGN.md "The command").
  */
+import { resolve as resolvePath } from 'node:path';
 import { parseArgs } from 'node:util';
 import { MuxwireError } from '../../errors.js';
 import { log, setLogLevel } from '../../log.js';
@@ -28,9 +29,10 @@ options:
   --simulate N          start N simulated devices inside the daemon (echo 7, sink 9, source 19,
                         lockdownd, AFC)
   --no-usb              do not look for real USB devices
-  --backend B           auto | native | js: which USB/demux implementation to use. Recorded only:
-                        this build has no real USB support yet (it arrives with issue 6), so
-                        devices come from --vusb-dir and --simulate
+  --backend B           auto | native | js: which USB implementation finds and drives devices:
+                        native (libusb through the addon; MUXWIRE_LIBUSB_PATH picks the library),
+                        js (WebUSB through the usb package), auto (native when the addon and
+                        libusb load, else js). MUXWIRE_NO_NATIVE=1 forces js
   --no-preflight        do not check pairing when a device appears
   -v, --verbose         debug logging (-v -v: trace, every packet)
   -h, --help            this text
@@ -102,7 +104,24 @@ export async function run(argv: string[]): Promise<number> {
       preflight: !o['no-preflight'],
     });
     await daemon.start();
-    log.debug(`backend ${backend} recorded; real USB is not in this build${o['no-usb'] ? ' (and --no-usb was given)' : ''}`);
+
+    // The WebUSB path reads simulated devices from MUXWIRE_VUSB_DIR; the same bus given as
+    // --vusb-dir is served by the vusb transport alone (one host stack per device, like a cable).
+    const envBus = process.env.MUXWIRE_VUSB_DIR;
+    const sameBus = envBus !== undefined && o['vusb-dir'] !== undefined && resolvePath(envBus) === resolvePath(o['vusb-dir']);
+    if (!o['no-usb'] && !sameBus) {
+      const { UsbSource } = await import('../../transport/usb-source.js');
+      const usb = new UsbSource({ backend: backend as 'auto' | 'native' | 'js' });
+      try {
+        await daemon.addSource(usb);
+        log.debug(`USB backend ${usb.backend}: ${usb.backendReason}`);
+      } catch (err) {
+        // A backend asked for by name must serve; with auto, a machine without USB still serves
+        // --vusb-dir and --simulate devices.
+        if (o.backend !== undefined && backend !== 'auto') throw err;
+        log.warn(`no USB devices will be found: ${(err as Error).message}`);
+      }
+    }
 
     if (o['vusb-dir'] !== undefined) {
       const { VusbSource } = await import('../../transport/vusb-source.js');

@@ -1,0 +1,111 @@
+/**
+ * The throughput gate: thresholds kept in bench/gate.json, checked against a report. Each threshold
+ * is a ratio between two figures measured in the same run (or, for memory, an absolute limit), so
+ * the gate holds on a slow machine as on a fast one. A threshold whose figure is missing fails,
+ * unless it is marked optional (the native backend, while it may be absent): then it is skipped
+ * with the reason.
+ */
+import { readFileSync } from 'node:fs';
+import type { ContenderId } from './contenders.js';
+import type { FigureId } from './e2e.js';
+import type { DemuxCase, DemuxRow } from './micro.js';
+import { figureValue, type BenchReport, type GateOutcome } from './report.js';
+
+interface BaseThreshold {
+  id: string;
+  /** Why this threshold exists and where its number comes from. */
+  why: string;
+  /** Skip (not fail) when a figure is missing. */
+  optional?: boolean;
+  /**
+   * A target that does not hold yet, with the reason (bench/README.md): reported as MISS, not
+   * failed, so the gate keeps guarding the thresholds that do hold. Remove it once the target holds.
+   */
+  advisory?: string;
+  min?: number;
+  max?: number;
+}
+
+/** figure(contender) ÷ figure(against), or figure(contender) itself when `against` is absent. */
+interface E2eThreshold extends BaseThreshold {
+  kind: 'e2e';
+  figure: FigureId;
+  contender: ContenderId;
+  against?: ContenderId;
+  /** Compare with another figure of `against` (default: the same figure). */
+  againstFigure?: FigureId;
+}
+
+/** The worst case among the demux cases that match `select`, as a speed ratio. */
+interface DemuxThreshold extends BaseThreshold {
+  kind: 'demux';
+  select: Partial<DemuxCase>;
+  /** native÷ts: how many times faster native is; native÷memcpy: native's share of memcpy's speed. */
+  ratio: 'native÷ts' | 'native÷memcpy';
+}
+
+export type Threshold = E2eThreshold | DemuxThreshold;
+
+export interface GateFile {
+  thresholds: Threshold[];
+}
+
+/** Reads gate.json (next to this file's source: bench/gate.json). */
+export function loadGate(path: string): GateFile {
+  const parsed = JSON.parse(readFileSync(path, 'utf8')) as GateFile;
+  if (!Array.isArray(parsed.thresholds)) throw new Error(`${path}: no thresholds array`);
+  for (const t of parsed.thresholds) {
+    if (t.min === undefined && t.max === undefined) throw new Error(`${path}: threshold ${t.id} has neither min nor max`);
+  }
+  return parsed;
+}
+
+function limitText(t: Threshold): string {
+  return [t.min !== undefined ? `≥ ${t.min}` : '', t.max !== undefined ? `≤ ${t.max}` : ''].filter(Boolean).join(' ');
+}
+
+function demuxValue(rows: readonly DemuxRow[], t: DemuxThreshold): { value?: number; detail?: string } {
+  const matching = rows.filter((r) => Object.entries(t.select).every(([k, v]) => r.demuxCase[k as keyof DemuxCase] === v));
+  if (matching.length === 0) return { detail: 'no demux case matches' };
+  let worst: { value: number; name: string } | undefined;
+  for (const r of matching) {
+    const native = r.ns.native!;
+    const value = t.ratio === 'native÷ts' ? r.ns.ts! / native : r.ns.memcpy! / native;
+    if (!worst || value < worst.value) worst = { value, name: r.name };
+  }
+  return { value: worst!.value, detail: `worst of ${matching.length}: ${worst!.name}` };
+}
+
+/** Checks every threshold against `report`. */
+export function checkGate(gate: GateFile, report: BenchReport): GateOutcome[] {
+  const out: GateOutcome[] = [];
+  for (const t of gate.thresholds) {
+    let value: number | undefined;
+    let detail: string | undefined;
+    let missing: string | undefined;
+    if (t.kind === 'demux') {
+      if (!report.demux) missing = report.microError ?? 'demux bench not run';
+      else ({ value, detail } = demuxValue(report.demux, t));
+    } else {
+      const mine = figureValue(report, t.contender, t.figure);
+      const theirs = t.against ? figureValue(report, t.against, t.againstFigure ?? t.figure) : 1;
+      if (mine === undefined || theirs === undefined || theirs === 0) {
+        const who = mine === undefined ? t.contender : t.against!;
+        const r = report.e2e?.find((x) => x.id === who);
+        missing = `${who}: ${r?.unavailable ?? r?.figures[t.figure]?.missing ?? 'not measured'}`;
+      } else {
+        value = mine / theirs;
+      }
+    }
+    const base = { id: t.id, description: t.why, limit: limitText(t), why: t.why };
+    if (value === undefined) {
+      out.push({ ...base, status: t.optional ? 'skip' : t.advisory ? 'miss' : 'fail', detail: missing ?? detail });
+      continue;
+    }
+    const ok = (t.min === undefined || value >= t.min) && (t.max === undefined || value <= t.max);
+    const status = ok ? 'pass' : t.advisory ? 'miss' : 'fail';
+    const note = !ok && t.advisory ? `target not enforced: ${t.advisory}` : detail;
+    out.push({ ...base, value, status, ...(note ? { detail: note } : {}) });
+  }
+  return out;
+}

@@ -1,0 +1,186 @@
+/**
+ * Choosing the USB backend and the native host's edges: libusb or the addon missing, the fallback
+ * to WebUSB and when it is refused, wrong arguments at the native boundary, OUT transfers over
+ * the limit, and an idle host not keeping Node alive.
+ */
+import { after, afterEach, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { isMuxwireError } from '../../src/errors.js';
+import { loadAddon } from '../../src/accel/addon-loader.js';
+import { NativeUsbHost } from '../../src/accel/usb-host.js';
+import { UsbSource } from '../../src/transport/usb-source.js';
+import { VusbWebUsb } from '../../src/transport/webusb-vusb.js';
+import { DeviceMux } from '../../src/sim/device-mux.js';
+import { SimUsbDevice } from '../../src/sim/usb-device.js';
+import { BACKENDS, nextAttach, requireBackend, startSource } from './usb-backends.js';
+
+const run = promisify(execFile);
+const MISSING_LIBUSB = '/nonexistent/muxwire/libusb-1.0.so.0';
+const ENV_SWITCHES = ['MUXWIRE_NO_NATIVE', 'MUXWIRE_REQUIRE_NATIVE'] as const;
+
+let root: string;
+const cleanups: Array<() => Promise<void> | void> = [];
+const savedEnv = new Map<string, string | undefined>();
+
+before(async () => {
+  root = await mkdtemp(join(tmpdir(), 'mw-usb-host-'));
+});
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+  for (const [k, v] of savedEnv) {
+    if (v === undefined) delete process.env[k];
+    else process.env[k] = v;
+  }
+  savedEnv.clear();
+});
+after(async () => {
+  await rm(root, { recursive: true, force: true });
+});
+
+/** Runs the test with the backend switches cleared (CI sets MUXWIRE_REQUIRE_NATIVE=1). */
+function clearSwitches(): void {
+  for (const k of ENV_SWITCHES) {
+    savedEnv.set(k, process.env[k]);
+    delete process.env[k];
+  }
+}
+
+function addonHasUsbHost(): boolean {
+  const load = loadAddon();
+  return load.ok && typeof (load.binding as unknown as { UsbHost?: unknown }).UsbHost === 'function';
+}
+
+async function webusb(): Promise<VusbWebUsb> {
+  const usb = new VusbWebUsb({ dir: await mkdtemp(join(root, 'bus-')) });
+  await usb.start();
+  cleanups.push(() => usb.close());
+  return usb;
+}
+
+test('a libusb that does not load is refused with MUXWIRE_ERR_LIBUSB_UNAVAILABLE and the loader\'s reason', (t) => {
+  if (!addonHasUsbHost()) return void t.skip('native addon without UsbHost');
+  assert.throws(() => NativeUsbHost.create({ libusbPath: MISSING_LIBUSB }), (err) => {
+    assert.ok(isMuxwireError(err, 'MUXWIRE_ERR_LIBUSB_UNAVAILABLE'));
+    assert.match(err.message, /nonexistent\/muxwire\/libusb-1\.0\.so\.0/);
+    return true;
+  });
+});
+
+test('backend auto falls back to WebUSB when libusb does not load, and says why', async (t) => {
+  if (!addonHasUsbHost()) return void t.skip('native addon without UsbHost');
+  clearSwitches();
+  const source = new UsbSource({ backend: 'auto', libusbPath: MISSING_LIBUSB, webusb: await webusb() });
+  cleanups.push(() => source.stop());
+  await source.start();
+  assert.equal(source.backend, 'js');
+  assert.match(source.backendReason, /native USB unavailable: .*nonexistent/);
+});
+
+test('backend native does not fall back when libusb does not load', async (t) => {
+  if (!addonHasUsbHost()) return void t.skip('native addon without UsbHost');
+  clearSwitches();
+  const source = new UsbSource({ backend: 'native', libusbPath: MISSING_LIBUSB, webusb: await webusb() });
+  await assert.rejects(source.start(), (err) => isMuxwireError(err, 'MUXWIRE_ERR_LIBUSB_UNAVAILABLE'));
+  assert.equal(source.backend, undefined);
+});
+
+test('MUXWIRE_REQUIRE_NATIVE=1 makes a libusb that does not load an error even for auto', async (t) => {
+  if (!addonHasUsbHost()) return void t.skip('native addon without UsbHost');
+  clearSwitches();
+  process.env.MUXWIRE_REQUIRE_NATIVE = '1';
+  const source = new UsbSource({ backend: 'auto', libusbPath: MISSING_LIBUSB, webusb: await webusb() });
+  await assert.rejects(source.start(), (err) => isMuxwireError(err, 'MUXWIRE_ERR_LIBUSB_UNAVAILABLE'));
+});
+
+test('a missing addon is MUXWIRE_ERR_NATIVE_UNAVAILABLE for native, and auto serves through WebUSB', async () => {
+  clearSwitches();
+  const addonPath = join(root, 'no-such-addon.node');
+  const strict = new UsbSource({ backend: 'native', addonPath, webusb: await webusb() });
+  await assert.rejects(strict.start(), (err) => isMuxwireError(err, 'MUXWIRE_ERR_NATIVE_UNAVAILABLE'));
+  const lenient = new UsbSource({ backend: 'auto', addonPath, webusb: await webusb() });
+  cleanups.push(() => lenient.stop());
+  await lenient.start();
+  assert.equal(lenient.backend, 'js');
+  assert.match(lenient.backendReason, /native addon did not load/);
+});
+
+test('MUXWIRE_NO_NATIVE=1 turns an explicit auto into the TypeScript path', async () => {
+  clearSwitches();
+  process.env.MUXWIRE_NO_NATIVE = '1';
+  const source = new UsbSource({ backend: 'auto', webusb: await webusb() });
+  cleanups.push(() => source.stop());
+  await source.start();
+  assert.equal(source.backend, 'js');
+  assert.equal(source.backendReason, 'MUXWIRE_NO_NATIVE=1');
+});
+
+test('an unknown backend name is MUXWIRE_ERR_BAD_ARGUMENT', async () => {
+  const source = new UsbSource({ backend: 'fast' as 'auto' });
+  await assert.rejects(source.start(), (err) => isMuxwireError(err, 'MUXWIRE_ERR_BAD_ARGUMENT'));
+});
+
+test('the native host turns wrong argument types into TypeErrors, never a crash', (t) => {
+  if (!addonHasUsbHost()) return void t.skip('native addon without UsbHost');
+  const Raw = (loadAddon() as unknown as { binding: { UsbHost: new (...a: unknown[]) => Record<string, (...a: unknown[]) => unknown> } }).binding.UsbHost;
+  assert.throws(() => new Raw(1, 2), TypeError);
+  assert.throws(() => new Raw('x'), TypeError);
+  assert.throws(() => new Raw(MISSING_LIBUSB, 'not a function'), TypeError);
+});
+
+test('the native host validates handles, endpoints and sizes before touching libusb', async (t) => {
+  if (!requireBackend(t, 'native')) return;
+  const Raw = (loadAddon() as unknown as { binding: { UsbHost: new (...a: unknown[]) => Record<string, (...a: unknown[]) => unknown> } }).binding.UsbHost;
+  const { vusbLibraryPath } = await import('./usb-backends.js');
+  const raw = new Raw(vusbLibraryPath(), () => undefined);
+  cleanups.push(() => void raw.stop!());
+  assert.throws(() => raw.send!('1', 1, Buffer.alloc(1)), TypeError);
+  assert.throws(() => raw.send!(1, 1, 'bytes'), TypeError);
+  assert.throws(() => raw.send!(1, 1, Buffer.alloc(49153)), RangeError);
+  assert.throws(() => raw.startIn!(1, 0x05, 0x04, 512, 3, 16384), RangeError, 'an IN endpoint has bit 7 set');
+  assert.throws(() => raw.startIn!(1, 0x85, 0x04, 512, 0, 16384), RangeError);
+  assert.throws(() => raw.control!(1, 1, 0x80, 6, 0x100, 0, 18, 'x', 1000), TypeError);
+  // A handle that was never opened: a libusb error code, not a crash.
+  assert.equal(raw.send!(7, 1, Buffer.alloc(16)), -5);
+  await assert.rejects(raw.open!(12345) as Promise<number>, (err: Error & { libusbError?: number }) => err.libusbError === -4);
+});
+
+test('an idle native host does not keep Node running', { timeout: 60_000 }, async (t) => {
+  if (!requireBackend(t, 'native')) return;
+  const { vusbLibraryPath } = await import('./usb-backends.js');
+  const bus = await mkdtemp(join(root, 'bus-'));
+  const module = fileURLToPath(new URL('../../src/accel/usb-host.js', import.meta.url));
+  // Started and never stopped: the process must still exit when its work is done.
+  const script = `import(${JSON.stringify(module)}).then(async ({ NativeUsbHost }) => {
+    const host = NativeUsbHost.create({ libusbPath: ${JSON.stringify(vusbLibraryPath())} });
+    await host.start();
+    console.log('started', host.hotplug);
+  });`;
+  const { stdout } = await run(process.execPath, ['--input-type=module', '-e', script], {
+    env: { ...process.env, MUXWIRE_VUSB_DIR: bus }, timeout: 30_000,
+  });
+  assert.match(stdout, /^started (true|false)$/m);
+});
+
+for (const backend of BACKENDS) {
+  test(`the ${backend} link refuses an OUT transfer over 49152 bytes with MUXWIRE_ERR_BAD_LENGTH`, async (t) => {
+    if (!requireBackend(t, backend)) return;
+    const bus = await mkdtemp(join(root, 'bus-'));
+    const device = new SimUsbDevice({ busDir: bus, udid: '00008120-00AA00BB00CC00DD', mux: new DeviceMux() });
+    await device.plug();
+    cleanups.push(() => device.unplug());
+    const { source, stop } = await startSource(backend, bus);
+    cleanups.push(stop);
+    const link = await nextAttach(source);
+    link.start({ onData: () => undefined, onClose: () => undefined });
+    const err = await new Promise<Error | undefined>((resolve) => link.sendPacket(Buffer.alloc(49153), resolve));
+    assert.ok(isMuxwireError(err, 'MUXWIRE_ERR_BAD_LENGTH'), String(err));
+    const ok = await new Promise<Error | undefined>((resolve) => link.sendPacket(Buffer.alloc(20), resolve));
+    assert.equal(ok, undefined, 'a packet within the limit goes out');
+  });
+}
