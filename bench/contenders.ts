@@ -25,6 +25,7 @@ import { UsbmuxClient } from '../src/client/usbmux-client.js';
 import { DEFAULT_BENCH_PORTS } from '../src/sim/bench-services.js';
 import { CEILING_SERVICES, ceilingSocket, type CeilingService } from './ceiling-server.js';
 import { findPeer } from '../test/helpers/peers.js';
+import { ensureVusbLibrary } from '../test/helpers/vusb-lib.js';
 import { mapsFile, processName } from './proc-stats.js';
 
 export type ContenderId = 'muxwire-js' | 'muxwire-native' | 'usbmuxd' | 'socat' | 'direct';
@@ -305,8 +306,10 @@ async function startMux(id: 'muxwire-js' | 'muxwire-native' | 'usbmuxd', opts: S
         args.push('--backend', 'js', '--vusb-dir', busDir);
       } else {
         // No --vusb-dir: the device must come through the native backend and the vusb libusb.
-        const lib = join(repoRoot(), 'build', 'vusb', 'libusb-1.0.so.0');
-        if (!existsSync(lib)) throw new ContenderUnavailable(`${lib} is not built (npm run build, scripts/build-vusb.mjs)`);
+        // Built when missing or stale, as the usbmuxd contender's helper does.
+        const built = ensureVusbLibrary();
+        if ('reason' in built) throw new ContenderUnavailable(`build/vusb/libusb-1.0.so.0 cannot be built: ${built.reason}`);
+        const lib = join(built.dir, 'libusb-1.0.so.0');
         args.splice(args.indexOf('--no-usb'), 1);
         args.push('--backend', 'native');
         env.MUXWIRE_LIBUSB_PATH = lib;
@@ -317,7 +320,11 @@ async function startMux(id: 'muxwire-js' | 'muxwire-native' | 'usbmuxd', opts: S
       try {
         await daemon.waitFor(/muxwire daemon: listening on/, 20_000);
       } catch (err) {
-        if (id === 'muxwire-native') throw new ContenderUnavailable(`daemon --backend native did not start: ${(err as Error).message}`);
+        if (id === 'muxwire-native') {
+          // The daemon's own one-line reason (`muxwire daemon: <reason> (<code>)`) says it best.
+          const said = daemon.output.trim().split('\n').filter((l) => l.startsWith('muxwire daemon:')).pop();
+          throw new ContenderUnavailable(`daemon --backend native did not start: ${said?.replace(/^muxwire daemon: /, '') ?? (err as Error).message}`);
+        }
         throw err;
       }
       relayPid = daemon.pid;

@@ -82,13 +82,16 @@ export function formatE2e(report: BenchReport): string {
   lines.push(
     `${pad('figure / contender', 34)}${pad('median', 10, true)}  ${pad('spread over runs', 24)}${pad('warm-up', 9, true)}${pad('÷ usbmuxd', 11, true)}${pad('÷ socat', 9, true)}${pad('÷ direct', 10, true)}`,
   );
+  const told = new Set<ContenderId>();
   for (const [id, f] of Object.entries(FIGURES) as [FigureId, (typeof FIGURES)[FigureId]][]) {
     lines.push(`${f.title} (${f.unit}, ${f.better} is better)`);
     for (const spec of CONTENDERS) {
       const r = rows.find((x) => x.id === spec.id);
       if (!r) continue;
       if (r.unavailable) {
-        lines.push(`  ${pad(spec.label, 32)}${r.unavailable}`);
+        // The whole reason once, under the first figure; a reminder under the others.
+        lines.push(`  ${pad(spec.label, 32)}${told.has(spec.id) ? `${r.unavailable.split(':')[0]} (see above)` : r.unavailable}`);
+        told.add(spec.id);
         continue;
       }
       const fr = r.figures[id];

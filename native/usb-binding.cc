@@ -13,6 +13,7 @@
 //   .startIn(handle, inEndpoint, outEndpoint, maxPacket, count, size) -> 0 | libusb error
 //   .send(handle, request, data) -> 0 | libusb error   (the caller keeps `data` alive until done)
 //   .closeHandle(handle) -> 0 | libusb error          .errorName(code) -> string
+//   .ref() / .unref()   keep Node running while JS awaits an event (unref'd by default)
 //
 // Records are kUsbEventFields u32 per event (usb-host.h); buffers[i] is a control transfer's data
 // or undefined; IN data lies in `inBlock`, one Buffer per batch, at each event's offset.
@@ -33,7 +34,7 @@ namespace muxwire {
 namespace {
 
 // Bumped whenever UsbHost's JS shape changes; src/accel/usb-host.ts checks it.
-constexpr uint32_t kUsbAbiVersion = 3;
+constexpr uint32_t kUsbAbiVersion = 4;
 
 struct Holder {
   std::shared_ptr<UsbHost> host;
@@ -150,6 +151,8 @@ class UsbHostWrap : public Napi::ObjectWrap<UsbHostWrap> {
   Napi::Value Send(const Napi::CallbackInfo& info);
   Napi::Value CloseHandle(const Napi::CallbackInfo& info);
   Napi::Value ErrorName(const Napi::CallbackInfo& info);
+  Napi::Value Ref(const Napi::CallbackInfo& info);
+  Napi::Value Unref(const Napi::CallbackInfo& info);
 
  private:
   bool Live(const Napi::CallbackInfo& info);
@@ -391,6 +394,18 @@ Napi::Value UsbHostWrap::CloseHandle(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), host_->Close(handle));
 }
 
+// While JavaScript awaits an event (a control transfer, a handle closing), the event function is
+// ref'd so Node does not exit under the await; otherwise it stays unref'd.
+Napi::Value UsbHostWrap::Ref(const Napi::CallbackInfo& info) {
+  if (!released_) tsfn_.Ref(info.Env());
+  return info.Env().Undefined();
+}
+
+Napi::Value UsbHostWrap::Unref(const Napi::CallbackInfo& info) {
+  if (!released_) tsfn_.Unref(info.Env());
+  return info.Env().Undefined();
+}
+
 Napi::Value UsbHostWrap::ErrorName(const Napi::CallbackInfo& info) {
   if (!host_ || info.Length() != 1 || !info[0].IsNumber()) {
     return Napi::String::New(info.Env(), "LIBUSB_ERROR_OTHER");
@@ -418,6 +433,8 @@ Napi::Function DefineUsbHostClass(Napi::Env env) {
           UsbHostWrap::InstanceMethod("send", &UsbHostWrap::Send),
           UsbHostWrap::InstanceMethod("closeHandle", &UsbHostWrap::CloseHandle),
           UsbHostWrap::InstanceMethod("errorName", &UsbHostWrap::ErrorName),
+          UsbHostWrap::InstanceMethod("ref", &UsbHostWrap::Ref),
+          UsbHostWrap::InstanceMethod("unref", &UsbHostWrap::Unref),
       });
 }
 

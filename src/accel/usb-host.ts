@@ -27,7 +27,7 @@ import { log as rootLog, type Logger } from '../log.js';
 import { loadAddon } from './addon-loader.js';
 
 /** Must equal kUsbAbiVersion in native/usb-binding.cc. */
-export const USB_HOST_ABI_VERSION = 3;
+export const USB_HOST_ABI_VERSION = 4;
 const EVENT_FIELDS = 8;
 
 const enum EventKind {
@@ -68,6 +68,27 @@ interface RawUsbHost {
   send(handle: number, request: number, data: Uint8Array): number;
   closeHandle(handle: number): number;
   errorName(code: number): string;
+  ref(): void;
+  unref(): void;
+}
+
+/**
+ * Counts awaits on native events: while one is pending the event function is ref'd, so Node does
+ * not exit under a pending control transfer or close; at zero it is unref'd again, so an idle host
+ * (IN transfers waiting on a quiet device) never keeps Node alive.
+ */
+class Keepalive {
+  readonly #raw: RawUsbHost;
+  #count = 0;
+  constructor(raw: RawUsbHost) {
+    this.#raw = raw;
+  }
+  hold(): void {
+    if (this.#count++ === 0) this.#raw.ref();
+  }
+  release(): void {
+    if (--this.#count === 0) this.#raw.unref();
+  }
 }
 interface RawUsbHostConstructor {
   readonly abiVersion: number;
@@ -144,6 +165,7 @@ function rejected(err: unknown, what: string): MuxwireError {
  */
 export class NativeUsbHost extends EventEmitter {
   readonly #raw: RawUsbHost;
+  readonly #keepalive: Keepalive;
   readonly #handles = new Map<number, NativeUsbHandle>();
   readonly #log: Logger;
   readonly #poll: boolean;
@@ -178,6 +200,7 @@ export class NativeUsbHost extends EventEmitter {
     } catch (err) {
       throw new MuxwireError('MUXWIRE_ERR_LIBUSB_UNAVAILABLE', (err as Error).message, { cause: err });
     }
+    this.#keepalive = new Keepalive(this.#raw);
   }
 
   /** Where libusb was loaded from. */
@@ -222,7 +245,7 @@ export class NativeUsbHost extends EventEmitter {
     } catch (err) {
       throw rejected(err, `opening device ${device}`);
     }
-    const handle = new NativeUsbHandle(this.#raw, id, device);
+    const handle = new NativeUsbHandle(this.#raw, this.#keepalive, id, device);
     this.#handles.set(id, handle);
     return handle;
   }
@@ -310,6 +333,7 @@ export class NativeUsbHandle {
   readonly id: number;
   readonly device: number;
   readonly #raw: RawUsbHost;
+  readonly #keepalive: Keepalive;
   readonly #controls = new Map<number, PendingControl>();
   readonly #sends = new Map<number, { packet: Buffer; done: ((err?: Error) => void) | undefined }>();
   #nextRequest = 1;
@@ -319,8 +343,9 @@ export class NativeUsbHandle {
   readonly #closedWaiters: (() => void)[] = [];
 
   /** @internal Created by NativeUsbHost.open. */
-  constructor(raw: RawUsbHost, id: number, device: number) {
+  constructor(raw: RawUsbHost, keepalive: Keepalive, id: number, device: number) {
     this.#raw = raw;
+    this.#keepalive = keepalive;
     this.id = id;
     this.device = device;
   }
@@ -336,6 +361,7 @@ export class NativeUsbHandle {
     const r = this.#raw.control(this.id, request, setup.bmRequestType, setup.bRequest, setup.wValue, setup.wIndex,
       setup.wLength, isIn ? null : (data ?? null), timeoutMs);
     if (r !== 0) return Promise.reject(libusbError(r, this.#raw.errorName(r), describe(setup)));
+    this.#keepalive.hold();
     return new Promise((resolve, reject) => this.#controls.set(request, { setup, resolve, reject }));
   }
 
@@ -402,7 +428,11 @@ export class NativeUsbHandle {
   /** Cancels every transfer; resolves once the handle is closed. */
   close(): Promise<void> {
     if (this.#closed) return Promise.resolve();
-    const waiting = new Promise<void>((resolve) => this.#closedWaiters.push(resolve));
+    this.#keepalive.hold();
+    const waiting = new Promise<void>((resolve) => this.#closedWaiters.push(() => {
+      this.#keepalive.release();
+      resolve();
+    }));
     if (!this.#closing) {
       this.#closing = true;
       if (this.#raw.closeHandle(this.id) !== 0) this._closed();
@@ -446,6 +476,7 @@ export class NativeUsbHandle {
     const pending = this.#controls.get(request);
     if (!pending) return;
     this.#controls.delete(request);
+    this.#keepalive.release();
     if (status === TransferStatus.COMPLETED) pending.resolve(data ?? EMPTY);
     else pending.reject(transferError(status, describe(pending.setup)));
   }
@@ -456,7 +487,10 @@ export class NativeUsbHandle {
     this.#closing = true;
     this.#closed = true;
     const gone = (): MuxwireError => new MuxwireError('MUXWIRE_ERR_CLOSED', 'the device handle is closed');
-    for (const c of this.#controls.values()) c.reject(gone());
+    for (const c of this.#controls.values()) {
+      this.#keepalive.release();
+      c.reject(gone());
+    }
     this.#controls.clear();
     for (const s of this.#sends.values()) s.done?.(gone());
     this.#sends.clear();

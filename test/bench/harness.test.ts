@@ -84,7 +84,7 @@ describe('bench harness', () => {
     const [ours, direct] = results;
     assert.equal(ours?.id, 'muxwire-js');
     assert.equal(ours.unavailable, undefined, lines.join('\n'));
-    for (const id of ['download', 'upload', 'concurrent', 'connectMedian', 'lockdownMedian', 'afcPullMuxwire', 'afcPushMuxwire', 'afcPullAppium', 'afcPushAppium', 'rssGrowth', 'cpuPerGB'] as const) {
+    for (const id of ['download', 'upload', 'concurrent', 'connectMedian', 'lockdownMedian', 'afcPullMuxwire', 'afcPushMuxwire', 'afcPullAppium', 'afcPushAppium', 'rssGrowth', 'cpuPerGB', 'farCpuPerGB'] as const) {
       const s = ours.figures[id]?.summary;
       assert.ok(s && Number.isFinite(s.median), `${id}: ${ours.figures[id]?.missing ?? 'no summary'}`);
     }
