@@ -1,6 +1,12 @@
 /**
- * The end-to-end bench: every contender, one after another, each in fresh processes against a fresh
- * simulated device with the same settings, measured with the same workloads (e2e-workloads.ts).
+ * The end-to-end bench: every contender in fresh processes of its own against a fresh simulated
+ * device with the same settings, measured with the same workloads (e2e-workloads.ts).
+ *
+ * All contenders are started first and stay up (idle) while the others run, and the measured runs
+ * are interleaved: round 1 runs the figure once on every contender, round 2 again, and so on, with
+ * the order rotated each round. A burst of load from elsewhere on the machine then falls on every
+ * contender alike instead of on whichever one happened to be running, which matters on a shared
+ * two-core machine (bench/README.md shows how far sequential runs wandered).
  *
  * For each throughput figure a warm-up run (excluded, reported) measures the rate, and the measured
  * runs then move what that rate moves in `targetSeconds`, between `minBytes` and `maxBytes`: a slow
@@ -67,7 +73,7 @@ export const FULL_E2E: E2eConfig = {
 };
 
 export const QUICK_E2E: E2eConfig = {
-  repeats: 3,
+  repeats: 5,
   targetSeconds: 0.4,
   warmupBytes: 4 * MiB,
   minBytes: 2 * MiB,
@@ -130,27 +136,47 @@ export function sizeFor(rateMBps: number, cfg: Pick<E2eConfig, 'targetSeconds' |
   return Math.max(MiB, Math.floor(bytes / MiB) * MiB);
 }
 
+/** A running contender with its results and the state its figures share. */
+interface Entry {
+  readonly c: RunningContender;
+  readonly result: ContenderResult;
+  readonly tally: CpuTally;
+  readonly farTally: CpuTally;
+  session?: LockdownHandle;
+  /** AFC file size for this daemon, from our client's warm-up pull. */
+  afcBytes?: number;
+  /** Pull files written into this device's AFC root. */
+  readonly pulled: Set<number>;
+}
+
 /** Runs every contender; never throws for one contender's failure (it is reported instead). */
 export async function runE2e(cfg: E2eConfig, workDir: string, log: Log): Promise<ContenderResult[]> {
   const results: ContenderResult[] = [];
-  for (const spec of CONTENDERS) {
-    if (cfg.only && !cfg.only.includes(spec.id)) continue;
+  const entries: Entry[] = [];
+  try {
+    for (const spec of CONTENDERS) {
+      if (cfg.only && !cfg.only.includes(spec.id)) continue;
+      const result: ContenderResult = { id: spec.id, label: spec.label, about: spec.about, notes: [], figures: {}, seconds: 0 };
+      results.push(result);
+      log(`e2e: starting ${spec.label}`);
+      try {
+        const c = await startContender(spec.id, { workDir });
+        result.notes.push(...c.notes);
+        entries.push({ c, result, tally: { seconds: 0, bytes: 0 }, farTally: { seconds: 0, bytes: 0 }, pulled: new Set() });
+      } catch (err) {
+        const message = (err as Error).message.split('\n')[0]!;
+        result.unavailable = err instanceof ContenderUnavailable ? `not available: ${message}` : `failed: ${message}`;
+        log(`e2e: ${spec.label} ${result.unavailable}`);
+      }
+    }
     const t0 = Date.now();
-    const result: ContenderResult = { id: spec.id, label: spec.label, about: spec.about, notes: [], figures: {}, seconds: 0 };
-    results.push(result);
-    log(`e2e: starting ${spec.label}`);
-    let running: RunningContender | undefined;
-    try {
-      running = await startContender(spec.id, { workDir });
-      result.notes.push(...running.notes);
-      await measureContender(running, cfg, result, log);
-    } catch (err) {
-      const message = (err as Error).message.split('\n')[0]!;
-      result.unavailable = err instanceof ContenderUnavailable ? `not available: ${message}` : `failed: ${message}`;
-      log(`e2e: ${spec.label} ${result.unavailable}`);
-    } finally {
-      await running?.stop().catch((err: Error) => log(`e2e: stopping ${spec.label}: ${err.message}`));
-      result.seconds = (Date.now() - t0) / 1000;
+    await measureAll(entries, cfg, log);
+    for (const e of entries) e.result.seconds = (Date.now() - t0) / 1000;
+  } finally {
+    for (const e of entries) {
+      e.session?.lockdown.close();
+      if (e.c.mux) await removePullFiles(e.c.mux.afcRoot, e.pulled).catch(() => undefined);
+      await e.c.stop().catch((err: Error) => log(`e2e: stopping ${e.result.label}: ${err.message}`));
     }
   }
   return results;
@@ -162,7 +188,7 @@ interface CpuTally {
   bytes: number;
 }
 
-/** Adds what `pid` spent while `run` ran to `tally`. */
+/** Adds what `pid` spent since `before` to `tally`. */
 function tallyCpu(tally: CpuTally, pid: number | undefined, before: number | undefined, bytes: number): void {
   const after = pid !== undefined ? cpuSeconds(pid) : undefined;
   if (before === undefined || after === undefined) return;
@@ -174,137 +200,187 @@ function perGB(tally: CpuTally): FigureResult {
   return tally.bytes > 0 ? { summary: summarize([tally.seconds / (tally.bytes / 1e9)]), bytesPerRun: tally.bytes } : { missing: 'no process to measure' };
 }
 
-async function measureContender(c: RunningContender, cfg: E2eConfig, result: ContenderResult, log: Log): Promise<void> {
-  const fig = result.figures;
-  const tally: CpuTally = { seconds: 0, bytes: 0 };
-  const farTally: CpuTally = { seconds: 0, bytes: 0 };
-  const open = c.open;
-  const tracked = async (run: () => Promise<Transfer>): Promise<Transfer> => {
-    const before = c.relayPid !== undefined ? cpuSeconds(c.relayPid) : undefined;
-    const farBefore = c.simPid !== undefined ? cpuSeconds(c.simPid) : undefined;
-    const t = await run();
-    tallyCpu(tally, c.relayPid, before, t.bytes);
-    tallyCpu(farTally, c.simPid, farBefore, t.bytes);
-    return t;
+/** Runs `run` and adds the daemon's and the device side's CPU to the entry's tallies. */
+async function tracked(e: Entry, run: () => Promise<Transfer>): Promise<Transfer> {
+  const before = e.c.relayPid !== undefined ? cpuSeconds(e.c.relayPid) : undefined;
+  const farBefore = e.c.simPid !== undefined ? cpuSeconds(e.c.simPid) : undefined;
+  const t = await run();
+  tallyCpu(e.tally, e.c.relayPid, before, t.bytes);
+  tallyCpu(e.farTally, e.c.simPid, farBefore, t.bytes);
+  return t;
+}
+
+/** How one figure is measured on one contender: a warm-up, then one measured value per round. */
+interface FigurePlan<W> {
+  readonly id: FigureId;
+  readonly rounds: number;
+  /** The warm-up (excluded); its result sizes the measured runs. */
+  warm(e: Entry): Promise<W>;
+  /** One measured run. */
+  run(e: Entry, warm: W): Promise<number>;
+  /** Stores the figure from the warm-up and the measured values. */
+  record(e: Entry, warm: W, values: number[]): void;
+}
+
+/**
+ * Measures one figure on every entry that `applies`: warm-ups first, then `rounds` rounds of one
+ * run per entry in rotating order. An entry whose run fails gets the error as its figure and drops
+ * out of the later rounds.
+ */
+async function interleave<W>(entries: readonly Entry[], plan: FigurePlan<W>, log: Log, applies: (e: Entry) => boolean = () => true): Promise<void> {
+  const live: { e: Entry; warm: W; values: number[] }[] = [];
+  const fail = (e: Entry, err: unknown): void => {
+    const fig = e.result.figures;
+    fig[plan.id] = { missing: `failed: ${(err as Error).message.split('\n')[0]}` };
+    const diagnostics = e.c.diagnostics();
+    e.result.notes.push(`${plan.id} failed; last output: ${diagnostics.replace(/\n/g, ' || ')}`);
+    log(`e2e: ${e.result.label}: ${FIGURES[plan.id].title} ${fig[plan.id]!.missing}\n${diagnostics}`);
   };
-  const attempt = async (id: FigureId, work: () => Promise<void>): Promise<void> => {
+  for (const e of entries) {
+    if (!applies(e)) continue;
     try {
-      await work();
-      const s = fig[id]?.summary;
-      if (s) log(`e2e: ${result.label}: ${FIGURES[id].title} ${s.median.toFixed(2)} ${FIGURES[id].unit}`);
+      live.push({ e, warm: await plan.warm(e), values: [] });
     } catch (err) {
-      fig[id] = { missing: `failed: ${(err as Error).message.split('\n')[0]}` };
-      const diagnostics = c.diagnostics();
-      result.notes.push(`${id} failed; last output: ${diagnostics.replace(/\n/g, ' || ')}`);
-      log(`e2e: ${result.label}: ${FIGURES[id].title} ${fig[id]!.missing}\n${diagnostics}`);
+      fail(e, err);
     }
-  };
-
-  // Throughput: warm-up at a fixed size, then measured runs sized from its rate.
-  const throughput = async (id: FigureId, run: (bytes: number) => Promise<Transfer>): Promise<void> => {
-    const warm = await run(cfg.warmupBytes);
-    const bytes = sizeFor(mbps(warm), cfg);
-    const runs: number[] = [];
-    for (let i = 0; i < cfg.repeats; i++) runs.push(mbps(await tracked(() => run(bytes))));
-    fig[id] = { summary: summarize(runs), warmup: mbps(warm), bytesPerRun: bytes };
-  };
-  await attempt('download', () => throughput('download', (n) => download(open, n)));
-  await attempt('upload', () => throughput('upload', (n) => upload(open, n)));
-  await attempt('concurrent', async () => {
-    const per = (n: number): number => Math.max(64 * 1024, Math.floor(n / cfg.connections / 65536) * 65536);
-    const warm = await concurrentDownload(open, cfg.connections, per(cfg.warmupBytes));
-    const bytes = sizeFor(mbps(warm), cfg);
-    const runs: number[] = [];
-    let growth = 0;
-    const growths: number[] = [];
-    for (let i = 0; i < cfg.repeats; i++) {
-      const sampler = c.relayPid !== undefined ? new RssSampler(c.relayPid) : undefined;
-      runs.push(mbps(await tracked(() => concurrentDownload(open, cfg.connections, per(bytes)))));
-      if (sampler) {
-        growth = sampler.stop().growth;
-        growths.push(growth / MiB);
-      }
-    }
-    fig.concurrent = { summary: summarize(runs), warmup: mbps(warm), bytesPerRun: per(bytes) * cfg.connections };
-    fig.rssGrowth = growths.length ? { summary: summarize(growths) } : { missing: 'no daemon process to measure' };
-  });
-  fig.cpuPerGB = c.relayPid !== undefined ? perGB(tally) : { missing: 'no daemon process to measure' };
-  fig.farCpuPerGB = perGB(farTally);
-  if (c.relayPid === undefined && !fig.rssGrowth) fig.rssGrowth = { missing: 'no daemon process to measure' };
-
-  await attempt('connectMedian', async () => {
-    const warm = await connectLatency(open, Math.min(20, cfg.latencySamples));
-    const medians: number[] = [];
-    const p99s: number[] = [];
-    for (let i = 0; i < cfg.repeats; i++) {
-      const times = await connectLatency(open, cfg.latencySamples);
-      medians.push(quantile(times, 0.5));
-      p99s.push(quantile(times, 0.99));
-    }
-    fig.connectMedian = { summary: summarize(medians), warmup: quantile(warm, 0.5) };
-    fig.connectP99 = { summary: summarize(p99s) };
-  });
-
-  const mux = c.mux;
-  const notMux = 'not measured: no lockdown or AFC without a device mux';
-  if (!mux || !mux.paired) {
-    const why = mux ? 'not measured: the daemon left no pair record' : notMux;
-    for (const id of ['lockdownMedian', 'lockdownP99', 'afcPullMuxwire', 'afcPushMuxwire', 'afcPullAppium', 'afcPushAppium'] as const) fig[id] = { missing: why };
-    return;
   }
-  let session: LockdownHandle | undefined;
-  try {
-    await attempt('lockdownMedian', async () => {
-      session = await openSession(c);
-      const warm = await lockdownRoundTrips(session, Math.min(20, cfg.latencySamples));
-      const medians: number[] = [];
-      const p99s: number[] = [];
-      for (let i = 0; i < cfg.repeats; i++) {
-        const times = await lockdownRoundTrips(session, cfg.latencySamples);
-        medians.push(quantile(times, 0.5));
-        p99s.push(quantile(times, 0.99));
+  for (let round = 0; round < plan.rounds; round++) {
+    for (let k = 0; k < live.length; k++) {
+      const slot = live[(k + round) % live.length]!;
+      if (slot.values.length !== round) continue; // failed earlier
+      try {
+        slot.values.push(await plan.run(slot.e, slot.warm));
+      } catch (err) {
+        fail(slot.e, err);
       }
-      fig.lockdownMedian = { summary: summarize(medians), warmup: quantile(warm, 0.5) };
-      fig.lockdownP99 = { summary: summarize(p99s) };
-    });
-    if (!session) {
-      for (const id of ['afcPullMuxwire', 'afcPushMuxwire', 'afcPullAppium', 'afcPushAppium'] as const) fig[id] = { missing: 'not measured: no lockdown session' };
-      return;
     }
-    const s = session;
-    const appium = await loadAppiumAfc();
-    // One size for both clients on this daemon, from our client's warm-up pull: same file, same work.
-    let afcBytes = cfg.afcBytes;
-    const pulled = new Set<number>([cfg.afcWarmupBytes]);
-    try {
-      await attempt('afcPullMuxwire', async () => {
-        const warm = await afcPull(c, s, 'muxwire', cfg.afcWarmupBytes);
-        afcBytes = Math.min(cfg.afcBytes, sizeFor(mbps(warm), { targetSeconds: cfg.afcBudgetSeconds, minBytes: cfg.afcWarmupBytes, maxBytes: cfg.afcBytes }));
-        pulled.add(afcBytes);
-        const runs: number[] = [];
-        for (let i = 0; i < cfg.afcRepeats; i++) runs.push(mbps(await afcPull(c, s, 'muxwire', afcBytes)));
-        fig.afcPullMuxwire = { summary: summarize(runs), warmup: mbps(warm), bytesPerRun: afcBytes };
-      });
-      const afcFigure = async (id: FigureId, who: AfcClientName, op: 'pull' | 'push'): Promise<void> => {
-        if (who === 'appium' && 'reason' in appium) {
-          fig[id] = { missing: `not available: ${appium.reason}` };
-          return;
+  }
+  for (const { e, warm, values } of live) {
+    if (values.length !== plan.rounds) continue;
+    plan.record(e, warm, values);
+    const s = e.result.figures[plan.id]?.summary;
+    if (s) log(`e2e: ${e.result.label}: ${FIGURES[plan.id].title} ${s.median.toFixed(2)} ${FIGURES[plan.id].unit}`);
+  }
+}
+
+/** A throughput figure: warm-up at a fixed size, then measured runs sized from its rate. */
+function throughputPlan(id: FigureId, cfg: E2eConfig, move: (e: Entry, bytes: number) => Promise<Transfer>): FigurePlan<{ rate: number; bytes: number }> {
+  return {
+    id,
+    rounds: cfg.repeats,
+    async warm(e) {
+      const rate = mbps(await move(e, cfg.warmupBytes));
+      return { rate, bytes: sizeFor(rate, cfg) };
+    },
+    run: async (e, w) => mbps(await tracked(e, () => move(e, w.bytes))),
+    record(e, w, values) {
+      e.result.figures[id] = { summary: summarize(values), warmup: w.rate, bytesPerRun: w.bytes };
+    },
+  };
+}
+
+/** A latency figure: median and p99 of `samples` operations per run. */
+function latencyPlan(medianId: FigureId, p99Id: FigureId, cfg: E2eConfig, sample: (e: Entry, n: number) => Promise<number[]>): FigurePlan<number> {
+  const p99s = new Map<Entry, number[]>();
+  return {
+    id: medianId,
+    rounds: cfg.repeats,
+    warm: async (e) => quantile(await sample(e, Math.min(20, cfg.latencySamples)), 0.5),
+    async run(e) {
+      const times = await sample(e, cfg.latencySamples);
+      p99s.set(e, [...(p99s.get(e) ?? []), quantile(times, 0.99)]);
+      return quantile(times, 0.5);
+    },
+    record(e, warm, values) {
+      e.result.figures[medianId] = { summary: summarize(values), warmup: warm };
+      e.result.figures[p99Id] = { summary: summarize(p99s.get(e) ?? []) };
+    },
+  };
+}
+
+async function measureAll(entries: readonly Entry[], cfg: E2eConfig, log: Log): Promise<void> {
+  await interleave(entries, throughputPlan('download', cfg, (e, n) => download(e.c.open, n)), log);
+  await interleave(entries, throughputPlan('upload', cfg, (e, n) => upload(e.c.open, n)), log);
+
+  // 32 connections, with the daemon's RSS sampled during each measured run.
+  const per = (n: number): number => Math.max(64 * 1024, Math.floor(n / cfg.connections / 65536) * 65536);
+  const growths = new Map<Entry, number[]>();
+  const concurrent = throughputPlan('concurrent', cfg, (e, n) => concurrentDownload(e.c.open, cfg.connections, per(n)));
+  await interleave(
+    entries,
+    {
+      ...concurrent,
+      async run(e, w) {
+        const sampler = e.c.relayPid !== undefined ? new RssSampler(e.c.relayPid) : undefined;
+        try {
+          return await concurrent.run(e, w);
+        } finally {
+          if (sampler) growths.set(e, [...(growths.get(e) ?? []), sampler.stop().growth / MiB]);
         }
-        await attempt(id, async () => {
-          const run = (n: number): Promise<Transfer> => (op === 'pull' ? afcPull(c, s, who, n) : afcPush(c, s, who, n));
-          const warm = await run(cfg.afcWarmupBytes);
-          const runs: number[] = [];
-          for (let i = 0; i < cfg.afcRepeats; i++) runs.push(mbps(await run(afcBytes)));
-          fig[id] = { summary: summarize(runs), warmup: mbps(warm), bytesPerRun: afcBytes };
-        });
-      };
-      await afcFigure('afcPushMuxwire', 'muxwire', 'push');
-      await afcFigure('afcPullAppium', 'appium', 'pull');
-      await afcFigure('afcPushAppium', 'appium', 'push');
-    } finally {
-      await removePullFiles(mux.afcRoot, pulled);
+      },
+      record(e, w, values) {
+        e.result.figures.concurrent = { summary: summarize(values), warmup: w.rate, bytesPerRun: per(w.bytes) * cfg.connections };
+      },
+    },
+    log,
+  );
+  for (const e of entries) {
+    const fig = e.result.figures;
+    const g = growths.get(e);
+    fig.rssGrowth = e.c.relayPid === undefined ? { missing: 'no daemon process to measure' } : g?.length ? { summary: summarize(g) } : { missing: 'not measured: the 32-connection run failed' };
+    fig.cpuPerGB = e.c.relayPid !== undefined ? perGB(e.tally) : { missing: 'no daemon process to measure' };
+    fig.farCpuPerGB = perGB(e.farTally);
+  }
+
+  await interleave(entries, latencyPlan('connectMedian', 'connectP99', cfg, (e, n) => connectLatency(e.c.open, n)), log);
+
+  // Lockdown and AFC: mux contenders whose daemon left a pair record.
+  const lockdownIds = ['lockdownMedian', 'lockdownP99', 'afcPullMuxwire', 'afcPushMuxwire', 'afcPullAppium', 'afcPushAppium'] as const;
+  for (const e of entries) {
+    const why = !e.c.mux ? 'not measured: no lockdown or AFC without a device mux' : !e.c.mux.paired ? 'not measured: the daemon left no pair record' : undefined;
+    if (why) for (const id of lockdownIds) e.result.figures[id] = { missing: why };
+  }
+  const paired = (e: Entry): boolean => e.c.mux?.paired === true;
+  for (const e of entries.filter(paired)) {
+    try {
+      e.session = await openSession(e.c);
+    } catch (err) {
+      for (const id of lockdownIds) e.result.figures[id] = { missing: `failed: could not open a lockdown session: ${(err as Error).message.split('\n')[0]}` };
     }
-  } finally {
-    (session as LockdownHandle | undefined)?.lockdown.close();
+  }
+  const withSession = (e: Entry): boolean => e.session !== undefined;
+  await interleave(entries, latencyPlan('lockdownMedian', 'lockdownP99', cfg, (e, n) => lockdownRoundTrips(e.session!, n)), log, withSession);
+
+  // AFC: one size per daemon for both clients, from our client's warm-up pull (same file, same work).
+  const appium = await loadAppiumAfc();
+  const afcPlan = (id: FigureId, who: AfcClientName, op: 'pull' | 'push', sizes: boolean): FigurePlan<number> => {
+    const move = (e: Entry, n: number): Promise<Transfer> => {
+      if (op === 'pull') e.pulled.add(n);
+      return op === 'pull' ? afcPull(e.c, e.session!, who, n) : afcPush(e.c, e.session!, who, n);
+    };
+    return {
+      id,
+      rounds: cfg.afcRepeats,
+      async warm(e) {
+        const rate = mbps(await move(e, cfg.afcWarmupBytes));
+        if (sizes) e.afcBytes = Math.min(cfg.afcBytes, sizeFor(rate, { targetSeconds: cfg.afcBudgetSeconds, minBytes: cfg.afcWarmupBytes, maxBytes: cfg.afcBytes }));
+        return rate;
+      },
+      run: async (e) => mbps(await move(e, e.afcBytes ?? cfg.afcBytes)),
+      record(e, warm, values) {
+        e.result.figures[id] = { summary: summarize(values), warmup: warm, bytesPerRun: e.afcBytes ?? cfg.afcBytes };
+      },
+    };
+  };
+  await interleave(entries, afcPlan('afcPullMuxwire', 'muxwire', 'pull', true), log, withSession);
+  await interleave(entries, afcPlan('afcPushMuxwire', 'muxwire', 'push', false), log, withSession);
+  if ('reason' in appium) {
+    for (const e of entries.filter(withSession)) {
+      e.result.figures.afcPullAppium = { missing: `not available: ${appium.reason}` };
+      e.result.figures.afcPushAppium = { missing: `not available: ${appium.reason}` };
+    }
+  } else {
+    await interleave(entries, afcPlan('afcPullAppium', 'appium', 'pull', false), log, withSession);
+    await interleave(entries, afcPlan('afcPushAppium', 'appium', 'push', false), log, withSession);
   }
 }

@@ -10,6 +10,7 @@ import type { ContenderId } from './contenders.js';
 import type { FigureId } from './e2e.js';
 import type { DemuxCase, DemuxRow } from './micro.js';
 import { figureValue, type BenchReport, type GateOutcome } from './report.js';
+import { median } from './stats.js';
 
 interface BaseThreshold {
   id: string;
@@ -42,6 +43,8 @@ interface DemuxThreshold extends BaseThreshold {
   select: Partial<DemuxCase>;
   /** native÷ts: how many times faster native is; native÷memcpy: native's share of memcpy's speed. */
   ratio: 'native÷ts' | 'native÷memcpy';
+  /** Over the matching cases: the worst one (default), or their median. */
+  aggregate?: 'worst' | 'median';
 }
 
 export type Threshold = E2eThreshold | DemuxThreshold;
@@ -67,13 +70,14 @@ function limitText(t: Threshold): string {
 function demuxValue(rows: readonly DemuxRow[], t: DemuxThreshold): { value?: number; detail?: string } {
   const matching = rows.filter((r) => Object.entries(t.select).every(([k, v]) => r.demuxCase[k as keyof DemuxCase] === v));
   if (matching.length === 0) return { detail: 'no demux case matches' };
-  let worst: { value: number; name: string } | undefined;
-  for (const r of matching) {
-    const native = r.ns.native!;
-    const value = t.ratio === 'native÷ts' ? r.ns.ts! / native : r.ns.memcpy! / native;
-    if (!worst || value < worst.value) worst = { value, name: r.name };
+  const values = matching
+    .map((r) => ({ value: t.ratio === 'native÷ts' ? r.ns.ts! / r.ns.native! : r.ns.memcpy! / r.ns.native!, name: r.name }))
+    .sort((a, b) => a.value - b.value);
+  const worst = values[0]!;
+  if (t.aggregate === 'median') {
+    return { value: median(values.map((v) => v.value)), detail: `median of ${values.length}; worst ${worst.value.toFixed(2)} (${worst.name})` };
   }
-  return { value: worst!.value, detail: `worst of ${matching.length}: ${worst!.name}` };
+  return { value: worst.value, detail: `worst of ${values.length}: ${worst.name}` };
 }
 
 /** Checks every threshold against `report`. */

@@ -37,7 +37,7 @@ import {
 } from '../protocol/client-plist.js';
 import type { ListenerInfo } from '../protocol/client-plist.js';
 import type { PlistDict, PlistValue } from '../protocol/plist.js';
-import type { MuxConnection } from '../mux/mux-connection.js';
+import type { MuxConnection, MuxConnectionStats } from '../mux/mux-connection.js';
 import type { DeviceEntry, DeviceRegistry } from './device-registry.js';
 import { EINVAL, errnoOf, validatePairRecordId } from './pair-store.js';
 import type { PairStore } from './pair-store.js';
@@ -55,6 +55,17 @@ export interface ClientContext {
   connectTimeoutMs?: number;
   /** Called once when the client is gone. */
   onClosed(client: ClientSession): void;
+}
+
+/** One client's buffers and flow state (ClientSession.stats). */
+export interface ClientStats {
+  id: number;
+  state: ClientState;
+  /** Bytes queued on the client socket, not yet taken by the kernel. */
+  socketWritable: number;
+  /** True while the daemon does not read the client (backpressure from the device side). */
+  socketReadPaused: boolean;
+  connection: (MuxConnectionStats & { readPaused: boolean; writableNeedDrain: boolean }) | undefined;
 }
 
 /** Most event bytes a listening client may leave unread before it is dropped. */
@@ -113,6 +124,18 @@ export class ClientSession {
     if (this.#bundleId !== undefined) info.bundleId = this.#bundleId;
     if (this.#libUSBMuxVersion !== undefined) info.libUSBMuxVersion = this.#libUSBMuxVersion;
     return info;
+  }
+
+  /** What this client holds and whether each side is flowing, for diagnostics and tests. */
+  stats(): ClientStats {
+    const conn = this.#conn;
+    return {
+      id: this.id,
+      state: this.#state,
+      socketWritable: this.socket.writableLength,
+      socketReadPaused: this.socket.isPaused(),
+      connection: conn === undefined ? undefined : { ...conn.stats(), readPaused: conn.isPaused(), writableNeedDrain: conn.writableNeedDrain },
+    };
   }
 
   /** True while the client receives device events. */

@@ -8,7 +8,7 @@ import type { Socket } from 'node:net';
 import { log } from '../log.js';
 import type { DeviceLink, DeviceSource } from '../transport/device-link.js';
 import { ClientSession } from './client-session.js';
-import type { ClientContext } from './client-session.js';
+import type { ClientContext, ClientStats } from './client-session.js';
 import { DeviceRegistry } from './device-registry.js';
 import type { DeviceEntry, PreflightHook } from './device-registry.js';
 import { PairStore, DEFAULT_PAIR_DIR } from './pair-store.js';
@@ -131,6 +131,11 @@ export class MuxDaemon {
       s.txPending += ds.txPending;
     }
     return s;
+  }
+
+  /** Per-client buffers and flow state (diagnostics, tests). */
+  clientStats(): ClientStats[] {
+    return [...this.#clients].map((c) => c.stats());
   }
 
   /**

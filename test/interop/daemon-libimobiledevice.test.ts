@@ -8,7 +8,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { createConnection, createServer } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -19,6 +19,7 @@ import { requirePeer } from '../helpers/peers.js';
 import { MuxDaemon } from '../../src/daemon/mux-daemon.js';
 import { VusbSource } from '../../src/transport/vusb-source.js';
 import { SimulatedDevice } from '../../src/sim/simulator.js';
+import { setLogLevel, setLogSink } from '../../src/log.js';
 
 let dir: string;
 let daemon: MuxDaemon;
@@ -158,6 +159,17 @@ test('idevicepair pair fails with the device error when the user denies trust or
   assert.match(locked.stdout + locked.stderr, /passcode/i);
 });
 
+let iproxyLog = '';
+// MUXWIRE_DEBUG_STALL=1 keeps the daemon's debug lines in memory and prints them with a stall.
+const ring: string[] = [];
+if (process.env.MUXWIRE_DEBUG_STALL) {
+  setLogLevel('debug');
+  setLogSink((line) => {
+    ring.push(`${performance.now().toFixed(1)} ${line}`);
+    if (ring.length > 400) ring.shift();
+  });
+}
+
 /** Starts iproxy LOCAL:7 and resolves with its port once it accepts. */
 async function startIproxy(): Promise<{ port: number; child: ChildProcess }> {
   // A free port picked by the kernel, released for iproxy to bind.
@@ -166,18 +178,19 @@ async function startIproxy(): Promise<{ port: number; child: ChildProcess }> {
   await once(probe, 'listening');
   const port = (probe.address() as AddressInfo).port;
   await new Promise((r) => probe.close(r));
-  const child = spawn('iproxy', ['-u', udid('main'), `${port}:7`], { env, stdio: 'ignore' });
+  const child = spawn('iproxy', [...(process.env.MUXWIRE_DEBUG_IPROXY ? ['-d'] : []), '-u', udid('main'), `${port}:7`], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   children.push(child);
-  for (let i = 0; i < 200; i++) {
-    const ok = await new Promise<boolean>((resolve) => {
-      const s = createConnection({ port, host: '127.0.0.1' });
-      s.once('connect', () => {
-        s.destroy();
-        resolve(true);
-      });
-      s.once('error', () => resolve(false));
-    });
-    if (ok) return { port, child };
+  iproxyLog = '';
+  child.stdout!.on('data', (c: Buffer) => (iproxyLog = (iproxyLog + c.toString()).slice(-4000)));
+  child.stderr!.on('data', (c: Buffer) => (iproxyLog = (iproxyLog + c.toString()).slice(-4000)));
+  // Wait for the listening socket in /proc/net/tcp rather than by connecting: a probe connection
+  // makes iproxy open a tunnel of its own, and iproxy 2.0.2's select() only watches descriptors up
+  // to the daemon socket's (select(sfd + 1)); when the probe's descriptors are freed while the real
+  // client is accepted, the client's descriptor can be the higher one and iproxy never reads it.
+  const hexPort = port.toString(16).toUpperCase().padStart(4, '0');
+  for (let i = 0; i < 400; i++) {
+    const table = await readFile('/proc/net/tcp', 'utf8').catch(() => '');
+    if (table.split('\n').some((l) => l.includes(`:${hexPort} `) && l.trim().split(/\s+/)[3] === '0A')) return { port, child };
     await new Promise((r) => setTimeout(r, 25));
   }
   throw new Error('iproxy did not start listening');
@@ -195,6 +208,7 @@ async function echoThrough(port: number, data: Buffer, window = 256 * 1024): Pro
   const hash = createHash('sha256');
   let got = 0;
   let wake: (() => void) | undefined;
+  let stall: NodeJS.Timeout | undefined;
   const done = new Promise<void>((resolve, reject) => {
     s.on('data', (c: Buffer) => {
       hash.update(c);
@@ -204,9 +218,25 @@ async function echoThrough(port: number, data: Buffer, window = 256 * 1024): Pro
     });
     s.on('error', reject);
     s.on('close', () => (got >= data.length ? resolve() : reject(new Error(`closed after ${got} bytes`))));
+    // Hang guard: no progress for 20 s fails with what every buffer on the daemon side holds.
+    let mark = -1;
+    let still = 0;
+    stall = setInterval(() => {
+      still = got === mark ? still + 1 : 0;
+      mark = got;
+      if (still >= 20) {
+        const state = { sent, got, testSocketWritable: s.writableLength, daemon: daemon.clientStats() };
+        const err = new Error(`echo stalled: ${JSON.stringify(state)}; iproxy said: ${iproxyLog}${ring.length ? `; daemon log:\n${ring.join('\n')}` : ''}`);
+        wake?.();
+        reject(err);
+      }
+    }, 1000);
   });
+  done.catch(() => undefined);
   let sent = 0;
-  while (sent < data.length) {
+  let failed = false;
+  done.catch(() => (failed = true));
+  while (sent < data.length && !failed) {
     if (sent - got >= window) {
       await new Promise<void>((r) => (wake = r));
       wake = undefined;
@@ -216,8 +246,12 @@ async function echoThrough(port: number, data: Buffer, window = 256 * 1024): Pro
     if (!s.write(data.subarray(sent, sent + n))) await once(s, 'drain');
     sent += n;
   }
-  await done;
-  s.destroy();
+  try {
+    await done;
+  } finally {
+    clearInterval(stall);
+    s.destroy();
+  }
   return hash.digest('hex');
 }
 
