@@ -11,6 +11,15 @@
  *  active      ──close()─────────────────────────────────> closed      (RST every connection)
  * ```
  *
+ * Two demultiplexers read the IN pipe (option `demux`):
+ *  - 'ring' (default): the accel demuxer (src/accel/demuxer.ts; the addon's C++ when it loads,
+ *    its TypeScript twin otherwise) frames the packets and copies each TCP payload once, from the
+ *    transfer into its connection's ring buffer; the session reads 12-field event records
+ *    (seq/ack/flags/window) and never decodes a header in JavaScript. A slot opens at SYN and
+ *    closes once the connection has handed its bytes to the reader.
+ *  - 'stream': MuxPacketDecoder hands views of each packet; payloads travel as views of the
+ *    transfer.
+ *
  * The demultiplexer never waits for a connection: a connection whose reader is slow only stops
  * moving its own ACK number, so its device side stops at its window while every other connection
  * and device keeps going (no head-of-line blocking, unlike usbmuxd's single loop and usbmuxd2's
@@ -26,9 +35,16 @@ import type { MuxHeader } from '../protocol/mux-header.js';
 import { TCP_HEADER_SIZE, encodeTcpHeader, decodeTcpHeader } from '../protocol/tcp-header.js';
 import type { TcpHeader } from '../protocol/tcp-header.js';
 import { MuxPacketDecoder } from '../protocol/mux-decoder.js';
+import { selectAccel } from '../accel/select.js';
+import type { Accel } from '../accel/accel.js';
+import type { Demuxer } from '../accel/demuxer.js';
+import { DEMUX_EVENT_FIELDS, DemuxEvent, DemuxField, NO_SLOT } from '../accel/demux-core.js';
 import { MuxConnection, HOST_WINDOW } from './mux-connection.js';
 import type { MuxConnectionHost } from './mux-connection.js';
 import { PortAllocator } from './port-allocator.js';
+
+/** Which demultiplexer reads the device's IN pipe. */
+export type DeviceSessionDemux = 'ring' | 'stream';
 
 /** Session states (see the drawing above). */
 export type DeviceSessionState = 'negotiating' | 'active' | 'closed';
@@ -44,6 +60,15 @@ export interface DeviceSessionOptions {
   maxPacket?: number;
   /** Where the source port counter starts (tests use it to begin near the wrap). */
   firstSourcePort?: number;
+  /**
+   * How device data is demultiplexed (see the file comment): 'ring' (default) through the accel
+   * demuxer's per-connection rings, 'stream' through MuxPacketDecoder and views of transfers.
+   */
+  demux?: DeviceSessionDemux;
+  /** Ring mode: the accelerator whose demuxer serves (default `selectAccel()`). */
+  accel?: Accel;
+  /** Ring mode: connections open at once, each with a ring of HOST_WINDOW bytes (default 4096). */
+  maxConnections?: number;
   logger?: Logger;
 }
 
@@ -58,6 +83,8 @@ export interface DeviceSessionStats {
   rxQueued: number;
   readableBuffered: number;
   txPending: number;
+  /** Ring mode: demuxer slots open (connections, and closed ones whose rings still drain). */
+  rings: number;
 }
 
 /** The major/minor the host offers (usbmux.md §2.3). */
@@ -84,7 +111,13 @@ export class DeviceSession extends EventEmitter implements MuxConnectionHost {
   #version: 1 | 2 = 1;
   #txSeq = 0;
   #rxSeq = 0xffff;
-  #decoder: MuxPacketDecoder;
+  readonly #demux: DeviceSessionDemux;
+  /** Stream mode's decoder; ring mode's demuxer, with its slots' connections (released ones
+   * removed while their rings drain) and the source ports whose slots are still open. */
+  #decoder: MuxPacketDecoder | undefined;
+  #demuxer: Demuxer | undefined;
+  #slotConnections: (MuxConnection | undefined)[] = [];
+  #ringPorts = new Set<number>();
   #connections = new Map<number, MuxConnection>();
   #ports: PortAllocator;
   #connectTimeoutMs: number;
@@ -93,7 +126,8 @@ export class DeviceSession extends EventEmitter implements MuxConnectionHost {
   #readyReject!: (err: Error) => void;
   #versionTimer: NodeJS.Timeout | undefined;
   #closeError: Error | undefined;
-  #portInUse = (port: number): boolean => this.#connections.has(port);
+  // A port whose ring still drains stays taken: its demuxer slot is keyed by it.
+  #portInUse = (port: number): boolean => this.#connections.has(port) || this.#ringPorts.has(port);
 
   constructor(link: DeviceLink, opts: DeviceSessionOptions = {}) {
     super();
@@ -102,7 +136,15 @@ export class DeviceSession extends EventEmitter implements MuxConnectionHost {
     this.log = opts.logger ?? rootLog.child({ dev: this.#deviceId });
     this.#connectTimeoutMs = opts.connectTimeoutMs ?? 5000;
     this.#ports = new PortAllocator(opts.firstSourcePort);
-    this.#decoder = new MuxPacketDecoder({ version: 1, maxPacket: opts.maxPacket ?? 65536 });
+    this.#demux = opts.demux ?? 'ring';
+    if (this.#demux === 'ring') {
+      const maxConnections = opts.maxConnections ?? 4096;
+      this.#demuxer = (opts.accel ?? selectAccel()).createDemuxer({ version: 1, maxPacket: opts.maxPacket ?? 65536, maxConnections });
+    } else if (this.#demux === 'stream') {
+      this.#decoder = new MuxPacketDecoder({ version: 1, maxPacket: opts.maxPacket ?? 65536 });
+    } else {
+      throw new MuxwireError('MUXWIRE_ERR_BAD_ARGUMENT', `demux must be 'ring' or 'stream', not ${String(opts.demux)}`);
+    }
     this.ready = new Promise<void>((resolve, reject) => {
       this.#readyResolve = resolve;
       this.#readyReject = reject;
@@ -111,7 +153,7 @@ export class DeviceSession extends EventEmitter implements MuxConnectionHost {
     this.ready.catch(ignore);
     this.#versionTimer = setTimeout(onVersionTimeout, opts.versionTimeoutMs ?? 10000, this);
     link.start({
-      onData: (chunk) => this.#onData(chunk),
+      onData: this.#demuxer !== undefined ? (chunk) => this.#onRingData(chunk) : (chunk) => this.#onData(chunk),
       onClose: (err) => this.#onLinkClose(err),
     });
     // VERSION goes out with the v1 header, offering 2.0 (§2.3 step 1).
@@ -139,6 +181,11 @@ export class DeviceSession extends EventEmitter implements MuxConnectionHost {
     return this.#connections.size;
   }
 
+  /** Which demultiplexer reads the IN pipe. */
+  get demux(): DeviceSessionDemux {
+    return this.#demux;
+  }
+
   /** The source port the next connect starts its search from. */
   get nextSourcePort(): number {
     return this.#ports.next;
@@ -146,7 +193,7 @@ export class DeviceSession extends EventEmitter implements MuxConnectionHost {
 
   /** Sums of the buffered bytes of the open connections. */
   stats(): DeviceSessionStats {
-    const s: DeviceSessionStats = { connections: this.#connections.size, rxQueued: 0, readableBuffered: 0, txPending: 0 };
+    const s: DeviceSessionStats = { connections: this.#connections.size, rxQueued: 0, readableBuffered: 0, txPending: 0, rings: this.#ringPorts.size };
     for (const conn of this.#connections.values()) {
       const c = conn.stats();
       s.rxQueued += c.rxQueued;
@@ -199,12 +246,27 @@ export class DeviceSession extends EventEmitter implements MuxConnectionHost {
       done(new MuxwireError('MUXWIRE_ERR_NO_PORT', 'all 65535 source ports of this device are in use'));
       return;
     }
+    let ring;
+    if (this.#demuxer !== undefined) {
+      // The slot is keyed by the ports the device's packets carry: its port, then ours.
+      let slot: number;
+      try {
+        slot = this.#demuxer.openConnection(port, sport, HOST_WINDOW);
+      } catch (err) {
+        done(err instanceof MuxwireError ? err : new MuxwireError('MUXWIRE_ERR_TOO_MANY_CONNECTIONS', (err as Error).message, { cause: err }));
+        return;
+      }
+      ring = { demuxer: this.#demuxer, slot };
+      this.#ringPorts.add(sport);
+    }
     const conn = new MuxConnection({
       host: this,
       sourcePort: sport,
       devicePort: port,
       logger: this.log.child({ conn: `${sport}→${port}` }),
+      ring,
     });
+    if (ring !== undefined) this.#slotConnections[ring.slot] = conn;
     this.#connections.set(sport, conn);
     conn.open(
       opts.timeoutMs ?? this.#connectTimeoutMs,
@@ -266,7 +328,18 @@ export class DeviceSession extends EventEmitter implements MuxConnectionHost {
   /** @internal */
   releaseConnection(conn: MuxConnection): void {
     if (this.#connections.get(conn.sourcePort) === conn) this.#connections.delete(conn.sourcePort);
+    // Its packets now match no connection (anonymous RST), though its ring may still drain.
+    const slot = conn.ringSlot;
+    if (slot !== undefined && this.#slotConnections[slot] === conn) this.#slotConnections[slot] = undefined;
     diagnostics.close.publish({ deviceId: this.#deviceId, sourcePort: conn.sourcePort, devicePort: conn.devicePort });
+  }
+
+  /** @internal */
+  closeRing(conn: MuxConnection, slot: number): void {
+    if (this.#demuxer === undefined) return;
+    if (this.#slotConnections[slot] === conn) this.#slotConnections[slot] = undefined;
+    this.#demuxer.closeConnection(slot);
+    this.#ringPorts.delete(conn.sourcePort);
   }
 
   /** @internal The VERSION reply did not come in time. */
@@ -278,9 +351,72 @@ export class DeviceSession extends EventEmitter implements MuxConnectionHost {
 
   // ---- receive path ------------------------------------------------------------------------------
 
+  /**
+   * Ring mode (hot path): the demuxer frames the transfer and fills the rings; each event record
+   * carries what the engine needs, so only packets that are not connection data are looked at.
+   */
+  #onRingData(chunk: Buffer): void {
+    if (this.#state === 'closed') return;
+    const demuxer = this.#demuxer!;
+    let count: number;
+    try {
+      count = demuxer.push(chunk);
+    } catch (err) {
+      // The IN pipe is framed by the header length; after a bad length there is no way back in.
+      this.#fail(err as Error);
+      return;
+    }
+    // The header size the records of this push were framed with: VERSION may switch it midway,
+    // but a device sends nothing between its VERSION reply and our SETUP (§2.3).
+    const hsize = muxHeaderSize(demuxer.version);
+    const trace = rootLog.enabled('trace');
+    for (let i = 0; i < count; i++) {
+      // Fetched per record, not once: the array is the demuxer's, replaced when a push grows it.
+      const ev = demuxer.events;
+      const r = i * DEMUX_EVENT_FIELDS;
+      const kind = ev[r + DemuxField.KIND]!;
+      // usbmuxd echoes the rx_seq field of every device v2 packet (§2.4); it never checks tx_seq.
+      if (this.#version === 2 && hsize === 16) this.#rxSeq = ev[r + DemuxField.SEQS]! & 0xffff;
+      if (kind === DemuxEvent.PACKET) {
+        const protocol = ev[r + DemuxField.SLOT_OR_PROTOCOL]!;
+        const header: MuxHeader = { protocol, length: ev[r + DemuxField.LENGTH]! };
+        this.#dispatchPacket(header, demuxer.packet(i).subarray(hsize));
+      } else {
+        this.#onRingTcp(demuxer, i, ev, r, kind, hsize, trace);
+      }
+      if ((this.#state as DeviceSessionState) === 'closed') return;
+    }
+  }
+
+  #onRingTcp(demuxer: Demuxer, i: number, ev: Uint32Array, r: number, kind: number, hsize: number, trace: boolean): void {
+    if (this.#state !== 'active') {
+      this.log.debug('dropping a TCP packet that came before VERSION');
+      return;
+    }
+    const slot = ev[r + DemuxField.SLOT_OR_PROTOCOL]!;
+    const flags = ev[r + DemuxField.FLAGS]!;
+    const length = ev[r + DemuxField.PAYLOAD_LENGTH]!;
+    const conn = slot === NO_SLOT ? undefined : this.#slotConnections[slot];
+    if (trace) {
+      const p = demuxer.packet(i);
+      this.log.trace(`[IN] ${p.readUInt16BE(hsize)}→${p.readUInt16BE(hsize + 2)} flags=0x${flags.toString(16)} seq=${ev[r + DemuxField.SEQ]} ack=${ev[r + DemuxField.ACK]} win=${ev[r + DemuxField.WINDOW]} len=${length}`);
+    }
+    if (conn === undefined) {
+      // No connection (or one already released): its ports are in the packet itself.
+      if ((flags & RST) === 0) {
+        const p = demuxer.packet(i);
+        this.#sendAnonymousReset(p.readUInt16BE(hsize), p.readUInt16BE(hsize + 2), ev[r + DemuxField.SEQ]!);
+      }
+      return;
+    }
+    // An RST's payload is its reason, read from the packet; any other payload is in the ring.
+    const payload = (flags & RST) !== 0 && length > 0 ? demuxer.packet(i).subarray(hsize + TCP_HEADER_SIZE) : undefined;
+    conn.handleRingSegment(flags, ev[r + DemuxField.ACK]!, ev[r + DemuxField.WINDOW]!, length, kind === DemuxEvent.TCP_OVERFLOW, payload);
+  }
+
   #onData(chunk: Buffer): void {
     if (this.#state === 'closed') return;
-    const decoder = this.#decoder;
+    const decoder = this.#decoder!;
     try {
       decoder.push(chunk);
     } catch (err) {
@@ -305,6 +441,10 @@ export class DeviceSession extends EventEmitter implements MuxConnectionHost {
   #dispatch(header: MuxHeader, payload: Buffer): void {
     // usbmuxd echoes the rx_seq field of every device v2 packet (§2.4); it never checks tx_seq.
     if (this.#version === 2 && header.rxSeq !== undefined) this.#rxSeq = header.rxSeq;
+    this.#dispatchPacket(header, payload);
+  }
+
+  #dispatchPacket(header: MuxHeader, payload: Buffer): void {
     switch (header.protocol) {
       case MuxProtocol.TCP:
         this.#onTcp(payload);
@@ -332,7 +472,9 @@ export class DeviceSession extends EventEmitter implements MuxConnectionHost {
     const { major, minor } = decodeVersionPayload(payload);
     if (major === 2) {
       this.#version = 2;
-      this.#decoder.version = 2;
+      // Set before SETUP goes out: the device sends nothing between its VERSION reply and SETUP.
+      if (this.#decoder !== undefined) this.#decoder.version = 2;
+      if (this.#demuxer !== undefined) this.#demuxer.version = 2;
       // SETUP resets the counters first: it carries tx_seq 0, rx_seq 0xFFFF (§2.3 step 3).
       this.#txSeq = 0;
       this.#rxSeq = 0xffff;

@@ -29,6 +29,13 @@
  * usbmuxd waits for a 30 ms idle timer there (§3.6, §5 consequence 1), which stalls a device that
  * only sends when ACKed.
  *
+ * Ring mode (DeviceSession `demux: 'ring'`): device data waits in the connection's ring in the
+ * session's demuxer instead of `#rxQueue`; the ring's capacity is our window, so an overrun is a
+ * full ring. Handing bytes to the readable side copies them out of the ring (a Readable's consumer
+ * may keep what it is given for as long as it likes), so the ACK still counts bytes handed over.
+ * `relayTo(socket)` is the zero-copy way out: views of ring memory go to the socket and are
+ * released, and ACKed, only in its write callbacks, i.e. once the socket has taken the bytes.
+ *
  * Flow control, writer → device: at most `deviceWindow - (txSeq - deviceAck)` bytes in flight and
  * at most 49116 data bytes per packet (§3.5). A write that does not fit keeps its callback until
  * the device ACKs, so the Writable buffers at most its highWaterMark and then pushes back.
@@ -36,6 +43,7 @@
 import { Duplex } from 'node:stream';
 import { MuxwireError } from '../errors.js';
 import type { Logger } from '../log.js';
+import type { Demuxer } from '../accel/demuxer.js';
 
 /** Named connection states (see the drawing above). */
 export type MuxConnectionState = 'connecting' | 'connected' | 'closing' | 'closed';
@@ -55,6 +63,9 @@ export const HOST_WINDOW = 131072;
 export const MAX_PAYLOAD = 49116;
 /** Payloads smaller than this are copied out of the transfer buffer so a view cannot pin it. */
 const COPY_BELOW = 2048;
+/** Largest chunk handed to the readable side from a ring at once: one device packet's worth, so
+ * the readable buffer stays within its highWaterMark plus one packet as on the stream path. */
+const RING_CHUNK = 65536;
 
 /** What a connection needs from its device session: sending segments and giving its port back. */
 export interface MuxConnectionHost {
@@ -62,6 +73,29 @@ export interface MuxConnectionHost {
   sendSegment(conn: MuxConnection, flags: number, data?: Buffer, offset?: number, length?: number): void;
   /** Forgets `conn`: its port is free again and device packets for it get an anonymous RST. */
   releaseConnection(conn: MuxConnection): void;
+  /** Ring mode: `conn` has delivered (or dropped) everything in its ring; close its slot. */
+  closeRing?(conn: MuxConnection, slot: number): void;
+}
+
+/**
+ * Where a ring-mode connection's device data lies: its slot in the session's demuxer, whose ring
+ * receives the payloads (one copy, transfer → ring) before the connection sees the packet.
+ */
+export interface MuxConnectionRing {
+  readonly demuxer: Demuxer;
+  readonly slot: number;
+}
+
+/**
+ * Where a ring-mode connection can hand views of its ring (`relayTo`): a client socket, or any
+ * Writable whose write callback means "these bytes are no longer needed" (a net.Socket calls it
+ * once the kernel has taken them).
+ */
+export interface RingSink {
+  write(chunk: Buffer, callback: (err?: Error | null) => void): boolean;
+  once(event: 'drain', listener: () => void): unknown;
+  cork(): void;
+  uncork(): void;
 }
 
 /** Buffered bytes of one connection, for tests and diagnostics (bounded by the windows). */
@@ -88,6 +122,8 @@ export interface MuxConnectionOptions {
   readableHighWaterMark?: number;
   /** highWaterMark of the writable side in bytes (default 64 KiB, usbmuxd's output buffer). */
   writableHighWaterMark?: number;
+  /** Ring mode: device data arrives in this demuxer slot (`handleRingSegment`), not as views. */
+  ring?: MuxConnectionRing;
 }
 
 /**
@@ -115,6 +151,19 @@ export class MuxConnection extends Duplex {
   #deviceWindow = 0;
   #rxAck = 0;
   #ackSent = 0;
+
+  // Ring mode: the slot holding device data not yet handed to the reader (then #rxQueue is unused
+  // and #rxQueued counts the ring's bytes that belong to the reader).
+  #ring: MuxConnectionRing | undefined;
+
+  // Ring mode with a sink (`relayTo`): bytes of #rxQueued already written to the sink and not yet
+  // released by its callbacks, whether the sink asked us to wait for 'drain', and the batching
+  // of one tick's writes (cork) and of the window updates their callbacks cause.
+  #sink: RingSink | undefined;
+  #sinkPending = 0;
+  #sinkBlocked = false;
+  #sinkCorked = false;
+  #sinkAckScheduled = false;
 
   // Device data not yet handed to the reader.
   #rxQueue: Buffer[] = [];
@@ -147,6 +196,12 @@ export class MuxConnection extends Duplex {
     this.sourcePort = opts.sourcePort;
     this.devicePort = opts.devicePort;
     this.log = opts.logger;
+    this.#ring = opts.ring;
+  }
+
+  /** @internal The demuxer slot of a ring-mode connection whose ring is still open. */
+  get ringSlot(): number | undefined {
+    return this.#ring?.slot;
   }
 
   /** The current state (see the class drawing). */
@@ -204,6 +259,19 @@ export class MuxConnection extends Duplex {
    * 20-byte header, possibly empty; it may be a view into the transfer buffer.
    */
   handleSegment(flags: number, ack: number, window: number, payload: Buffer): void {
+    this.#segment(flags, ack, window, payload.length, payload, false);
+  }
+
+  /**
+   * @internal Ring mode: one device segment whose `length` payload bytes the demuxer appended to
+   * this connection's ring, or could not (`overflow`: the ring, sized to our window, was full).
+   * `payload` is a view of them only when the caller needs the text (an RST's reason).
+   */
+  handleRingSegment(flags: number, ack: number, window: number, length: number, overflow: boolean, payload: Buffer = EMPTY): void {
+    this.#segment(flags, ack, window, length, payload, overflow);
+  }
+
+  #segment(flags: number, ack: number, window: number, length: number, payload: Buffer, overflow: boolean): void {
     switch (this.#state) {
       case 'connecting':
         if (flags & RST) {
@@ -211,7 +279,7 @@ export class MuxConnection extends Duplex {
           this.#fail(new MuxwireError('MUXWIRE_ERR_CONN_REFUSED', `device refused the connection to port ${this.devicePort}`, { detail: resetReason(payload) }), false);
         } else if ((flags & (SYN | ACK)) === (SYN | ACK)) {
           this.#establish(ack, window);
-          if (payload.length > 0) this.#receiveData(payload);
+          if (length > 0 && (this.#state as MuxConnectionState) === 'connected') this.#receive(length, payload, overflow);
         } else {
           // usbmuxd tears down with RST and answers CONNREFUSED to anything else (§3.2).
           this.#fail(new MuxwireError('MUXWIRE_ERR_CONN_REFUSED', `device answered the SYN to port ${this.devicePort} with flags 0x${flags.toString(16)}`), true);
@@ -228,6 +296,8 @@ export class MuxConnection extends Duplex {
         const reason = resetReason(payload);
         this.log.debug(`device reset the connection${reason ? `: ${reason}` : ''}`);
       }
+      // In ring mode the RST's payload (its reason) sits in the ring after the reader's bytes;
+      // it is not counted in #rxQueued, so it is never delivered.
       this.#startClosing('reset', false, undefined);
       return;
     }
@@ -237,8 +307,8 @@ export class MuxConnection extends Duplex {
     }
     // usbmuxd drops the data of any packet whose flags are not exactly ACK and resets (§6.4).
     // We keep PSH|ACK data, and take FIN as the end of the connection after its data.
-    if (payload.length > 0) {
-      if (!this.#receiveData(payload)) return;
+    if (length > 0) {
+      if (!this.#receive(length, payload, overflow)) return;
     }
     if (flags & FIN) {
       this.log.debug('device sent FIN; closing (the mux has no half-close)');
@@ -249,7 +319,33 @@ export class MuxConnection extends Duplex {
     if (this.#wChunk !== undefined) this.#pump();
     // At least one ACK per device data packet, as usbmuxd (§3.6); a data packet we just sent
     // carried it already.
-    if (payload.length > 0 && this.#bytesSent === sentBefore && this.#state === 'connected') this.#sendAck();
+    // With a sink, the ACK waits for the sink to take the bytes (#sinkWritten): an ACK now could
+    // not move.
+    if (length > 0 && this.#bytesSent === sentBefore && this.#state === 'connected' && this.#sink === undefined) this.#sendAck();
+  }
+
+  /**
+   * Ring mode, zero-copy delivery to `sink` (the daemon's client socket). From now on the device's
+   * bytes are written to the sink as views of ring memory, not pushed to the readable side; each
+   * view is released (`consume`), and our ACK moves past it to reopen the device's window, only
+   * when the sink's write callback says it has taken the bytes. Memory stays the ring's: a sink
+   * that stops taking bytes stops our ACKs, and the device stops at its window. The readable side
+   * carries no data from here on but still ends ('end') once the device side is over and every
+   * byte was taken. Bytes already in the readable buffer are written first.
+   *
+   * Returns false, changing nothing, on the stream path (no ring) or once a sink is attached.
+   */
+  relayTo(sink: RingSink): boolean {
+    if (this.#ring === undefined || this.#sink !== undefined || this.#state === 'closed') return false;
+    this.#sink = sink;
+    for (let chunk = this.read() as Buffer | null; chunk !== null; chunk = this.read() as Buffer | null) {
+      sink.write(chunk, ignoreError);
+    }
+    // Flowing with nothing to read: 'end' is emitted as soon as the end is pushed.
+    this.resume();
+    this.#feedSink();
+    if (this.#state === 'closing' && this.#rxQueued === 0) this.#drainQueue();
+    return true;
   }
 
   /** @internal The device is gone (unplug or link failure). */
@@ -301,6 +397,7 @@ export class MuxConnection extends Duplex {
     this.#state = 'closed';
     this.#closeError = err;
     this.#host.releaseConnection(this);
+    this.#closeRing();
     const reject = this.#reject;
     this.#resolve = undefined;
     this.#reject = undefined;
@@ -323,6 +420,128 @@ export class MuxConnection extends Duplex {
   }
 
   // ---- device → reader ---------------------------------------------------------------------------
+
+  #receive(length: number, payload: Buffer, overflow: boolean): boolean {
+    return this.#ring === undefined ? this.#receiveData(payload) : this.#receiveRing(length, overflow);
+  }
+
+  /**
+   * Ring mode: `len` bytes were appended to the ring (or not, on overflow). Hands them to the
+   * reader at once when nothing waits before them, else leaves them in the ring. The ring's
+   * capacity is our window, so an overflow is exactly the stream path's overrun.
+   */
+  #receiveRing(len: number, overflow: boolean): boolean {
+    this.#bytesReceived += len;
+    if (overflow) {
+      this.log.warn(`device overran the window (${this.#rxQueued + len} bytes unacknowledged); resetting`);
+      this.#startClosing('overrun', true, new MuxwireError('MUXWIRE_ERR_PROTOCOL', 'the device sent more than the advertised window'));
+      return false;
+    }
+    this.#rxQueued += len;
+    if (this.#sink !== undefined) this.#feedSink();
+    else if (this.#rxQueued === len && !this.#readPaused) this.#drainQueue();
+    return true;
+  }
+
+  /** Writes the ring's bytes not yet given to the sink, as views, unless the sink is full. */
+  #feedSink(): void {
+    const ring = this.#ring;
+    const sink = this.#sink!;
+    if (ring === undefined || this.#sinkBlocked) return;
+    let skip = this.#sinkPending;
+    let left = this.#rxQueued - skip;
+    if (left === 0) return;
+    if (!this.#sinkCorked) {
+      // One writev per batch of IN transfers instead of one system call per packet.
+      this.#sinkCorked = true;
+      sink.cork();
+      process.nextTick(uncorkSink, this);
+    }
+    for (const view of ring.demuxer.readable(ring.slot)) {
+      if (skip >= view.length) {
+        skip -= view.length;
+        continue;
+      }
+      const n = Math.min(view.length - skip, left);
+      const chunk = skip === 0 && n === view.length ? view : view.subarray(skip, skip + n);
+      skip = 0;
+      left -= n;
+      this.#sinkPending += n;
+      if (!sink.write(chunk, (err) => this.#sinkWritten(n, err))) {
+        this.#sinkBlocked = true;
+        sink.once('drain', () => this.#sinkDrained());
+        return;
+      }
+      if (left === 0) return;
+    }
+  }
+
+  /** @internal End of the tick: the corked writes go out together. */
+  uncorkSink(): void {
+    this.#sinkCorked = false;
+    this.#sink?.uncork();
+  }
+
+  #sinkDrained(): void {
+    this.#sinkBlocked = false;
+    if (this.#sink !== undefined) this.#feedSink();
+  }
+
+  /** The sink has taken `n` bytes (callbacks come in write order): release them, reopen the window. */
+  #sinkWritten(n: number, err?: Error | null): void {
+    const ring = this.#ring;
+    // Destroyed meanwhile: the slot is closed; the views stay valid memory until dropped.
+    if (ring === undefined || this.#state === 'closed') return;
+    if (err) {
+      // The sink failed (client gone): its owner tears the connection down.
+      return;
+    }
+    ring.demuxer.consume(ring.slot, n);
+    this.#sinkPending -= n;
+    this.#rxQueued -= n;
+    this.#rxAck = (this.#rxAck + n) >>> 0;
+    if (this.#state === 'closing') {
+      if (this.#rxQueued === 0) this.#drainQueue();
+      return;
+    }
+    if (!this.#sinkAckScheduled && this.#state === 'connected') {
+      // One window update for the callbacks of one write batch.
+      this.#sinkAckScheduled = true;
+      process.nextTick(sendSinkAck, this);
+    }
+  }
+
+  /** @internal The window update for the bytes the sink took this tick. */
+  sinkAck(): void {
+    this.#sinkAckScheduled = false;
+    if (this.#state === 'connected' && this.#ackSent !== this.#rxAck) this.#sendAck();
+  }
+
+  /**
+   * Copies `n` bytes from the front of the ring into a Buffer of their own and releases them, so
+   * the device may overwrite them once our ACK says so. A Readable's consumer keeps what it is
+   * given for as long as it likes; only a copy can be handed to one safely.
+   */
+  #takeFromRing(ring: MuxConnectionRing, n: number): Buffer {
+    const out = Buffer.allocUnsafe(n);
+    let at = 0;
+    for (const view of ring.demuxer.readable(ring.slot)) {
+      const take = Math.min(view.length, n - at);
+      view.copy(out, at, 0, take);
+      at += take;
+      if (at === n) break;
+    }
+    ring.demuxer.consume(ring.slot, n);
+    return out;
+  }
+
+  /** Ring mode: this connection will read no more of its ring; the session closes the slot. */
+  #closeRing(): void {
+    const ring = this.#ring;
+    if (ring === undefined) return;
+    this.#ring = undefined;
+    this.#host.closeRing?.(this, ring.slot);
+  }
 
   /** Hands device data to the reader or queues it. Returns false if the connection died. */
   #receiveData(payload: Buffer): boolean {
@@ -349,7 +568,17 @@ export class MuxConnection extends Duplex {
   /** Pushes queued device data while the reader wants it; ends the readable side when closing. */
   #drainQueue(): boolean {
     let moved = false;
-    while (this.#rxQueued > 0 && !this.#readPaused) {
+    const ring = this.#sink === undefined ? this.#ring : undefined;
+    while (ring !== undefined && this.#rxQueued > 0 && !this.#readPaused) {
+      const n = Math.min(this.#rxQueued, RING_CHUNK);
+      const chunk = this.#takeFromRing(ring, n);
+      this.#rxQueued -= n;
+      this.#rxAck = (this.#rxAck + n) >>> 0;
+      moved = true;
+      if (!this.push(chunk)) this.#readPaused = true;
+    }
+    // The stream path's queue (in ring mode it stays empty: the bytes wait in the ring or a sink).
+    while (this.#rxHead < this.#rxQueue.length && !this.#readPaused) {
       const chunk = this.#rxQueue[this.#rxHead]!;
       this.#rxQueue[this.#rxHead++] = EMPTY;
       this.#rxQueued -= chunk.length;
@@ -366,6 +595,7 @@ export class MuxConnection extends Duplex {
     }
     if (this.#rxQueued === 0 && this.#state === 'closing' && !this.#readableEnded) {
       this.#readableEnded = true;
+      this.#closeRing();
       this.push(null);
     }
     return moved;
@@ -467,6 +697,7 @@ export class MuxConnection extends Duplex {
       this.#host.releaseConnection(this);
     }
     this.#state = 'closed';
+    this.#closeRing();
     this.#rxQueue = [];
     this.#rxHead = 0;
     this.#rxQueued = 0;
@@ -484,6 +715,18 @@ export class MuxConnection extends Duplex {
 }
 
 const EMPTY = Buffer.alloc(0);
+
+function ignoreError(): void {
+  // A failed sink write is its owner's to handle (the socket emits 'error'/'close').
+}
+
+function uncorkSink(conn: MuxConnection): void {
+  conn.uncorkSink();
+}
+
+function sendSinkAck(conn: MuxConnection): void {
+  conn.sinkAck();
+}
 
 function onConnectTimeout(conn: MuxConnection): void {
   conn.connectTimedOut();

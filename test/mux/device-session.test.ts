@@ -8,6 +8,7 @@ import { MuxProtocol } from '../../src/protocol/mux-header.js';
 import { TcpFlag } from '../../src/protocol/tcp-header.js';
 import { LoopLink } from './helpers/loop-link.js';
 import { ScriptedDevice } from './helpers/scripted-device.js';
+import { selectAccel } from '../../src/accel/select.js';
 import type { HostSegment } from './helpers/scripted-device.js';
 
 const SYN = TcpFlag.SYN;
@@ -24,7 +25,29 @@ afterEach(async () => {
   }
 });
 
-function setup(device = new ScriptedDevice(), opts: ConstructorParameters<typeof DeviceSession>[1] = {}) {
+type SessionOptions = NonNullable<ConstructorParameters<typeof DeviceSession>[1]>;
+
+/**
+ * Every edge case below runs under each demultiplexer: the ring path with the addon's C++ demuxer
+ * and with its TypeScript twin, and the stream path (MuxPacketDecoder and views of transfers).
+ */
+interface Variant {
+  label: string;
+  opts: SessionOptions;
+  skip: string | false;
+}
+const variants: Variant[] = [ringVariant('native'), ringVariant('js'), { label: 'stream demux', opts: { demux: 'stream' }, skip: false }];
+
+function ringVariant(mode: 'native' | 'js'): Variant {
+  try {
+    return { label: `ring demux, ${mode} accel`, opts: { demux: 'ring', accel: selectAccel(mode) }, skip: false };
+  } catch (err) {
+    // Only the native selection can fail: no addon, or MUXWIRE_NO_NATIVE=1 (the runner's rerun).
+    return { label: `ring demux, ${mode} accel`, opts: { demux: 'ring' }, skip: `native accelerator unavailable: ${(err as Error).message}` };
+  }
+}
+
+function baseSetup(device: ScriptedDevice, opts: SessionOptions) {
   const link = new LoopLink(device);
   const session = new DeviceSession(link, opts);
   open.push({ session, link });
@@ -52,382 +75,389 @@ function collect(conn: MuxConnection): { data: () => Buffer; ended: Promise<void
   return { data: () => Buffer.concat(chunks), ended };
 }
 
-test('offers VERSION 2.0 with a v1 header, then sends SETUP with tx_seq 0 and rx_seq 0xFFFF', async () => {
-  const device = new ScriptedDevice(2);
-  const sent: Buffer[] = [];
-  const { session } = setup(device);
-  // The first two packets on the wire, byte for byte (usbmux.md §2.3).
-  const origReceive = device.receive.bind(device);
-  device.receive = (chunk: Buffer) => {
-    sent.push(Buffer.from(chunk));
-    origReceive(chunk);
+for (const v of variants) {
+  const setup = (device = new ScriptedDevice(), opts: SessionOptions = {}) => baseSetup(device, { ...v.opts, ...opts });
+  const vtest = (name: string, fn: () => Promise<void>): void => {
+    test(`${name} (${v.label})`, { skip: v.skip }, fn);
   };
-  await session.ready;
-  await new Promise((r) => setImmediate(r));
-  assert.equal(session.version, 2);
-  assert.equal(sent[0]!.toString('hex'), '00000000000000140000000200000000' + '00000000');
-  assert.equal(sent[1]!.toString('hex'), '00000002' + '00000011' + 'feedface' + '0000' + 'ffff' + '07');
-});
 
-test('uses 8-byte headers and sends no SETUP to a v1 device', async () => {
-  const device = new ScriptedDevice(1);
-  const { session } = setup(device);
-  await session.ready;
-  assert.equal(session.version, 1);
-  const accepted = acceptNext(device);
-  const conn = await session.connect(62078);
-  await accepted;
-  assert.equal(device.headers.some((h) => h.protocol === MuxProtocol.SETUP), false);
-  assert.equal(device.headers.at(-1)!.magic, undefined);
-  conn.destroy();
-});
-
-test('rejects ready with MUXWIRE_ERR_MUX_VERSION for a device that answers major 3', async () => {
-  const { session, link } = setup(new ScriptedDevice(3));
-  await assert.rejects(session.ready, { code: 'MUXWIRE_ERR_MUX_VERSION' });
-  assert.equal(session.state, 'closed');
-  assert.equal(link.closed, true);
-});
-
-test('rejects ready with MUXWIRE_ERR_TIMEOUT when the device never answers VERSION', async () => {
-  const { session } = setup(new ScriptedDevice(null), { versionTimeoutMs: 50 });
-  await assert.rejects(session.ready, { code: 'MUXWIRE_ERR_TIMEOUT' });
-});
-
-test('drops TCP packets that arrive before VERSION is answered', async () => {
-  const device = new ScriptedDevice(null);
-  const { session } = setup(device, { versionTimeoutMs: 2000 });
-  device.send({ sport: 7, dport: 1, seq: 0, ack: 0, flags: ACK, window: 131072 }, Buffer.from('early'));
-  await new Promise((r) => setTimeout(r, 20));
-  // Not even an anonymous RST: the packet was dropped before demultiplexing.
-  assert.equal(device.segments.length, 0);
-  assert.equal(session.state, 'negotiating');
-});
-
-test('counts tx_seq on every v2 packet and echoes the device rx_seq', async () => {
-  const device = new ScriptedDevice(2);
-  const { session } = setup(device);
-  await session.ready;
-  const syn = device.waitFor((s) => s.flags === SYN);
-  const connecting = session.connect(1000);
-  const s = await syn;
-  assert.equal(s.mux.txSeq, 1, 'SETUP carried 0, the SYN carries 1');
-  assert.equal(s.mux.rxSeq, 0xffff);
-  const acked = device.waitFor((x) => x.flags === ACK);
-  device.send({ sport: s.dport, dport: s.sport, seq: 0, ack: 1, flags: SYN | ACK, window: 131072 }, undefined, 0x1234);
-  const conn = await connecting;
-  const ack = await acked;
-  assert.equal(ack.flags, ACK);
-  assert.equal(ack.mux.txSeq, 2);
-  assert.equal(ack.mux.rxSeq, 0x1234);
-  assert.equal(ack.seq, 1);
-  assert.equal(ack.ack, 1);
-  conn.destroy();
-});
-
-test('connects with SYN seq 0 ack 0 window 512, then ACK seq 1 ack 1', async () => {
-  const { device, session } = setup();
-  await session.ready;
-  const { conn, syn } = await connectScripted(device, session, 62078);
-  assert.equal(syn.dport, 62078);
-  assert.equal(syn.sport, 1, 'the first source port is 1');
-  assert.equal(syn.seq, 0);
-  assert.equal(syn.ack, 0);
-  assert.equal(syn.window, 131072);
-  assert.equal(conn.state, 'connected');
-  conn.destroy();
-});
-
-test('fails a connect the device refuses with RST as MUXWIRE_ERR_CONN_REFUSED, sending no RST back', async () => {
-  const { device, session } = setup();
-  await session.ready;
-  device.onSegment = (s) => {
-    if (s.flags === SYN) device.send({ sport: s.dport, dport: s.sport, seq: 0, ack: 1, flags: RST | ACK, window: 0 });
-  };
-  await assert.rejects(session.connect(5), { code: 'MUXWIRE_ERR_CONN_REFUSED' });
-  await new Promise((r) => setImmediate(r));
-  assert.equal(device.segments.filter((s) => s.flags & RST).length, 0);
-  assert.equal(session.connectionCount, 0);
-});
-
-test('times out an unanswered SYN with MUXWIRE_ERR_TIMEOUT and resets it', async () => {
-  const { device, session } = setup();
-  await session.ready;
-  const rst = device.waitFor((s) => (s.flags & RST) !== 0);
-  await assert.rejects(session.connect(5, { timeoutMs: 30 }), { code: 'MUXWIRE_ERR_TIMEOUT' });
-  const r = await rst;
-  assert.equal(r.dport, 5);
-  assert.equal(session.connectionCount, 0);
-});
-
-test('fails a connect answered with odd flags as refused and resets it', async () => {
-  const { device, session } = setup();
-  await session.ready;
-  device.onSegment = (s) => {
-    if (s.flags === SYN) device.send({ sport: s.dport, dport: s.sport, seq: 0, ack: 1, flags: ACK, window: 131072 });
-  };
-  const rst = device.waitFor((s) => (s.flags & RST) !== 0);
-  await assert.rejects(session.connect(5), { code: 'MUXWIRE_ERR_CONN_REFUSED' });
-  await rst;
-});
-
-test('fails connects in progress with MUXWIRE_ERR_NO_DEVICE when the device is unplugged', async () => {
-  const { link, session } = setup();
-  await session.ready;
-  const connecting = session.connect(5);
-  await new Promise((r) => setImmediate(r));
-  link.unplug();
-  await assert.rejects(connecting, { code: 'MUXWIRE_ERR_NO_DEVICE' });
-  await assert.rejects(session.connect(6), { code: 'MUXWIRE_ERR_NO_DEVICE' });
-});
-
-test('delivers data received before a device RST, then ends the stream', async () => {
-  const { device, session } = setup();
-  await session.ready;
-  const { conn, syn } = await connectScripted(device, session);
-  const out = collect(conn);
-  device.send({ sport: syn.dport, dport: syn.sport, seq: 1, ack: 1, flags: ACK, window: 131072 }, Buffer.from('hello '));
-  device.send({ sport: syn.dport, dport: syn.sport, seq: 7, ack: 1, flags: ACK, window: 131072 }, Buffer.from('world'));
-  device.send({ sport: syn.dport, dport: syn.sport, seq: 12, ack: 1, flags: RST, window: 0 }, Buffer.from('bye\n'));
-  await out.ended;
-  assert.equal(out.data().toString(), 'hello world');
-  assert.equal(conn.closeReason, 'reset');
-  await new Promise((r) => setImmediate(r));
-  assert.equal(device.segments.filter((s) => s.flags & RST).length, 0, 'no RST answers an RST');
-});
-
-test('keeps PSH|ACK data, and takes FIN as the end after delivering its data, answering RST', async () => {
-  const { device, session } = setup();
-  await session.ready;
-  const { conn, syn } = await connectScripted(device, session);
-  const out = collect(conn);
-  const rst = device.waitFor((s) => (s.flags & RST) !== 0);
-  device.send({ sport: syn.dport, dport: syn.sport, seq: 1, ack: 1, flags: PSH | ACK, window: 131072 }, Buffer.from('pushed '));
-  device.send({ sport: syn.dport, dport: syn.sport, seq: 8, ack: 1, flags: FIN | ACK, window: 131072 }, Buffer.from('last'));
-  await out.ended;
-  assert.equal(out.data().toString(), 'pushed last');
-  assert.equal(conn.closeReason, 'fin');
-  await rst;
-});
-
-test('ACKs every device data packet as it is handed to the reader', async () => {
-  const { device, session } = setup();
-  await session.ready;
-  const { conn, syn } = await connectScripted(device, session);
-  collect(conn);
-  await new Promise((r) => setImmediate(r)); // the handshake's ACK reaches the device first
-  const acks: number[] = [];
-  device.onSegment = (s) => {
-    if (s.flags === ACK && s.data.length === 0) acks.push(s.ack);
-  };
-  for (let i = 0; i < 5; i++) {
-    device.send({ sport: syn.dport, dport: syn.sport, seq: 1 + i * 100, ack: 1, flags: ACK, window: 131072 }, Buffer.alloc(100, i));
-  }
-  while (acks.length < 5) await new Promise((r) => setImmediate(r));
-  assert.deepEqual(acks, [101, 201, 301, 401, 501]);
-  conn.destroy();
-});
-
-test('does not stall a device that only sends when its previous packet is ACKed', async () => {
-  const { device, session } = setup();
-  await session.ready;
-  const { conn, syn } = await connectScripted(device, session);
-  // Whole-window packets: the next one may only go once the host ACKs the last byte of this one,
-  // which it can do only after the reader consumed it.
-  const size = 131072;
-  const packets = 24;
-  let sent = 0;
-  const sendNext = (): void => {
-    if (sent === packets) return;
-    // A whole window in 3 device packets of at most 49152 − 36 bytes.
-    let left = size;
-    while (left > 0) {
-      const n = Math.min(left, 49116);
-      device.send({ sport: syn.dport, dport: syn.sport, seq: 1 + sent * size + (size - left), ack: 1, flags: ACK, window: 131072 }, Buffer.alloc(n, sent));
-      left -= n;
-    }
-    sent++;
-  };
-  device.onSegment = (s) => {
-    if ((s.flags & ACK) !== 0 && s.ack === 1 + sent * size) sendNext();
-  };
-  sendNext();
-  let received = 0;
-  // A slow reader: pauses now and then, so the window-update ACK must come from the drain.
-  conn.on('data', (c: Buffer) => {
-    received += c.length;
-    conn.pause();
-    setTimeout(() => conn.resume(), 1);
-  });
-  while (received < size * packets) await new Promise((r) => setTimeout(r, 5));
-  assert.equal(received, size * packets);
-  conn.destroy();
-});
-
-test('never has more in flight than the device window and sends at most 49116 bytes per packet', async () => {
-  const { device, session } = setup();
-  await session.ready;
-  const { conn, syn } = await connectScripted(device, session, 7, 60000);
-  let acked = 1;
-  let maxInFlight = 0;
-  let maxData = 0;
-  let total = 0;
-  const want = 600_000;
-  let deviceWindow = 60000;
-  const done = new Promise<void>((resolve) => {
-    device.onSegment = (s) => {
-      if (s.data.length === 0) return;
-      maxData = Math.max(maxData, s.data.length);
-      const inFlight = s.seq + s.data.length - acked;
-      maxInFlight = Math.max(maxInFlight, inFlight);
-      total += s.data.length;
-      // ACK lazily, with a window that changes, as a busy device would.
-      setTimeout(() => {
-        acked = Math.max(acked, s.seq + s.data.length);
-        deviceWindow = deviceWindow === 60000 ? 150000 : 60000;
-        device.send({ sport: syn.dport, dport: syn.sport, seq: 1, ack: acked, flags: ACK, window: deviceWindow });
-        if (total >= want) resolve();
-      }, 1);
+  vtest('offers VERSION 2.0 with a v1 header, then sends SETUP with tx_seq 0 and rx_seq 0xFFFF', async () => {
+    const device = new ScriptedDevice(2);
+    const sent: Buffer[] = [];
+    const { session } = setup(device);
+    // The first two packets on the wire, byte for byte (usbmux.md §2.3).
+    const origReceive = device.receive.bind(device);
+    device.receive = (chunk: Buffer) => {
+      sent.push(Buffer.from(chunk));
+      origReceive(chunk);
     };
+    await session.ready;
+    await new Promise((r) => setImmediate(r));
+    assert.equal(session.version, 2);
+    assert.equal(sent[0]!.toString('hex'), '00000000000000140000000200000000' + '00000000');
+    assert.equal(sent[1]!.toString('hex'), '00000002' + '00000011' + 'feedface' + '0000' + 'ffff' + '07');
   });
-  conn.write(Buffer.alloc(want, 7));
-  await done;
-  assert.equal(total, want);
-  assert.ok(maxInFlight <= 150000, `in flight ${maxInFlight}`);
-  assert.ok(maxData <= MAX_PAYLOAD, `packet of ${maxData}`);
-  conn.destroy();
-});
 
-test('holds writes while the device window is closed, so the writer sees backpressure', async () => {
-  const { device, session } = setup();
-  await session.ready;
-  const { conn, syn } = await connectScripted(device, session, 7, 4096);
-  let writes = 0;
-  while (conn.write(Buffer.alloc(16384))) writes++;
-  await new Promise((r) => setTimeout(r, 10));
-  const sent = device.segments.filter((s) => s.data.length > 0).reduce((n, s) => n + s.data.length, 0);
-  assert.equal(sent, 4096, 'only one window went out');
-  assert.ok(conn.stats().txPending <= 65536 + 16384, `pending ${conn.stats().txPending}`);
-  assert.ok(writes < 10);
-  // The device opens the window: everything goes out.
-  const drained = once(conn, 'drain');
-  device.send({ sport: syn.dport, dport: syn.sport, seq: 1, ack: 1 + 4096, flags: ACK, window: 1 << 20 });
-  await drained;
-  conn.destroy();
-});
+  vtest('uses 8-byte headers and sends no SETUP to a v1 device', async () => {
+    const device = new ScriptedDevice(1);
+    const { session } = setup(device);
+    await session.ready;
+    assert.equal(session.version, 1);
+    const accepted = acceptNext(device);
+    const conn = await session.connect(62078);
+    await accepted;
+    assert.equal(device.headers.some((h) => h.protocol === MuxProtocol.SETUP), false);
+    assert.equal(device.headers.at(-1)!.magic, undefined);
+    conn.destroy();
+  });
 
-test('resets a connection whose device overruns the host window', async () => {
-  const { device, session } = setup();
-  await session.ready;
-  const { conn, syn } = await connectScripted(device, session);
-  conn.pause();
-  const rst = device.waitFor((s) => (s.flags & RST) !== 0);
-  for (let i = 0; i < 8; i++) {
-    device.send({ sport: syn.dport, dport: syn.sport, seq: 1 + i * 49000, ack: 1, flags: ACK, window: 131072 }, Buffer.alloc(49000));
-  }
-  await rst;
-  assert.equal(conn.closeReason, 'overrun');
-  assert.equal(conn.closeError?.code, 'MUXWIRE_ERR_PROTOCOL');
-  conn.destroy();
-});
+  vtest('rejects ready with MUXWIRE_ERR_MUX_VERSION for a device that answers major 3', async () => {
+    const { session, link } = setup(new ScriptedDevice(3));
+    await assert.rejects(session.ready, { code: 'MUXWIRE_ERR_MUX_VERSION' });
+    assert.equal(session.state, 'closed');
+    assert.equal(link.closed, true);
+  });
 
-test('answers a packet for an unknown connection with an anonymous RST, and ignores an unknown RST', async () => {
-  const { device, session } = setup();
-  await session.ready;
-  const rst = device.waitFor((s) => (s.flags & RST) !== 0);
-  device.send({ sport: 7, dport: 4321, seq: 77, ack: 5, flags: ACK, window: 131072 }, Buffer.from('x'));
-  const r = await rst;
-  assert.deepEqual([r.sport, r.dport, r.seq, r.ack, r.window], [4321, 7, 0, 77, 0]);
-  device.send({ sport: 7, dport: 4322, seq: 1, ack: 1, flags: RST, window: 0 });
-  await new Promise((r2) => setTimeout(r2, 10));
-  assert.equal(device.segments.filter((s) => s.flags & RST).length, 1);
-});
+  vtest('rejects ready with MUXWIRE_ERR_TIMEOUT when the device never answers VERSION', async () => {
+    const { session } = setup(new ScriptedDevice(null), { versionTimeoutMs: 50 });
+    await assert.rejects(session.ready, { code: 'MUXWIRE_ERR_TIMEOUT' });
+  });
 
-test('resets the device side when the reader destroys the stream mid-transfer', async () => {
-  const { device, session } = setup();
-  await session.ready;
-  const { conn, syn } = await connectScripted(device, session);
-  device.send({ sport: syn.dport, dport: syn.sport, seq: 1, ack: 1, flags: ACK, window: 131072 }, Buffer.alloc(1000));
-  await once(conn, 'data');
-  const rst = device.waitFor((s) => (s.flags & RST) !== 0);
-  conn.destroy();
-  const r = await rst;
-  assert.equal(r.sport, syn.sport);
-  assert.equal(session.connectionCount, 0);
-  assert.equal(conn.state, 'closed');
-});
+  vtest('drops TCP packets that arrive before VERSION is answered', async () => {
+    const device = new ScriptedDevice(null);
+    const { session } = setup(device, { versionTimeoutMs: 2000 });
+    device.send({ sport: 7, dport: 1, seq: 0, ack: 0, flags: ACK, window: 131072 }, Buffer.from('early'));
+    await new Promise((r) => setTimeout(r, 20));
+    // Not even an anonymous RST: the packet was dropped before demultiplexing.
+    assert.equal(device.segments.length, 0);
+    assert.equal(session.state, 'negotiating');
+  });
 
-test('resets after the written data when the writer ends (no half-close)', async () => {
-  const { device, session } = setup();
-  await session.ready;
-  const { conn, syn } = await connectScripted(device, session);
-  const out = collect(conn);
-  const rst = device.waitFor((s) => (s.flags & RST) !== 0);
-  device.send({ sport: syn.dport, dport: syn.sport, seq: 1, ack: 1, flags: ACK, window: 131072 }, Buffer.from('before'));
-  await once(conn, 'data');
-  conn.end(Buffer.from('request'));
-  const r = await rst;
-  const data = device.segments.filter((s) => s.data.length > 0).map((s) => s.data.toString()).join('');
-  assert.equal(data, 'request');
-  assert.equal(r.seq, 1 + 'request'.length);
-  await out.ended;
-  assert.equal(out.data().toString(), 'before');
-});
+  vtest('counts tx_seq on every v2 packet and echoes the device rx_seq', async () => {
+    const device = new ScriptedDevice(2);
+    const { session } = setup(device);
+    await session.ready;
+    const syn = device.waitFor((s) => s.flags === SYN);
+    const connecting = session.connect(1000);
+    const s = await syn;
+    assert.equal(s.mux.txSeq, 1, 'SETUP carried 0, the SYN carries 1');
+    assert.equal(s.mux.rxSeq, 0xffff);
+    const acked = device.waitFor((x) => x.flags === ACK);
+    device.send({ sport: s.dport, dport: s.sport, seq: 0, ack: 1, flags: SYN | ACK, window: 131072 }, undefined, 0x1234);
+    const conn = await connecting;
+    const ack = await acked;
+    assert.equal(ack.flags, ACK);
+    assert.equal(ack.mux.txSeq, 2);
+    assert.equal(ack.mux.rxSeq, 0x1234);
+    assert.equal(ack.seq, 1);
+    assert.equal(ack.ack, 1);
+    conn.destroy();
+  });
 
-test('delivers received data and ends every stream when the device is unplugged mid-transfer', async () => {
-  const { device, session, link } = setup();
-  await session.ready;
-  const a = await connectScripted(device, session, 100);
-  const b = await connectScripted(device, session, 101);
-  const outA = collect(a.conn);
-  const outB = collect(b.conn);
-  device.send({ sport: a.syn.dport, dport: a.syn.sport, seq: 1, ack: 1, flags: ACK, window: 131072 }, Buffer.from('for a'));
-  device.send({ sport: b.syn.dport, dport: b.syn.sport, seq: 1, ack: 1, flags: ACK, window: 131072 }, Buffer.from('for b'));
-  a.conn.write(Buffer.alloc(300_000)); // still sending when the cable goes
-  await new Promise((r) => setImmediate(r));
-  await new Promise((r) => setImmediate(r));
-  link.unplug();
-  await Promise.all([outA.ended, outB.ended]);
-  assert.equal(outA.data().toString(), 'for a');
-  assert.equal(outB.data().toString(), 'for b');
-  assert.equal(a.conn.closeError?.code, 'MUXWIRE_ERR_NO_DEVICE');
-  assert.equal(session.state, 'closed');
-});
+  vtest('connects with SYN seq 0 ack 0 window 512, then ACK seq 1 ack 1', async () => {
+    const { device, session } = setup();
+    await session.ready;
+    const { conn, syn } = await connectScripted(device, session, 62078);
+    assert.equal(syn.dport, 62078);
+    assert.equal(syn.sport, 1, 'the first source port is 1');
+    assert.equal(syn.seq, 0);
+    assert.equal(syn.ack, 0);
+    assert.equal(syn.window, 131072);
+    assert.equal(conn.state, 'connected');
+    conn.destroy();
+  });
 
-test('hands out source ports past the wrap without failing and skips ports in use', async () => {
-  const { device, session } = setup(new ScriptedDevice(), { firstSourcePort: 65534 });
-  await session.ready;
-  device.onSegment = (s) => {
-    if (s.flags === SYN) device.send({ sport: s.dport, dport: s.sport, seq: 0, ack: 1, flags: SYN | ACK, window: 131072 });
-  };
-  const c1 = await session.connect(1);
-  const c2 = await session.connect(1);
-  const c3 = await session.connect(1);
-  assert.deepEqual([c1.sourcePort, c2.sourcePort, c3.sourcePort], [65534, 65535, 1]);
-  c1.destroy();
-  const c4 = await session.connect(1);
-  assert.equal(c4.sourcePort, 2, 'the counter moves on; freed ports are not reused at once');
-  for (const c of [c2, c3, c4]) c.destroy();
-});
+  vtest('fails a connect the device refuses with RST as MUXWIRE_ERR_CONN_REFUSED, sending no RST back', async () => {
+    const { device, session } = setup();
+    await session.ready;
+    device.onSegment = (s) => {
+      if (s.flags === SYN) device.send({ sport: s.dport, dport: s.sport, seq: 0, ack: 1, flags: RST | ACK, window: 0 });
+    };
+    await assert.rejects(session.connect(5), { code: 'MUXWIRE_ERR_CONN_REFUSED' });
+    await new Promise((r) => setImmediate(r));
+    assert.equal(device.segments.filter((s) => s.flags & RST).length, 0);
+    assert.equal(session.connectionCount, 0);
+  });
 
-test('logs CONTROL messages and keeps going', async () => {
-  const { device, session } = setup();
-  await session.ready;
-  device.sendRaw(MuxProtocol.CONTROL, Buffer.concat([Buffer.of(7), Buffer.from('hello from the device')]));
-  device.sendRaw(MuxProtocol.CONTROL, Buffer.alloc(0));
-  const { conn } = await connectScripted(device, session);
-  assert.equal(conn.state, 'connected');
-  conn.destroy();
-});
+  vtest('times out an unanswered SYN with MUXWIRE_ERR_TIMEOUT and resets it', async () => {
+    const { device, session } = setup();
+    await session.ready;
+    const rst = device.waitFor((s) => (s.flags & RST) !== 0);
+    await assert.rejects(session.connect(5, { timeoutMs: 30 }), { code: 'MUXWIRE_ERR_TIMEOUT' });
+    const r = await rst;
+    assert.equal(r.dport, 5);
+    assert.equal(session.connectionCount, 0);
+  });
 
-test('closes a device whose packet length is impossible', async () => {
-  const { device, session } = setup();
-  await session.ready;
-  const closed = once(session, 'closed');
-  const bad = Buffer.alloc(16);
-  bad.writeUInt32BE(6, 0);
-  bad.writeUInt32BE(0x7fffffff, 4);
-  device.onTransmit(bad);
-  const [err] = await closed;
-  assert.equal((err as { code: string }).code, 'MUXWIRE_ERR_BAD_LENGTH');
-});
+  vtest('fails a connect answered with odd flags as refused and resets it', async () => {
+    const { device, session } = setup();
+    await session.ready;
+    device.onSegment = (s) => {
+      if (s.flags === SYN) device.send({ sport: s.dport, dport: s.sport, seq: 0, ack: 1, flags: ACK, window: 131072 });
+    };
+    const rst = device.waitFor((s) => (s.flags & RST) !== 0);
+    await assert.rejects(session.connect(5), { code: 'MUXWIRE_ERR_CONN_REFUSED' });
+    await rst;
+  });
+
+  vtest('fails connects in progress with MUXWIRE_ERR_NO_DEVICE when the device is unplugged', async () => {
+    const { link, session } = setup();
+    await session.ready;
+    const connecting = session.connect(5);
+    await new Promise((r) => setImmediate(r));
+    link.unplug();
+    await assert.rejects(connecting, { code: 'MUXWIRE_ERR_NO_DEVICE' });
+    await assert.rejects(session.connect(6), { code: 'MUXWIRE_ERR_NO_DEVICE' });
+  });
+
+  vtest('delivers data received before a device RST, then ends the stream', async () => {
+    const { device, session } = setup();
+    await session.ready;
+    const { conn, syn } = await connectScripted(device, session);
+    const out = collect(conn);
+    device.send({ sport: syn.dport, dport: syn.sport, seq: 1, ack: 1, flags: ACK, window: 131072 }, Buffer.from('hello '));
+    device.send({ sport: syn.dport, dport: syn.sport, seq: 7, ack: 1, flags: ACK, window: 131072 }, Buffer.from('world'));
+    device.send({ sport: syn.dport, dport: syn.sport, seq: 12, ack: 1, flags: RST, window: 0 }, Buffer.from('bye\n'));
+    await out.ended;
+    assert.equal(out.data().toString(), 'hello world');
+    assert.equal(conn.closeReason, 'reset');
+    await new Promise((r) => setImmediate(r));
+    assert.equal(device.segments.filter((s) => s.flags & RST).length, 0, 'no RST answers an RST');
+  });
+
+  vtest('keeps PSH|ACK data, and takes FIN as the end after delivering its data, answering RST', async () => {
+    const { device, session } = setup();
+    await session.ready;
+    const { conn, syn } = await connectScripted(device, session);
+    const out = collect(conn);
+    const rst = device.waitFor((s) => (s.flags & RST) !== 0);
+    device.send({ sport: syn.dport, dport: syn.sport, seq: 1, ack: 1, flags: PSH | ACK, window: 131072 }, Buffer.from('pushed '));
+    device.send({ sport: syn.dport, dport: syn.sport, seq: 8, ack: 1, flags: FIN | ACK, window: 131072 }, Buffer.from('last'));
+    await out.ended;
+    assert.equal(out.data().toString(), 'pushed last');
+    assert.equal(conn.closeReason, 'fin');
+    await rst;
+  });
+
+  vtest('ACKs every device data packet as it is handed to the reader', async () => {
+    const { device, session } = setup();
+    await session.ready;
+    const { conn, syn } = await connectScripted(device, session);
+    collect(conn);
+    await new Promise((r) => setImmediate(r)); // the handshake's ACK reaches the device first
+    const acks: number[] = [];
+    device.onSegment = (s) => {
+      if (s.flags === ACK && s.data.length === 0) acks.push(s.ack);
+    };
+    for (let i = 0; i < 5; i++) {
+      device.send({ sport: syn.dport, dport: syn.sport, seq: 1 + i * 100, ack: 1, flags: ACK, window: 131072 }, Buffer.alloc(100, i));
+    }
+    while (acks.length < 5) await new Promise((r) => setImmediate(r));
+    assert.deepEqual(acks, [101, 201, 301, 401, 501]);
+    conn.destroy();
+  });
+
+  vtest('does not stall a device that only sends when its previous packet is ACKed', async () => {
+    const { device, session } = setup();
+    await session.ready;
+    const { conn, syn } = await connectScripted(device, session);
+    // Whole-window packets: the next one may only go once the host ACKs the last byte of this one,
+    // which it can do only after the reader consumed it.
+    const size = 131072;
+    const packets = 24;
+    let sent = 0;
+    const sendNext = (): void => {
+      if (sent === packets) return;
+      // A whole window in 3 device packets of at most 49152 − 36 bytes.
+      let left = size;
+      while (left > 0) {
+        const n = Math.min(left, 49116);
+        device.send({ sport: syn.dport, dport: syn.sport, seq: 1 + sent * size + (size - left), ack: 1, flags: ACK, window: 131072 }, Buffer.alloc(n, sent));
+        left -= n;
+      }
+      sent++;
+    };
+    device.onSegment = (s) => {
+      if ((s.flags & ACK) !== 0 && s.ack === 1 + sent * size) sendNext();
+    };
+    sendNext();
+    let received = 0;
+    // A slow reader: pauses now and then, so the window-update ACK must come from the drain.
+    conn.on('data', (c: Buffer) => {
+      received += c.length;
+      conn.pause();
+      setTimeout(() => conn.resume(), 1);
+    });
+    while (received < size * packets) await new Promise((r) => setTimeout(r, 5));
+    assert.equal(received, size * packets);
+    conn.destroy();
+  });
+
+  vtest('never has more in flight than the device window and sends at most 49116 bytes per packet', async () => {
+    const { device, session } = setup();
+    await session.ready;
+    const { conn, syn } = await connectScripted(device, session, 7, 60000);
+    let acked = 1;
+    let maxInFlight = 0;
+    let maxData = 0;
+    let total = 0;
+    const want = 600_000;
+    let deviceWindow = 60000;
+    const done = new Promise<void>((resolve) => {
+      device.onSegment = (s) => {
+        if (s.data.length === 0) return;
+        maxData = Math.max(maxData, s.data.length);
+        const inFlight = s.seq + s.data.length - acked;
+        maxInFlight = Math.max(maxInFlight, inFlight);
+        total += s.data.length;
+        // ACK lazily, with a window that changes, as a busy device would.
+        setTimeout(() => {
+          acked = Math.max(acked, s.seq + s.data.length);
+          deviceWindow = deviceWindow === 60000 ? 150000 : 60000;
+          device.send({ sport: syn.dport, dport: syn.sport, seq: 1, ack: acked, flags: ACK, window: deviceWindow });
+          if (total >= want) resolve();
+        }, 1);
+      };
+    });
+    conn.write(Buffer.alloc(want, 7));
+    await done;
+    assert.equal(total, want);
+    assert.ok(maxInFlight <= 150000, `in flight ${maxInFlight}`);
+    assert.ok(maxData <= MAX_PAYLOAD, `packet of ${maxData}`);
+    conn.destroy();
+  });
+
+  vtest('holds writes while the device window is closed, so the writer sees backpressure', async () => {
+    const { device, session } = setup();
+    await session.ready;
+    const { conn, syn } = await connectScripted(device, session, 7, 4096);
+    let writes = 0;
+    while (conn.write(Buffer.alloc(16384))) writes++;
+    await new Promise((r) => setTimeout(r, 10));
+    const sent = device.segments.filter((s) => s.data.length > 0).reduce((n, s) => n + s.data.length, 0);
+    assert.equal(sent, 4096, 'only one window went out');
+    assert.ok(conn.stats().txPending <= 65536 + 16384, `pending ${conn.stats().txPending}`);
+    assert.ok(writes < 10);
+    // The device opens the window: everything goes out.
+    const drained = once(conn, 'drain');
+    device.send({ sport: syn.dport, dport: syn.sport, seq: 1, ack: 1 + 4096, flags: ACK, window: 1 << 20 });
+    await drained;
+    conn.destroy();
+  });
+
+  vtest('resets a connection whose device overruns the host window', async () => {
+    const { device, session } = setup();
+    await session.ready;
+    const { conn, syn } = await connectScripted(device, session);
+    conn.pause();
+    const rst = device.waitFor((s) => (s.flags & RST) !== 0);
+    for (let i = 0; i < 8; i++) {
+      device.send({ sport: syn.dport, dport: syn.sport, seq: 1 + i * 49000, ack: 1, flags: ACK, window: 131072 }, Buffer.alloc(49000));
+    }
+    await rst;
+    assert.equal(conn.closeReason, 'overrun');
+    assert.equal(conn.closeError?.code, 'MUXWIRE_ERR_PROTOCOL');
+    conn.destroy();
+  });
+
+  vtest('answers a packet for an unknown connection with an anonymous RST, and ignores an unknown RST', async () => {
+    const { device, session } = setup();
+    await session.ready;
+    const rst = device.waitFor((s) => (s.flags & RST) !== 0);
+    device.send({ sport: 7, dport: 4321, seq: 77, ack: 5, flags: ACK, window: 131072 }, Buffer.from('x'));
+    const r = await rst;
+    assert.deepEqual([r.sport, r.dport, r.seq, r.ack, r.window], [4321, 7, 0, 77, 0]);
+    device.send({ sport: 7, dport: 4322, seq: 1, ack: 1, flags: RST, window: 0 });
+    await new Promise((r2) => setTimeout(r2, 10));
+    assert.equal(device.segments.filter((s) => s.flags & RST).length, 1);
+  });
+
+  vtest('resets the device side when the reader destroys the stream mid-transfer', async () => {
+    const { device, session } = setup();
+    await session.ready;
+    const { conn, syn } = await connectScripted(device, session);
+    device.send({ sport: syn.dport, dport: syn.sport, seq: 1, ack: 1, flags: ACK, window: 131072 }, Buffer.alloc(1000));
+    await once(conn, 'data');
+    const rst = device.waitFor((s) => (s.flags & RST) !== 0);
+    conn.destroy();
+    const r = await rst;
+    assert.equal(r.sport, syn.sport);
+    assert.equal(session.connectionCount, 0);
+    assert.equal(conn.state, 'closed');
+  });
+
+  vtest('resets after the written data when the writer ends (no half-close)', async () => {
+    const { device, session } = setup();
+    await session.ready;
+    const { conn, syn } = await connectScripted(device, session);
+    const out = collect(conn);
+    const rst = device.waitFor((s) => (s.flags & RST) !== 0);
+    device.send({ sport: syn.dport, dport: syn.sport, seq: 1, ack: 1, flags: ACK, window: 131072 }, Buffer.from('before'));
+    await once(conn, 'data');
+    conn.end(Buffer.from('request'));
+    const r = await rst;
+    const data = device.segments.filter((s) => s.data.length > 0).map((s) => s.data.toString()).join('');
+    assert.equal(data, 'request');
+    assert.equal(r.seq, 1 + 'request'.length);
+    await out.ended;
+    assert.equal(out.data().toString(), 'before');
+  });
+
+  vtest('delivers received data and ends every stream when the device is unplugged mid-transfer', async () => {
+    const { device, session, link } = setup();
+    await session.ready;
+    const a = await connectScripted(device, session, 100);
+    const b = await connectScripted(device, session, 101);
+    const outA = collect(a.conn);
+    const outB = collect(b.conn);
+    device.send({ sport: a.syn.dport, dport: a.syn.sport, seq: 1, ack: 1, flags: ACK, window: 131072 }, Buffer.from('for a'));
+    device.send({ sport: b.syn.dport, dport: b.syn.sport, seq: 1, ack: 1, flags: ACK, window: 131072 }, Buffer.from('for b'));
+    a.conn.write(Buffer.alloc(300_000)); // still sending when the cable goes
+    await new Promise((r) => setImmediate(r));
+    await new Promise((r) => setImmediate(r));
+    link.unplug();
+    await Promise.all([outA.ended, outB.ended]);
+    assert.equal(outA.data().toString(), 'for a');
+    assert.equal(outB.data().toString(), 'for b');
+    assert.equal(a.conn.closeError?.code, 'MUXWIRE_ERR_NO_DEVICE');
+    assert.equal(session.state, 'closed');
+  });
+
+  vtest('hands out source ports past the wrap without failing and skips ports in use', async () => {
+    const { device, session } = setup(new ScriptedDevice(), { firstSourcePort: 65534 });
+    await session.ready;
+    device.onSegment = (s) => {
+      if (s.flags === SYN) device.send({ sport: s.dport, dport: s.sport, seq: 0, ack: 1, flags: SYN | ACK, window: 131072 });
+    };
+    const c1 = await session.connect(1);
+    const c2 = await session.connect(1);
+    const c3 = await session.connect(1);
+    assert.deepEqual([c1.sourcePort, c2.sourcePort, c3.sourcePort], [65534, 65535, 1]);
+    c1.destroy();
+    const c4 = await session.connect(1);
+    assert.equal(c4.sourcePort, 2, 'the counter moves on; freed ports are not reused at once');
+    for (const c of [c2, c3, c4]) c.destroy();
+  });
+
+  vtest('logs CONTROL messages and keeps going', async () => {
+    const { device, session } = setup();
+    await session.ready;
+    device.sendRaw(MuxProtocol.CONTROL, Buffer.concat([Buffer.of(7), Buffer.from('hello from the device')]));
+    device.sendRaw(MuxProtocol.CONTROL, Buffer.alloc(0));
+    const { conn } = await connectScripted(device, session);
+    assert.equal(conn.state, 'connected');
+    conn.destroy();
+  });
+
+  vtest('closes a device whose packet length is impossible', async () => {
+    const { device, session } = setup();
+    await session.ready;
+    const closed = once(session, 'closed');
+    const bad = Buffer.alloc(16);
+    bad.writeUInt32BE(6, 0);
+    bad.writeUInt32BE(0x7fffffff, 4);
+    device.onTransmit(bad);
+    const [err] = await closed;
+    assert.equal((err as { code: string }).code, 'MUXWIRE_ERR_BAD_LENGTH');
+  });
+}

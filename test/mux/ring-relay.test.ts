@@ -1,0 +1,173 @@
+/**
+ * Zero-copy delivery from a ring-mode connection to a socket (`MuxConnection.relayTo`), under both
+ * accelerators: views of ring memory go to the socket and are released only by its write
+ * callbacks, so the pattern arrives intact while the device keeps overwriting the ring, a client
+ * that stops reading holds the device at one window, and the end comes after the last byte.
+ */
+import { test, afterEach } from 'node:test';
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { createServer, connect, type Server, type Socket } from 'node:net';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { DeviceSession } from '../../src/mux/device-session.js';
+import { HOST_WINDOW } from '../../src/mux/mux-connection.js';
+import { DeviceMux } from '../../src/sim/device-mux.js';
+import { serveBenchServices, encodeCount, findPatternMismatch } from '../../src/sim/bench-services.js';
+import { selectAccel } from '../../src/accel/select.js';
+import type { Accel } from '../../src/accel/accel.js';
+import { TcpFlag } from '../../src/protocol/tcp-header.js';
+import { LoopLink } from './helpers/loop-link.js';
+import { ScriptedDevice } from './helpers/scripted-device.js';
+import type { LoopPeer } from './helpers/loop-link.js';
+
+const cleanups: Array<() => Promise<void> | void> = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+function accelFor(mode: 'native' | 'js'): { accel: Accel | undefined; skip: string | false } {
+  try {
+    return { accel: selectAccel(mode), skip: false };
+  } catch (err) {
+    return { accel: undefined, skip: `native accelerator unavailable: ${(err as Error).message}` };
+  }
+}
+
+/** A connected pair of UNIX sockets: `host` is the daemon's end, `client` the user's. */
+async function socketPair(): Promise<{ host: Socket; client: Socket }> {
+  const dir = mkdtempSync(join(tmpdir(), 'muxwire-relay-'));
+  const path = join(dir, 's');
+  const server: Server = createServer();
+  server.listen(path);
+  await once(server, 'listening');
+  const accepted = once(server, 'connection');
+  const client = connect(path);
+  const [host] = (await accepted) as [Socket];
+  await once(client, 'connect').catch(() => undefined);
+  cleanups.push(() => {
+    host.destroy();
+    client.destroy();
+    server.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  return { host, client };
+}
+
+for (const mode of ['native', 'js'] as const) {
+  const { accel, skip } = accelFor(mode);
+  const rtest = (name: string, fn: () => Promise<void>): void => {
+    test(`${name} (${mode} accel)`, { skip }, fn);
+  };
+
+  async function session(peer: LoopPeer, demux: 'ring' | 'stream' = 'ring'): Promise<DeviceSession> {
+    const link = new LoopLink(peer);
+    const s = new DeviceSession(link, { demux, accel });
+    cleanups.push(async () => {
+      await s.close();
+      link.close();
+    });
+    await s.ready;
+    return s;
+  }
+
+  async function simulated(): Promise<DeviceSession> {
+    const mux = new DeviceMux({ version: 2 });
+    serveBenchServices(mux);
+    return session(mux);
+  }
+
+  rtest('relays 8 MB from the source service to a socket as ring views, intact', async () => {
+    const s = await simulated();
+    const conn = await s.connect(19);
+    const { host, client } = await socketPair();
+    assert.equal(conn.relayTo(host), true);
+    const total = 8 * 1024 * 1024;
+    conn.write(encodeCount(total));
+    let got = 0;
+    let mismatch = -1;
+    for await (const chunk of client as AsyncIterable<Buffer>) {
+      if (mismatch < 0) {
+        const at = findPatternMismatch(chunk, got);
+        if (at >= 0) mismatch = got + at;
+      }
+      got += chunk.length;
+      if (got >= total) break;
+    }
+    assert.equal(got, total);
+    assert.equal(mismatch, -1, 'no view was overwritten before the socket took it');
+    assert.equal(conn.stats().rxQueued, 0, 'every byte was released');
+    conn.destroy();
+  });
+
+  rtest('holds a device at one window while the client reads nothing, then delivers the rest', async () => {
+    const s = await simulated();
+    const conn = await s.connect(19);
+    const { host, client } = await socketPair();
+    client.pause();
+    conn.relayTo(host);
+    const total = 16 * 1024 * 1024;
+    conn.write(encodeCount(total));
+    // Wait until the device is stuck: no more bytes arrive for a while.
+    let last = -1;
+    while (conn.stats().bytesReceived !== last) {
+      last = conn.stats().bytesReceived;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const st = conn.stats();
+    assert.ok(st.rxQueued <= HOST_WINDOW, `ring holds ${st.rxQueued}`);
+    assert.ok(st.bytesReceived < total, 'the device was stopped by the window');
+    let got = 0;
+    let mismatch = -1;
+    client.resume();
+    for await (const chunk of client as AsyncIterable<Buffer>) {
+      if (mismatch < 0) {
+        const at = findPatternMismatch(chunk, got);
+        if (at >= 0) mismatch = got + at;
+      }
+      got += chunk.length;
+      if (got >= total) break;
+    }
+    assert.equal(got, total);
+    assert.equal(mismatch, -1);
+    conn.destroy();
+  });
+
+  rtest('ends the connection after the socket took the last byte the device sent before FIN', async () => {
+    const device = new ScriptedDevice(2);
+    device.onSegment = (seg) => {
+      if (seg.flags === TcpFlag.SYN) device.send({ sport: seg.dport, dport: seg.sport, seq: 0, ack: 1, flags: TcpFlag.SYN | TcpFlag.ACK, window: 131072 });
+    };
+    const s = await session(device);
+    const conn = await s.connect(5);
+    const { host, client } = await socketPair();
+    conn.relayTo(host);
+    const ended = once(conn, 'end');
+    const acks: number[] = [];
+    device.onSegment = (seg) => {
+      // Past the handshake's ACK (ack 1), which may reach the device only now.
+      if (seg.flags === TcpFlag.ACK && seg.data.length === 0 && seg.ack > 1) acks.push(seg.ack);
+    };
+    device.send({ sport: 5, dport: conn.sourcePort, seq: 1, ack: 1, flags: TcpFlag.ACK, window: 131072 }, Buffer.from('taken '));
+    while (acks.length === 0) await new Promise((r) => setImmediate(r));
+    assert.deepEqual(acks, [7], 'one ACK, sent once the socket has the bytes');
+    device.send({ sport: 5, dport: conn.sourcePort, seq: 7, ack: 1, flags: TcpFlag.FIN | TcpFlag.ACK, window: 131072 }, Buffer.from('then the end'));
+    await ended;
+    host.end();
+    const chunks: Buffer[] = [];
+    for await (const c of client as AsyncIterable<Buffer>) chunks.push(c);
+    assert.equal(Buffer.concat(chunks).toString(), 'taken then the end');
+    assert.equal(s.stats().rings, 0, 'the slot closed once everything was taken');
+  });
+
+  rtest('declines to relay on the stream path', async () => {
+    const mux = new DeviceMux({ version: 2 });
+    serveBenchServices(mux);
+    const s = await session(mux, 'stream');
+    const conn = await s.connect(7);
+    const { host } = await socketPair();
+    assert.equal(conn.relayTo(host), false);
+    conn.destroy();
+  });
+}
