@@ -455,7 +455,9 @@ export class ClientSession {
     conn.on('error', onTunnelError);
     conn.once('end', () => this.#deviceEnded());
     conn.on('close', () => this.#deviceClosed());
-    conn.on('data', this.#onDeviceData);
+    // Ring mode: views of ring memory go straight to the client socket and are released (and
+    // ACKed) in its write callbacks, with no copy; the stream path remains for other modes.
+    if (!conn.relayTo(this.socket)) conn.on('data', this.#onDeviceData);
     // Client EOF ends the connection's writable side: an RST after the written data (§6.5).
     this.socket.pipe(conn);
     conn.on('closing', () => this.#startFlushGuard());
