@@ -28,16 +28,14 @@ import { MuxwireError } from '../errors.js';
 import type { Logger } from '../log.js';
 import {
   encodeBulkHeader,
-  encodeControl,
-  UsbTransferStatus,
   VUSB_MAX_PAYLOAD,
-  VUSB_WIRE_VERSION,
   VusbDecoder,
   VusbMessageType,
   type UsbSetupPacket,
   type VusbMessage,
 } from '../protocol/vusb-wire.js';
 import type { DeviceLink, DeviceLinkInfo } from './device-link.js';
+import { VusbControlChannel } from './vusb-control.js';
 
 /** Options of VusbLink. */
 export interface VusbLinkOptions {
@@ -57,13 +55,6 @@ export interface VusbMuxPipes {
   maxPacketSize: number;
 }
 
-interface PendingControl {
-  wLength: number;
-  resolve(data: Buffer): void;
-  reject(err: Error): void;
-  timer: NodeJS.Timeout;
-}
-
 type LinkHandlers = { onData(chunk: Buffer): void; onClose(err?: Error): void };
 
 const NO_DEVICE = (): MuxwireError => new MuxwireError('MUXWIRE_ERR_NO_DEVICE', 'the device is gone');
@@ -78,10 +69,7 @@ export class VusbLink implements DeviceLink {
   readonly #opts: VusbLinkOptions;
   readonly #log: Logger;
   readonly #onEnd: (err?: Error) => void;
-  #hello: { speed: number } | undefined;
-  #helloWaiter: { resolve(speed: number): void; reject(err: Error): void } | undefined;
-  #controls = new Map<number, PendingControl>();
-  #nextControlId = 1;
+  readonly #control: VusbControlChannel;
   #info: DeviceLinkInfo | undefined;
   #pipes: VusbMuxPipes | undefined;
   #zlp: Buffer | undefined;
@@ -110,6 +98,12 @@ export class VusbLink implements DeviceLink {
     this.#opts = opts;
     this.#log = opts.log;
     this.#onEnd = onEnd;
+    // A device that loses a control transfer cannot be trusted with the next one: close the link.
+    this.#control = new VusbControlChannel({
+      write: (frame) => socket.write(frame),
+      timeoutMs: opts.controlTimeoutMs,
+      onTimeout: (err) => this.#fail(err),
+    });
     socket.on('data', (chunk: Buffer) => this.#onSocketData(chunk));
     socket.on('error', (err) => {
       this.#endError ??= new MuxwireError('MUXWIRE_ERR_NO_DEVICE', `vusb connection failed: ${err.message}`, { cause: err });
@@ -133,48 +127,16 @@ export class VusbLink implements DeviceLink {
 
   /** Waits for the device's HELLO; resolves with its libusb speed. */
   hello(timeoutMs: number): Promise<number> {
-    if (this.#hello) return Promise.resolve(this.#hello.speed);
     if (this.#closed) return Promise.reject(this.#endError ?? NO_DEVICE());
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.#helloWaiter = undefined;
-        reject(new MuxwireError('MUXWIRE_ERR_TIMEOUT', `no HELLO within ${timeoutMs} ms`));
-      }, timeoutMs);
-      this.#helloWaiter = {
-        resolve: (speed) => {
-          clearTimeout(timer);
-          resolve(speed);
-        },
-        reject: (err) => {
-          clearTimeout(timer);
-          reject(err);
-        },
-      };
-    });
+    return this.#control.hello(timeoutMs);
   }
 
   /**
-   * One control transfer. Resolves with the IN data stage (empty for OUT requests); rejects with
-   * MUXWIRE_ERR_USB_STALL when the device stalls, MUXWIRE_ERR_USB_TRANSFER for another libusb
-   * status, MUXWIRE_ERR_TIMEOUT when no answer comes in time (the link is then closed: a device
-   * that loses a control transfer cannot be trusted with the next one).
+   * One control transfer (see VusbControlChannel.control); a timeout also closes the link.
    */
   control(setup: UsbSetupPacket, data?: Buffer): Promise<Buffer> {
     if (this.#closed) return Promise.reject(this.#endError ?? NO_DEVICE());
-    const id = this.#nextControlId;
-    this.#nextControlId = (this.#nextControlId % 0xffffffff) + 1;
-    const frame = encodeControl(id, setup, data);
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.#controls.delete(id);
-        const err = new MuxwireError('MUXWIRE_ERR_TIMEOUT',
-          `control request 0x${setup.bRequest.toString(16)} unanswered after ${this.#opts.controlTimeoutMs} ms`);
-        reject(err);
-        this.#fail(err);
-      }, this.#opts.controlTimeoutMs);
-      this.#controls.set(id, { wLength: setup.wLength, resolve, reject, timer });
-      this.#socket.write(frame);
-    });
+    return this.#control.control(setup, data);
   }
 
   /** Enumeration is done: publish `info`, use `pipes`, and hold IN data until start(). */
@@ -282,35 +244,12 @@ export class VusbLink implements DeviceLink {
         }
         this.#deliverIn(msg.data);
         return;
-      case VusbMessageType.CONTROL_DONE: {
-        const pending = this.#controls.get(msg.id);
-        if (!pending) throw new MuxwireError('MUXWIRE_ERR_VUSB_BAD_MESSAGE', `CONTROL_DONE for unknown request ${msg.id}`);
-        this.#controls.delete(msg.id);
-        clearTimeout(pending.timer);
-        if (msg.status === UsbTransferStatus.PIPE) {
-          pending.reject(new MuxwireError('MUXWIRE_ERR_USB_STALL', 'the device stalled the control request', { detail: msg.status }));
-        } else if (msg.status !== UsbTransferStatus.OK) {
-          pending.reject(new MuxwireError('MUXWIRE_ERR_USB_TRANSFER', `control transfer failed with libusb status ${msg.status}`, { detail: msg.status }));
-        } else if (msg.data.length > pending.wLength) {
-          // libusb would report LIBUSB_ERROR_OVERFLOW: the device sent more than was asked.
-          pending.reject(new MuxwireError('MUXWIRE_ERR_USB_TRANSFER', `control reply of ${msg.data.length} bytes for wLength ${pending.wLength}`, { detail: UsbTransferStatus.OVERFLOW }));
-        } else {
-          // Copy: enumeration keeps descriptors, and the view would pin the whole socket chunk.
-          pending.resolve(Buffer.from(msg.data));
-        }
+      case VusbMessageType.CONTROL_DONE:
+        this.#control.onControlDone(msg);
         return;
-      }
-      case VusbMessageType.HELLO: {
-        if (this.#hello) throw new MuxwireError('MUXWIRE_ERR_VUSB_BAD_MESSAGE', 'second HELLO');
-        if (msg.wireVersion !== VUSB_WIRE_VERSION) {
-          throw new MuxwireError('MUXWIRE_ERR_VUSB_VERSION', `device speaks vusb wire version ${msg.wireVersion}, expected ${VUSB_WIRE_VERSION}`);
-        }
-        this.#hello = { speed: msg.speed };
-        const waiter = this.#helloWaiter;
-        this.#helloWaiter = undefined;
-        waiter?.resolve(msg.speed);
+      case VusbMessageType.HELLO:
+        this.#control.onHello(msg);
         return;
-      }
       default:
         throw new MuxwireError('MUXWIRE_ERR_VUSB_BAD_MESSAGE', `device sent a host-to-device message (type ${msg.type})`);
     }
@@ -335,14 +274,7 @@ export class VusbLink implements DeviceLink {
     if (this.#closed) return;
     this.#closed = true;
     const err = this.#endError;
-    const gone = err ?? NO_DEVICE();
-    this.#helloWaiter?.reject(gone);
-    this.#helloWaiter = undefined;
-    for (const pending of this.#controls.values()) {
-      clearTimeout(pending.timer);
-      pending.reject(gone);
-    }
-    this.#controls.clear();
+    this.#control.fail(err ?? NO_DEVICE());
     this.#early = [];
     const handlers = this.#handlers;
     if (handlers) {

@@ -25,15 +25,13 @@ import { MuxwireError } from '../errors.js';
 import { log as rootLog, type Logger } from '../log.js';
 import {
   encodeBulkHeader,
-  encodeControl,
-  UsbTransferStatus,
   VUSB_MAX_PAYLOAD,
-  VUSB_WIRE_VERSION,
   VusbDecoder,
   VusbMessageType,
   type UsbSetupPacket,
   type VusbMessage,
 } from '../protocol/vusb-wire.js';
+import { VusbControlChannel } from './vusb-control.js';
 import {
   configurationTotalLength,
   parseConfigurationDescriptor,
@@ -286,55 +284,34 @@ interface PendingIn {
 class VusbWire {
   readonly #socket: Socket;
   readonly #decoder = new VusbDecoder();
-  readonly #timeoutMs: number;
   readonly #log: Logger;
-  readonly #controls = new Map<number, { wLength: number; resolve(b: Buffer): void; reject(e: Error): void; timer: NodeJS.Timeout }>();
+  readonly #control: VusbControlChannel;
   readonly #ins = new Map<number, PendingIn[]>();
   /** Device writes that arrived with no IN transfer queued: the unread rest of each, in order. */
   readonly #stash = new Map<number, Buffer[]>();
   #stashed = 0;
-  #nextId = 1;
-  #hello: number | undefined;
-  #helloWaiter: ((speed: number | Error) => void) | undefined;
   ended = false;
   onEnd: (() => void) | undefined;
 
   constructor(socket: Socket, timeoutMs: number, log: Logger) {
     this.#socket = socket;
-    this.#timeoutMs = timeoutMs;
     this.#log = log;
+    // A timed-out request fails on its own; the wire stays usable, as a host stack's would.
+    this.#control = new VusbControlChannel({ write: (frame) => socket.write(frame), timeoutMs });
     socket.on('data', (chunk: Buffer) => this.#onData(chunk));
     socket.on('error', (err) => log.debug(`vusb connection: ${err.message}`));
     socket.on('close', () => this.#end());
   }
 
   hello(timeoutMs: number): Promise<number> {
-    if (this.#hello !== undefined) return Promise.resolve(this.#hello);
     if (this.ended) return Promise.reject(gone());
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new MuxwireError('MUXWIRE_ERR_TIMEOUT', `no HELLO within ${timeoutMs} ms`)), timeoutMs);
-      this.#helloWaiter = (r) => {
-        clearTimeout(timer);
-        if (r instanceof Error) reject(r);
-        else resolve(r);
-      };
-    });
+    return this.#control.hello(timeoutMs);
   }
 
   /** Resolves with the IN data stage; a stall rejects MUXWIRE_ERR_USB_STALL. */
   control(setup: UsbSetupPacket, data?: Uint8Array): Promise<Buffer> {
     if (this.ended) return Promise.reject(gone());
-    const id = this.#nextId;
-    this.#nextId = (this.#nextId % 0xffffffff) + 1;
-    const frame = encodeControl(id, setup, data ? Buffer.from(data.buffer, data.byteOffset, data.byteLength) : undefined);
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.#controls.delete(id);
-        reject(new MuxwireError('MUXWIRE_ERR_TIMEOUT', `control request 0x${setup.bRequest.toString(16)} unanswered after ${this.#timeoutMs} ms`));
-      }, this.#timeoutMs);
-      this.#controls.set(id, { wLength: setup.wLength, resolve, reject, timer });
-      this.#socket.write(frame);
-    });
+    return this.#control.control(setup, data ? Buffer.from(data.buffer, data.byteOffset, data.byteLength) : undefined);
   }
 
   transferIn(endpoint: number, length: number): Promise<WebUsbInResult> {
@@ -384,23 +361,11 @@ class VusbWire {
   #onMessage(msg: VusbMessage): void {
     switch (msg.type) {
       case VusbMessageType.HELLO:
-        if (this.#hello !== undefined) throw new MuxwireError('MUXWIRE_ERR_VUSB_BAD_MESSAGE', 'second HELLO');
-        if (msg.wireVersion !== VUSB_WIRE_VERSION) throw new MuxwireError('MUXWIRE_ERR_VUSB_VERSION', `vusb wire version ${msg.wireVersion}`);
-        this.#hello = msg.speed;
-        this.#helloWaiter?.(msg.speed);
-        this.#helloWaiter = undefined;
+        this.#control.onHello(msg);
         return;
-      case VusbMessageType.CONTROL_DONE: {
-        const pending = this.#controls.get(msg.id);
-        if (!pending) return; // timed out already
-        this.#controls.delete(msg.id);
-        clearTimeout(pending.timer);
-        if (msg.status === UsbTransferStatus.PIPE) pending.reject(new MuxwireError('MUXWIRE_ERR_USB_STALL', 'the device stalled the control request'));
-        else if (msg.status !== 0) pending.reject(new MuxwireError('MUXWIRE_ERR_USB_TRANSFER', `control transfer failed with libusb status ${msg.status}`, { detail: msg.status }));
-        else if (msg.data.length > pending.wLength) pending.reject(new MuxwireError('MUXWIRE_ERR_USB_TRANSFER', `control reply of ${msg.data.length} bytes for wLength ${pending.wLength}`));
-        else pending.resolve(Buffer.from(msg.data));
+      case VusbMessageType.CONTROL_DONE:
+        this.#control.onControlDone(msg);
         return;
-      }
       case VusbMessageType.BULK_IN: {
         let stash = this.#stash.get(msg.endpoint);
         if (!stash) this.#stash.set(msg.endpoint, (stash = []));
@@ -435,12 +400,7 @@ class VusbWire {
   #end(): void {
     if (this.ended) return;
     this.ended = true;
-    this.#helloWaiter?.(gone());
-    for (const c of this.#controls.values()) {
-      clearTimeout(c.timer);
-      c.reject(gone());
-    }
-    this.#controls.clear();
+    this.#control.fail(gone());
     for (const q of this.#ins.values()) for (const t of q) t.reject(gone());
     this.#ins.clear();
     this.#stash.clear();
