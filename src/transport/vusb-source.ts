@@ -18,8 +18,6 @@
  * birth time; not ctime, which a chmod changes), so a broken device costs nothing while it sits there.
  */
 import { EventEmitter } from 'node:events';
-import { watch, type FSWatcher } from 'node:fs';
-import { lstat, mkdir, readdir } from 'node:fs/promises';
 import { createConnection, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { MuxwireError } from '../errors.js';
@@ -28,6 +26,7 @@ import type { DeviceSource } from './device-link.js';
 import { speedToBitsPerSecond } from './usb-ids.js';
 import { enumerateMuxDevice } from './vusb-enumerate.js';
 import { VusbLink } from './vusb-link.js';
+import { sameSocket, VusbBusWatcher, VUSB_SUFFIX, type BusSocket } from './vusb-bus-watcher.js';
 
 /** Options of VusbSource. */
 export interface VusbSourceOptions {
@@ -75,7 +74,6 @@ const CONNECT_RETRY_BASE_MS = 25;
 /** A device held by another host is looked at again after usbmuxd's DEVICE_POLL_TIME. */
 const BUSY_RETRY_MS = 1000;
 const HELLO_TIMEOUT_MS = 5000;
-const SUFFIX = '.vusb';
 
 /**
  * Watches a vusb bus directory. Events: 'attach' (link: DeviceLink), 'detach' (link: DeviceLink),
@@ -85,17 +83,13 @@ export class VusbSource extends EventEmitter implements DeviceSource {
   readonly dir: string;
   readonly #inTransferSize: number;
   readonly #inTransfersInFlight: number;
-  readonly #bus: number;
+  readonly #busNumber: number;
   readonly #controlTimeoutMs: number;
   readonly #pollIntervalMs: number;
   readonly #log: Logger;
   readonly #entries = new Map<string, Entry>();
-  #watcher: FSWatcher | undefined;
-  #poll: NodeJS.Timeout | undefined;
+  readonly #watcher: VusbBusWatcher;
   #starting: Promise<void> | undefined;
-  #running = false;
-  #scanning: Promise<void> | undefined;
-  #rescan = false;
   #lastAddress = 0;
   #usedAddresses = new Set<number>();
   #ending = new Set<Promise<void>>();
@@ -105,19 +99,25 @@ export class VusbSource extends EventEmitter implements DeviceSource {
     this.dir = opts.dir;
     this.#inTransferSize = opts.inTransferSize ?? 16384;
     this.#inTransfersInFlight = opts.inTransfersInFlight ?? 3;
-    this.#bus = opts.busNumber ?? 1;
+    this.#busNumber = opts.busNumber ?? 1;
     this.#controlTimeoutMs = opts.controlTimeoutMs ?? 5000;
     this.#pollIntervalMs = opts.pollIntervalMs ?? 2000;
     if (!Number.isInteger(this.#pollIntervalMs) || this.#pollIntervalMs < 0) {
       throw new MuxwireError('MUXWIRE_ERR_BAD_ARGUMENT', `pollIntervalMs ${this.#pollIntervalMs} must be a non-negative integer`);
     }
-    if (!Number.isInteger(this.#bus) || this.#bus < 0 || this.#bus > 0xffff) {
-      throw new MuxwireError('MUXWIRE_ERR_BAD_ARGUMENT', `bus number ${this.#bus} is not a u16`);
+    if (!Number.isInteger(this.#busNumber) || this.#busNumber < 0 || this.#busNumber > 0xffff) {
+      throw new MuxwireError('MUXWIRE_ERR_BAD_ARGUMENT', `bus number ${this.#busNumber} is not a u16`);
     }
     if (!Number.isInteger(this.#controlTimeoutMs) || this.#controlTimeoutMs < 1) {
       throw new MuxwireError('MUXWIRE_ERR_BAD_ARGUMENT', `controlTimeoutMs ${this.#controlTimeoutMs} must be a positive integer`);
     }
-    this.#log = rootLog.child({ vusb: this.#bus });
+    this.#log = rootLog.child({ vusb: this.#busNumber });
+    this.#watcher = new VusbBusWatcher({
+      dir: this.dir,
+      pollIntervalMs: this.#pollIntervalMs,
+      log: this.#log,
+      onScan: (present) => this.#reconcile(present),
+    });
   }
 
   /** Starts watching; resolves after the initial scan has started every connection. */
@@ -128,33 +128,15 @@ export class VusbSource extends EventEmitter implements DeviceSource {
 
   async #start(): Promise<void> {
     if (this.#running) return;
-    await mkdir(this.dir, { recursive: true });
-    this.#running = true;
-    try {
-      this.#watcher = watch(this.dir, { persistent: false }, () => this.#scheduleScan());
-      this.#watcher.on('error', (err) => this.#log.warn(`watching ${this.dir} failed: ${err.message}`));
-    } catch (err) {
-      this.#running = false;
-      throw new MuxwireError('MUXWIRE_ERR_IO', `cannot watch ${this.dir}: ${(err as Error).message}`, { cause: err });
-    }
-    if (this.#pollIntervalMs > 0) {
-      this.#poll = setInterval(() => this.#scheduleScan(), this.#pollIntervalMs);
-      this.#poll.unref();
-    }
+    await this.#watcher.start();
     this.#log.debug(`watching ${this.dir}`);
-    await this.#scan();
   }
 
   /** Stops watching and releases every device; attached ones are detached first. */
   async stop(): Promise<void> {
     await this.#starting?.catch(() => undefined);
     if (!this.#running) return;
-    this.#running = false;
-    this.#watcher?.close();
-    this.#watcher = undefined;
-    if (this.#poll) clearInterval(this.#poll);
-    this.#poll = undefined;
-    await this.#scanning;
+    await this.#watcher.stop();
     for (const entry of [...this.#entries.values()]) this.#forget(entry);
     await Promise.all([...this.#ending]);
   }
@@ -166,46 +148,15 @@ export class VusbSource extends EventEmitter implements DeviceSource {
     return n;
   }
 
-  #scheduleScan(): void {
-    if (!this.#running) return;
-    if (this.#scanning) {
-      this.#rescan = true;
-      return;
-    }
-    void this.#scan();
+  get #running(): boolean {
+    return this.#watcher.running;
   }
 
-  #scan(): Promise<void> {
-    const run = async (): Promise<void> => {
-      do {
-        this.#rescan = false;
-        await this.#scanOnce();
-      } while (this.#rescan && this.#running);
-    };
-    const p = run()
-      .catch((err: Error) => this.#log.warn(`scanning ${this.dir} failed: ${err.message}`))
-      .finally(() => {
-        if (this.#scanning === p) this.#scanning = undefined;
-      });
-    this.#scanning = p;
-    return p;
-  }
-
-  async #scanOnce(): Promise<void> {
-    const names = (await readdir(this.dir)).filter((n) => n.endsWith(SUFFIX));
-    const present = new Map<string, { ino: number; birthtimeMs: number }>();
-    await Promise.all(names.map(async (name) => {
-      try {
-        const st = await lstat(join(this.dir, name));
-        if (st.isSocket()) present.set(name, { ino: st.ino, birthtimeMs: st.birthtimeMs });
-      } catch {
-        // Gone between readdir and lstat: an unplug racing the scan.
-      }
-    }));
-    if (!this.#running) return;
+  /** Matches the entries to the sockets present: removed or replaced files unplug, new ones plug in. */
+  #reconcile(present: Map<string, BusSocket>): void {
     for (const entry of [...this.#entries.values()]) {
       const now = present.get(entry.name);
-      if (!now || now.ino !== entry.ino || now.birthtimeMs !== entry.birthtimeMs) {
+      if (!now || !sameSocket(now, entry)) {
         entry.log.debug(now ? 'socket file replaced' : 'socket file removed');
         this.#forget(entry);
       }
@@ -218,7 +169,7 @@ export class VusbSource extends EventEmitter implements DeviceSource {
   #add(name: string, ino: number, birthtimeMs: number): void {
     const entry: Entry = {
       name, path: join(this.dir, name), ino, birthtimeMs, state: 'connecting', attempts: 0,
-      log: this.#log.child({ dev: name.slice(0, -SUFFIX.length).slice(0, 8) }),
+      log: this.#log.child({ dev: name.slice(0, -VUSB_SUFFIX.length).slice(0, 8) }),
     };
     this.#entries.set(name, entry);
     this.#connect(entry);
@@ -313,7 +264,7 @@ export class VusbSource extends EventEmitter implements DeviceSource {
         {
           serialNumber: found.udid,
           productId: found.device.idProduct,
-          locationId: ((this.#bus << 16) | address) >>> 0,
+          locationId: ((this.#busNumber << 16) | address) >>> 0,
           speed: speedToBitsPerSecond(speed),
         },
         { outEndpoint: found.mux.outEndpoint, inEndpoint: found.mux.inEndpoint, maxPacketSize: found.mux.maxPacketSize },
@@ -340,7 +291,7 @@ export class VusbSource extends EventEmitter implements DeviceSource {
       entry.state = 'gone';
       this.#emitSafely('detach', link);
       // The file may still be there (the device re-enumerated): look again.
-      this.#scheduleScan();
+      this.#watcher.rescan();
     } else if ((was === 'busy' || was === 'enumerating') && this.#running && this.#entries.get(entry.name) === entry) {
       // Dropped before or during enumeration: held by another host, or re-enumerating. Look
       // again after a poll interval (a removed file is noticed by the scan before that).
@@ -365,7 +316,7 @@ export class VusbSource extends EventEmitter implements DeviceSource {
         return candidate;
       }
     }
-    throw new MuxwireError('MUXWIRE_ERR_BUS_FULL', `more than 127 devices on vusb bus ${this.#bus}`);
+    throw new MuxwireError('MUXWIRE_ERR_BUS_FULL', `more than 127 devices on vusb bus ${this.#busNumber}`);
   }
 
   #emitSafely(event: 'attach' | 'detach', link: VusbLink): void {

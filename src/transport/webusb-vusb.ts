@@ -17,10 +17,7 @@
  *   with MUXWIRE_ERR_NO_DEVICE. `close()` on a device lets go of it (the socket is closed), and
  *   the device is found again by the next scan, as one whose host stack released it.
  */
-import { watch, type FSWatcher } from 'node:fs';
-import { lstat, mkdir, readdir } from 'node:fs/promises';
 import { createConnection, type Socket } from 'node:net';
-import { join } from 'node:path';
 import { MuxwireError } from '../errors.js';
 import { log as rootLog, type Logger } from '../log.js';
 import {
@@ -32,6 +29,7 @@ import {
   type VusbMessage,
 } from '../protocol/vusb-wire.js';
 import { VusbControlChannel } from './vusb-control.js';
+import { sameSocket, VusbBusWatcher, type BusSocket } from './vusb-bus-watcher.js';
 import {
   configurationTotalLength,
   parseConfigurationDescriptor,
@@ -63,7 +61,14 @@ export interface VusbWebUsbOptions {
 
 type Listener = (event: { device: WebUsbDevice }) => void;
 
-const SUFFIX = '.vusb';
+/** A socket file of the bus, and the device connected to it or the connection being made. */
+interface BusEntry {
+  id: BusSocket;
+  device?: VusbWebUsbDevice;
+  socket?: Socket;
+  retryAt?: number;
+}
+
 const STASH_LIMIT = 4 * 1024 * 1024;
 const HELLO_TIMEOUT_MS = 5000;
 const SPEED_NAMES = ['', 'low', 'full', 'high', 'super', 'superPlus'];
@@ -79,12 +84,8 @@ export class VusbWebUsb implements WebUsbLike {
   readonly #log: Logger;
   readonly #listeners = { connect: new Set<Listener>(), disconnect: new Set<Listener>() };
   /** By socket file name: the device connected to it, or a connection being made. */
-  readonly #entries = new Map<string, { ino: number; device?: VusbWebUsbDevice; socket?: Socket; retryAt?: number }>();
-  #watcher: FSWatcher | undefined;
-  #poll: NodeJS.Timeout | undefined;
-  #running = false;
-  #scanning: Promise<void> | undefined;
-  #rescan = false;
+  readonly #entries = new Map<string, BusEntry>();
+  readonly #watcher: VusbBusWatcher;
   #nextAddress = 1;
 
   constructor(opts: VusbWebUsbOptions) {
@@ -93,28 +94,22 @@ export class VusbWebUsb implements WebUsbLike {
     this.#pollIntervalMs = opts.pollIntervalMs ?? 2000;
     this.#controlTimeoutMs = opts.controlTimeoutMs ?? 5000;
     this.#log = rootLog.child({ webusb: 'vusb' });
+    this.#watcher = new VusbBusWatcher({
+      dir: this.dir,
+      pollIntervalMs: this.#pollIntervalMs,
+      log: this.#log,
+      onScan: (present) => this.#reconcile(present),
+    });
   }
 
   /** Starts watching the directory; resolves once the devices present are enumerated. */
-  async start(): Promise<void> {
-    if (this.#running) return;
-    await mkdir(this.dir, { recursive: true });
-    this.#running = true;
-    this.#watcher = watch(this.dir, { persistent: false }, () => this.#scheduleScan());
-    this.#watcher.on('error', (err) => this.#log.warn(`watching ${this.dir} failed: ${err.message}`));
-    if (this.#pollIntervalMs > 0) {
-      this.#poll = setInterval(() => this.#scheduleScan(), this.#pollIntervalMs);
-      this.#poll.unref();
-    }
-    await this.#scan();
+  start(): Promise<void> {
+    return this.#watcher.start();
   }
 
   /** Stops watching and lets go of every device. */
   async close(): Promise<void> {
-    this.#running = false;
-    this.#watcher?.close();
-    if (this.#poll) clearInterval(this.#poll);
-    await this.#scanning;
+    await this.#watcher.stop();
     for (const e of this.#entries.values()) {
       e.socket?.destroy();
       e.device?._destroy();
@@ -146,66 +141,34 @@ export class VusbWebUsb implements WebUsbLike {
     }
   }
 
-  #scheduleScan(): void {
-    if (!this.#running) return;
-    if (this.#scanning) {
-      this.#rescan = true;
-      return;
-    }
-    void this.#scan();
-  }
-
-  #scan(): Promise<void> {
-    const p = (async () => {
-      do {
-        this.#rescan = false;
-        await this.#scanOnce();
-      } while (this.#rescan && this.#running);
-    })()
-      .catch((err: Error) => this.#log.warn(`scanning ${this.dir} failed: ${err.message}`))
-      .finally(() => {
-        if (this.#scanning === p) this.#scanning = undefined;
-      });
-    this.#scanning = p;
-    return p;
-  }
-
-  async #scanOnce(): Promise<void> {
-    const present = new Map<string, number>();
-    for (const name of (await readdir(this.dir)).filter((n) => n.endsWith(SUFFIX))) {
-      try {
-        const st = await lstat(join(this.dir, name));
-        if (st.isSocket()) present.set(name, st.ino);
-      } catch {
-        // Gone between readdir and lstat: an unplug racing the scan.
-      }
-    }
-    if (!this.#running) return;
+  /** Removed or replaced socket files let go of their device; new ones are enumerated. */
+  async #reconcile(present: Map<string, BusSocket>): Promise<void> {
     for (const [name, e] of [...this.#entries]) {
-      if (present.get(name) !== e.ino) {
+      const now = present.get(name);
+      if (!now || !sameSocket(now, e.id)) {
         this.#entries.delete(name);
         e.socket?.destroy();
       }
     }
     const now = Date.now();
     const found: Promise<void>[] = [];
-    for (const [name, ino] of present) {
+    for (const [name, id] of present) {
       const e = this.#entries.get(name);
       if (e && (e.device || e.socket || (e.retryAt ?? 0) > now)) continue;
-      found.push(this.#enumerate(name, ino));
+      found.push(this.#enumerate(name, id));
     }
     await Promise.all(found);
   }
 
   /** Connects to one socket and enumerates the device behind it, as the OS does at plug-in. */
-  async #enumerate(name: string, ino: number): Promise<void> {
-    const entry: { ino: number; device?: VusbWebUsbDevice; socket?: Socket; retryAt?: number } = { ino };
+  async #enumerate(name: string, id: BusSocket): Promise<void> {
+    const entry: BusEntry = { id };
     this.#entries.set(name, entry);
     const log = this.#log.child({ dev: name.slice(0, 8) });
     let socket: Socket;
     try {
       socket = await new Promise<Socket>((resolve, reject) => {
-        const s = createConnection(join(this.dir, name));
+        const s = createConnection(id.path);
         s.once('connect', () => {
           s.off('error', reject);
           resolve(s);
@@ -215,7 +178,7 @@ export class VusbWebUsb implements WebUsbLike {
     } catch (err) {
       // Not accepting yet, or gone: look again after a while (the next scan).
       entry.retryAt = Date.now() + 200;
-      setTimeout(() => this.#scheduleScan(), 250).unref();
+      setTimeout(() => this.#watcher.rescan(), 250).unref();
       log.debug(`connect failed: ${(err as Error).message}`);
       return;
     }
@@ -247,10 +210,10 @@ export class VusbWebUsb implements WebUsbLike {
       socket.destroy();
       entry.socket = undefined;
       entry.retryAt = Date.now() + 1000;
-      setTimeout(() => this.#scheduleScan(), 1050).unref();
+      setTimeout(() => this.#watcher.rescan(), 1050).unref();
       return;
     }
-    if (!this.#running || this.#entries.get(name) !== entry) {
+    if (!this.#watcher.running || this.#entries.get(name) !== entry) {
       socket.destroy();
       return;
     }
@@ -260,7 +223,7 @@ export class VusbWebUsb implements WebUsbLike {
       if (this.#entries.get(name) === entry) this.#entries.delete(name);
       this.#emit('disconnect', device);
       // Released by its user (close()) or re-enumerating: the file may still be there.
-      this.#scheduleScan();
+      this.#watcher.rescan();
     };
     if (wire.ended) {
       wire.onEnd();
