@@ -14,12 +14,11 @@ export async function withLockdown<T>(
   body: (handle: LockdownHandle, device: DeviceInfo) => Promise<T>,
 ): Promise<T> {
   const device = await client.findDevice(udid);
-  let said = false;
+  const notice = trustNotice(device.udid);
   const handle = await openLockdown(client, device, {
     ...options,
     onWaiting: (elapsed) => {
-      if (!said) process.stderr.write(`muxwire: waiting for the user to trust this computer on ${device.udid}…\n`);
-      said = true;
+      notice();
       options.onWaiting?.(elapsed);
     },
   });
@@ -28,6 +27,15 @@ export async function withLockdown<T>(
   } finally {
     handle.lockdown.close();
   }
+}
+
+/** Says once, on stderr, that the device's Trust dialog is waiting for the user. */
+export function trustNotice(udid: string): () => void {
+  let said = false;
+  return () => {
+    if (!said) process.stderr.write(`muxwire: waiting for the user to trust this computer on ${udid}…\n`);
+    said = true;
+  };
 }
 
 /** A progress line on stderr for long transfers, redrawn in place on a terminal. */

@@ -134,6 +134,8 @@ test('bad input gets one readable line and a non-zero exit', async () => {
     [['list', '--socket', join(dir, 'nothing-here')], /cannot reach usbmuxd.*MUXWIRE_ERR_NO_DAEMON/],
     [['info', '--socket', socket, '-u', 'ffffffffffffffffffffffffffffffffffffffff'], /no device with UDID/],
     [['list', '--bogus'], /MUXWIRE_ERR_BAD_ARGUMENT/],
+    [['pair', '--socket', socket, '--trust-timeout', 'soon'], /--trust-timeout must be a positive number/],
+    [['demo', '--size', '0'], /--size must be 1\.\.4096 MiB/],
   ];
   for (const [args, pattern] of cases) {
     const r = await muxwire(args);
@@ -181,4 +183,32 @@ test('demo runs daemon, simulated device, pairing and an AFC transfer end to end
   assert.ok(socketDir);
   const { existsSync } = await import('node:fs');
   assert.equal(existsSync(socketDir), false, 'the demo removed its temporary directory');
+});
+
+test('pair says so while the Trust dialog is showing, then pairs when the user accepts', async () => {
+  const slow = await SimulatedDevice.create({ trust: 'delay:1500', benchPorts: false });
+  try {
+    await slow.plug(join(dir, 'bus'));
+    await waitForDevice(new UsbmuxClient({ address: `UNIX:${socket}` }), slow.udid);
+    const r = await muxwire(['pair', '-u', slow.udid, '--socket', socket]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stderr, `muxwire: waiting for the user to trust this computer on ${slow.udid}…\n`);
+    assert.match(r.stdout, new RegExp(`paired with ${slow.udid}`));
+  } finally {
+    await slow.close();
+  }
+});
+
+test('pair gives up with a coded error when the Trust dialog is not answered in time', async () => {
+  const slow = await SimulatedDevice.create({ trust: 'delay:60000', benchPorts: false });
+  try {
+    await slow.plug(join(dir, 'bus'));
+    await waitForDevice(new UsbmuxClient({ address: `UNIX:${socket}` }), slow.udid);
+    const r = await muxwire(['pair', '-u', slow.udid, '--trust-timeout', '1500', '--socket', socket]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /waiting for the user to trust/);
+    assert.match(r.stderr, /Trust dialog was not answered within 1500 ms \(MUXWIRE_ERR_TIMEOUT\)\n$/);
+  } finally {
+    await slow.close();
+  }
 });

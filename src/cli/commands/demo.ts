@@ -11,8 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MuxwireError } from '../../errors.js';
 import { UsbmuxClient } from '../../client/usbmux-client.js';
-import { openLockdown, startService, LOCKDOWN_PORT } from '../../client/device-services.js';
-import { LockdownClient } from '../../lockdown/lockdown-client.js';
+import { openLockdown, startService } from '../../client/device-services.js';
 import { AfcClient } from '../../services/afc/afc-client.js';
 import { MuxDaemon } from '../../daemon/mux-daemon.js';
 import { VusbSource } from '../../transport/vusb-source.js';
@@ -73,12 +72,12 @@ export function run(argv: string[]): Promise<number> {
       const attached = await waitForDevice(client, device.udid);
       say('attached', `usbmuxd lists device id ${attached.deviceId}, ${attached.connectionType}, product 0x${attached.productId.toString(16)}`);
 
-      const pairing = await LockdownClient.open(await client.connect(attached, LOCKDOWN_PORT), { label: 'muxwire-demo' });
+      const pairing = await openLockdown(client, attached, { label: 'muxwire-demo', session: false });
       try {
-        const record = await pairing.pair(client, { udid: attached.udid, deviceId: attached.deviceId });
+        const record = await pairing.lockdown.pair(client, { udid: attached.udid, deviceId: attached.deviceId });
         say('paired', `HostID ${String(record.HostID)}, record stored by the daemon`);
       } finally {
-        pairing.close();
+        pairing.lockdown.close();
       }
 
       const handle = await openLockdown(client, attached, { label: 'muxwire-demo' });

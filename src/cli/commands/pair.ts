@@ -1,5 +1,5 @@
-import { LockdownClient } from '../../lockdown/lockdown-client.js';
-import { LOCKDOWN_PORT } from '../../client/device-services.js';
+import { MuxwireError } from '../../errors.js';
+import { trustNotice, withLockdown } from '../device-command.js';
 import { COMMON_HELP, makeClient, parseCommand, printJson, runCommand } from '../common.js';
 
 const HELP = `usage: muxwire pair [options]
@@ -17,25 +17,18 @@ export function run(argv: string[]): Promise<number> {
   return runCommand('pair', HELP, argv, async () => {
     const { values } = parseCommand(argv, { 'trust-timeout': { type: 'string' } }, false);
     const trustTimeout = values['trust-timeout'] !== undefined ? Number(values['trust-timeout']) : 60_000;
+    if (!(trustTimeout > 0)) throw new MuxwireError('MUXWIRE_ERR_BAD_ARGUMENT', '--trust-timeout must be a positive number of ms');
     const client = makeClient(values);
-    const device = await client.findDevice(values.udid);
-    const lockdown = await LockdownClient.open(await client.connect(device, LOCKDOWN_PORT), { label: 'muxwire' });
-    try {
-      await lockdown.queryType();
-      let said = false;
-      const record = await lockdown.pair(client, {
+    const { udid, record } = await withLockdown(client, values.udid, { label: 'muxwire', session: false }, async ({ lockdown }, device) => ({
+      udid: device.udid,
+      record: await lockdown.pair(client, {
         udid: device.udid,
         deviceId: device.deviceId,
         timeoutMs: trustTimeout,
-        onWaiting: () => {
-          if (!said) process.stderr.write(`muxwire pair: waiting for the user to trust this computer on ${device.udid}…\n`);
-          said = true;
-        },
-      });
-      if (values.json) printJson({ paired: true, udid: device.udid, hostId: record.HostID });
-      else process.stdout.write(`paired with ${device.udid} (HostID ${String(record.HostID)})\n`);
-    } finally {
-      lockdown.close();
-    }
+        onWaiting: trustNotice(device.udid),
+      }),
+    }));
+    if (values.json) printJson({ paired: true, udid, hostId: record.HostID });
+    else process.stdout.write(`paired with ${udid} (HostID ${String(record.HostID)})\n`);
   });
 }
