@@ -66,6 +66,15 @@ export function muxwireMain(): string {
   return fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 }
 
+/**
+ * Node options for the sim and daemon processes: `MUXWIRE_BENCH_PROFILE=DIR` writes a V8 CPU profile
+ * of each into DIR when it exits (`--cpu-prof`, which NODE_OPTIONS does not accept).
+ */
+function profileArgs(): string[] {
+  const dir = process.env.MUXWIRE_BENCH_PROFILE;
+  return dir ? ['--cpu-prof', `--cpu-prof-dir=${dir}`] : [];
+}
+
 /** The repository root (holds build/vusb), found upward from this file. */
 export function repoRoot(): string {
   let dir = fileURLToPath(new URL('.', import.meta.url));
@@ -277,7 +286,7 @@ async function startMux(id: 'muxwire-js' | 'muxwire-native' | 'usbmuxd', opts: S
   };
   const notes: string[] = [];
   try {
-    const sim = new Child('muxwire sim', process.execPath, [muxwireMain(), 'sim', '--vusb-dir', busDir, '--afc-root', afcRoot]);
+    const sim = new Child('muxwire sim', process.execPath, [...profileArgs(), muxwireMain(), 'sim', '--vusb-dir', busDir, '--afc-root', afcRoot]);
     children.push(sim);
     await sim.waitFor(/muxwire sim: ready (\S+)/, 30_000);
 
@@ -300,7 +309,7 @@ async function startMux(id: 'muxwire-js' | 'muxwire-native' | 'usbmuxd', opts: S
       socketPath = join(dir, 'muxwire.sock');
       const pairDir = join(dir, 'pair');
       await mkdir(pairDir);
-      const args = [muxwireMain(), 'daemon', '--socket', socketPath, '--pair-dir', pairDir, '--no-usb'];
+      const args = [...profileArgs(), muxwireMain(), 'daemon', '--socket', socketPath, '--pair-dir', pairDir, '--no-usb'];
       const env: NodeJS.ProcessEnv = { ...process.env };
       if (id === 'muxwire-js') {
         args.push('--backend', 'js', '--vusb-dir', busDir);

@@ -56,7 +56,13 @@ export interface E2eConfig {
   afcRepeats: number;
   /** Which contenders to run (default all). */
   only?: readonly ContenderId[];
+  /** Which groups of figures to measure (default all). */
+  figures?: readonly FigureGroup[];
 }
+
+/** Groups of figures that `--figures` can select: each group is measured as a whole. */
+export const FIGURE_GROUPS = ['download', 'upload', 'concurrent', 'connect', 'lockdown', 'afc'] as const;
+export type FigureGroup = (typeof FIGURE_GROUPS)[number];
 
 export const FULL_E2E: E2eConfig = {
   repeats: 5,
@@ -299,9 +305,16 @@ function latencyPlan(medianId: FigureId, p99Id: FigureId, cfg: E2eConfig, sample
 }
 
 async function measureAll(entries: readonly Entry[], cfg: E2eConfig, log: Log): Promise<void> {
-  await interleave(entries, throughputPlan('download', cfg, (e, n) => download(e.c.open, n)), log);
-  await interleave(entries, throughputPlan('upload', cfg, (e, n) => upload(e.c.open, n)), log);
+  const wants = (g: FigureGroup): boolean => !cfg.figures || cfg.figures.includes(g);
+  if (wants('download')) await interleave(entries, throughputPlan('download', cfg, (e, n) => download(e.c.open, n)), log);
+  if (wants('upload')) await interleave(entries, throughputPlan('upload', cfg, (e, n) => upload(e.c.open, n)), log);
+  if (wants('concurrent')) await measureConcurrent(entries, cfg, log);
+  if (wants('connect')) await interleave(entries, latencyPlan('connectMedian', 'connectP99', cfg, (e, n) => connectLatency(e.c.open, n)), log);
+  if (wants('lockdown') || wants('afc')) await measureLockdownAndAfc(entries, cfg, log, wants('lockdown'), wants('afc'));
+}
 
+/** 32 connections, with the daemon's RSS sampled during each measured run; then the CPU tallies. */
+async function measureConcurrent(entries: readonly Entry[], cfg: E2eConfig, log: Log): Promise<void> {
   // 32 connections, with the daemon's RSS sampled during each measured run.
   const per = (n: number): number => Math.max(64 * 1024, Math.floor(n / cfg.connections / 65536) * 65536);
   const growths = new Map<Entry, number[]>();
@@ -331,10 +344,10 @@ async function measureAll(entries: readonly Entry[], cfg: E2eConfig, log: Log): 
     fig.cpuPerGB = e.c.relayPid !== undefined ? perGB(e.tally) : { missing: 'no daemon process to measure' };
     fig.farCpuPerGB = perGB(e.farTally);
   }
+}
 
-  await interleave(entries, latencyPlan('connectMedian', 'connectP99', cfg, (e, n) => connectLatency(e.c.open, n)), log);
-
-  // Lockdown and AFC: mux contenders whose daemon left a pair record.
+/** Lockdown and AFC: mux contenders whose daemon left a pair record. */
+async function measureLockdownAndAfc(entries: readonly Entry[], cfg: E2eConfig, log: Log, lockdown: boolean, afc: boolean): Promise<void> {
   const lockdownIds = ['lockdownMedian', 'lockdownP99', 'afcPullMuxwire', 'afcPushMuxwire', 'afcPullAppium', 'afcPushAppium'] as const;
   for (const e of entries) {
     const why = !e.c.mux ? 'not measured: no lockdown or AFC without a device mux' : !e.c.mux.paired ? 'not measured: the daemon left no pair record' : undefined;
@@ -349,7 +362,8 @@ async function measureAll(entries: readonly Entry[], cfg: E2eConfig, log: Log): 
     }
   }
   const withSession = (e: Entry): boolean => e.session !== undefined;
-  await interleave(entries, latencyPlan('lockdownMedian', 'lockdownP99', cfg, (e, n) => lockdownRoundTrips(e.session!, n)), log, withSession);
+  if (lockdown) await interleave(entries, latencyPlan('lockdownMedian', 'lockdownP99', cfg, (e, n) => lockdownRoundTrips(e.session!, n)), log, withSession);
+  if (!afc) return;
 
   // AFC: one size per daemon for both clients, from our client's warm-up pull (same file, same work).
   const appium = await loadAppiumAfc();

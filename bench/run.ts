@@ -3,7 +3,7 @@
  * usbmuxd and the two ceilings, one table, one JSON report, and with --gate the thresholds of
  * bench/gate.json (exit 1 when one falls short).
  *
- *   node dist/bench/run.js [--quick] [--gate] [--json FILE] [--only a,b] [--no-micro] [--no-e2e]
+ *   node dist/bench/run.js [--quick] [--gate] [--json FILE] [--only a,b] [--figures g,h] [--no-micro] [--no-e2e]
  *                          [--gate-file FILE] [--check FILE]
  */
 import { existsSync } from 'node:fs';
@@ -12,7 +12,7 @@ import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { CONTENDERS, makeWorkDir, repoRoot, type ContenderId } from './contenders.js';
-import { FULL_E2E, QUICK_E2E, runE2e } from './e2e.js';
+import { FIGURE_GROUPS, FULL_E2E, QUICK_E2E, runE2e, type FigureGroup } from './e2e.js';
 import { checkGate, loadGate } from './gate.js';
 import { formatDemuxPushRows, formatDemuxScanRows, runDemuxPushBench, runDemuxScanBench } from './demux-scan.js';
 import { runCodecBench, runDemuxBench } from './micro.js';
@@ -30,6 +30,8 @@ options:
   --gate             check bench/gate.json; exit 1 when a threshold falls short
   --json FILE        where to write the JSON report (default bench-report.json)
   --only LIST        contenders to run, comma-separated: ${CONTENDERS.map((c) => c.id).join(',')}
+  --figures LIST     figure groups to measure, comma-separated: ${FIGURE_GROUPS.join(',')}
+                     (default all; with --gate, a threshold on a figure not measured fails)
   --no-micro         skip the micro-benchmarks
   --no-e2e           skip the end-to-end race
   --gate-file FILE   thresholds (default bench/gate.json)
@@ -52,6 +54,7 @@ export async function main(argv: string[]): Promise<number> {
       gate: { type: 'boolean' },
       json: { type: 'string' },
       only: { type: 'string' },
+      figures: { type: 'string' },
       'no-micro': { type: 'boolean' },
       'no-e2e': { type: 'boolean' },
       'gate-file': { type: 'string' },
@@ -73,6 +76,10 @@ export async function main(argv: string[]): Promise<number> {
   const only = values.only?.split(',').map((s) => s.trim()) as ContenderId[] | undefined;
   for (const id of only ?? []) {
     if (!CONTENDERS.some((c) => c.id === id)) throw new Error(`--only: unknown contender '${id}'`);
+  }
+  const figures = values.figures?.split(',').map((s) => s.trim()) as FigureGroup[] | undefined;
+  for (const g of figures ?? []) {
+    if (!FIGURE_GROUPS.includes(g)) throw new Error(`--figures: unknown figure group '${g}'`);
   }
   const quick = values.quick === true;
   const log = (line: string): void => void process.stderr.write(`${line}\n`);
@@ -105,7 +112,7 @@ export async function main(argv: string[]): Promise<number> {
     }
   }
   if (!values['no-e2e']) {
-    const cfg = { ...(quick ? QUICK_E2E : FULL_E2E), ...(only ? { only } : {}) };
+    const cfg = { ...(quick ? QUICK_E2E : FULL_E2E), ...(only ? { only } : {}), ...(figures ? { figures } : {}) };
     report.e2eConfig = cfg;
     const workDir = await makeWorkDir();
     try {
