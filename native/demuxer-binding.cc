@@ -6,10 +6,17 @@
 //   new Demuxer(version, maxPacket, stagingA, stagingB, ringState)
 //   .setVersion(version)   .open(slot, sport, dport, ring)   .close(slot)
 //   .push(transfer, events) -> count | -1          .staged() -> bytes being reassembled
+//   .attachSink(slot, fd) -> bool   .setDirect(slot, on)   .detachSink(slot)
 //
 // The TypeScript twin is src/accel/demux-core.ts; src/accel/demuxer.ts validates before calling.
 #include "demuxer-binding.h"
 
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <memory>
 #include <new>
 #include <vector>
@@ -35,6 +42,9 @@ class DemuxerWrap : public Napi::ObjectWrap<DemuxerWrap> {
   Napi::Value Close(const Napi::CallbackInfo& info);
   Napi::Value Push(const Napi::CallbackInfo& info);
   Napi::Value Staged(const Napi::CallbackInfo& info);
+  Napi::Value AttachSink(const Napi::CallbackInfo& info);
+  Napi::Value SetDirect(const Napi::CallbackInfo& info);
+  Napi::Value DetachSink(const Napi::CallbackInfo& info);
 
  private:
   // Throws unless the constructor completed (a failed constructor leaves no core).
@@ -177,6 +187,52 @@ Napi::Value DemuxerWrap::Staged(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), core_->staged());
 }
 
+// Duplicates `fd` when it is a stream socket the demuxer may send to; -1 otherwise.
+int DuplicateSocket(int fd) {
+  struct stat st;
+  if (fstat(fd, &st) != 0 || !S_ISSOCK(st.st_mode)) return -1;
+  int type = 0;
+  socklen_t len = sizeof(type);
+  if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) != 0 || type != SOCK_STREAM) return -1;
+  return fcntl(fd, F_DUPFD_CLOEXEC, 0);
+}
+
+Napi::Value DemuxerWrap::AttachSink(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  uint32_t slot;
+  uint32_t fd;
+  if (!Ready(info) || !CheckArgCount(info, 2, "attachSink takes (slot, fd)") ||
+      !GetSlot(info, &slot) || !GetInteger(info, 1, "fd", 0, 0x7fffffff, &fd)) {
+    return env.Undefined();
+  }
+  if (!core_->IsOpen(slot)) {
+    Napi::Error::New(env, "slot is not open").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  const int dup = DuplicateSocket(static_cast<int>(fd));
+  if (dup < 0) return Napi::Boolean::New(env, false);
+  core_->AttachSink(slot, dup);
+  return Napi::Boolean::New(env, true);
+}
+
+Napi::Value DemuxerWrap::SetDirect(const Napi::CallbackInfo& info) {
+  uint32_t slot;
+  if (Ready(info) && CheckArgCount(info, 2, "setDirect takes (slot, on)") && GetSlot(info, &slot) &&
+      core_->IsOpen(slot)) {
+    core_->SetDirect(slot, info[1].ToBoolean().Value());
+  }
+  return info.Env().Undefined();
+}
+
+Napi::Value DemuxerWrap::DetachSink(const Napi::CallbackInfo& info) {
+  uint32_t slot;
+  if (Ready(info) && CheckArgCount(info, 1, "detachSink takes (slot)") && GetSlot(info, &slot) &&
+      core_->IsOpen(slot)) {
+    core_->DetachSink(slot);
+  }
+  return info.Env().Undefined();
+}
+
 }  // namespace
 
 Napi::Function DefineDemuxerClass(Napi::Env env) {
@@ -188,6 +244,12 @@ Napi::Function DefineDemuxerClass(Napi::Env env) {
                                       DemuxerWrap::InstanceMethod("close", &DemuxerWrap::Close),
                                       DemuxerWrap::InstanceMethod("push", &DemuxerWrap::Push),
                                       DemuxerWrap::InstanceMethod("staged", &DemuxerWrap::Staged),
+                                      DemuxerWrap::InstanceMethod("attachSink",
+                                                                  &DemuxerWrap::AttachSink),
+                                      DemuxerWrap::InstanceMethod("setDirect",
+                                                                  &DemuxerWrap::SetDirect),
+                                      DemuxerWrap::InstanceMethod("detachSink",
+                                                                  &DemuxerWrap::DetachSink),
                                   });
 }
 

@@ -1,7 +1,11 @@
 // See demuxer.h for the contract; mux-wire.h for the byte layout.
 #include "demuxer.h"
 
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 
 #include "mux-wire.h"
@@ -50,8 +54,49 @@ void Demuxer::Open(uint32_t slot, uint16_t sport, uint16_t dport, uint8_t* ring,
 void Demuxer::Close(uint32_t slot) {
   Ring& r = rings_[slot];
   if (r.data == nullptr) return;
+  DetachSink(slot);
   slots_by_ports_.erase(r.key);
   r = Ring();
+}
+
+void Demuxer::AttachSink(uint32_t slot, int fd) {
+  DetachSink(slot);
+  rings_[slot].sink = fd;
+  rings_[slot].direct = false;
+}
+
+void Demuxer::SetDirect(uint32_t slot, bool direct) {
+  Ring& r = rings_[slot];
+  r.direct = direct && r.sink >= 0;
+}
+
+void Demuxer::DetachSink(uint32_t slot) {
+  Ring& r = rings_[slot];
+  if (r.sink >= 0) close(r.sink);
+  r.sink = -1;
+  r.direct = false;
+}
+
+uint32_t Demuxer::SendToSink(Ring& ring, const uint8_t* data, uint32_t length) {
+#ifdef MSG_NOSIGNAL
+  constexpr int kFlags = MSG_DONTWAIT | MSG_NOSIGNAL;
+#else
+  constexpr int kFlags = MSG_DONTWAIT;  // Node ignores SIGPIPE
+#endif
+  uint32_t sent = 0;
+  while (sent < length) {
+    const ssize_t n = send(ring.sink, data + sent, length - sent, kFlags);
+    if (n > 0) {
+      sent += static_cast<uint32_t>(n);
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    // Full (EAGAIN) or failed (the client is gone: JS hears of it from its own socket): the rest
+    // goes through the ring and JS.
+    break;
+  }
+  if (sent < length) ring.direct = false;
+  return sent;
 }
 
 int64_t Demuxer::Fail(uint32_t offset, uint32_t length, uint32_t* events) {
@@ -139,7 +184,7 @@ void Demuxer::Emit(uint32_t source, uint32_t offset, const uint8_t* packet, uint
     record[1] = protocol;
     record[6] = 0;
     record[7] = length - static_cast<uint32_t>(header_size);
-    record[8] = record[9] = record[10] = record[11] = 0;
+    record[8] = record[9] = record[10] = record[11] = record[12] = 0;
     return;
   }
   const uint8_t* tcp = packet + header_size;
@@ -149,6 +194,7 @@ void Demuxer::Emit(uint32_t source, uint32_t offset, const uint8_t* packet, uint
   record[9] = ReadU32BE(tcp + 8);
   record[10] = tcp[13];
   record[11] = static_cast<uint32_t>(ReadU16BE(tcp + 14)) << 8;
+  record[12] = 0;
   const auto found = slots_by_ports_.find(PortsKey(ReadU16BE(tcp), ReadU16BE(tcp + 2)));
   if (found == slots_by_ports_.end()) {
     record[0] = kEventTcp;
@@ -157,7 +203,7 @@ void Demuxer::Emit(uint32_t source, uint32_t offset, const uint8_t* packet, uint
     return;
   }
   const uint32_t slot = found->second;
-  const Ring& ring = rings_[slot];
+  Ring& ring = rings_[slot];
   const uint32_t read = ring_state_[2 * slot];
   const uint32_t write = ring_state_[2 * slot + 1];
   record[1] = slot;
@@ -169,18 +215,23 @@ void Demuxer::Emit(uint32_t source, uint32_t offset, const uint8_t* packet, uint
   // JS owns the read position; one that claims more unread bytes than the ring holds is treated
   // as a full ring rather than trusted.
   const uint32_t unread = write - read;
+  const uint8_t* payload = tcp + kTcpHeaderSize;
+  // The fast path: nothing waits before this payload, so it may go straight to the sink.
+  const uint32_t sent = ring.direct && unread == 0 ? SendToSink(ring, payload, payload_length) : 0;
+  record[12] = sent;
+  const uint32_t rest = payload_length - sent;
+  record[0] = kEventTcpData;
+  if (rest == 0) return;
   const uint32_t free_bytes = unread > ring.capacity ? 0 : ring.capacity - unread;
-  if (payload_length > free_bytes) {
+  if (rest > free_bytes) {
     record[0] = kEventTcpOverflow;
     return;
   }
   const uint32_t at = write & (ring.capacity - 1);
-  const uint32_t first = std::min(payload_length, ring.capacity - at);
-  const uint8_t* payload = tcp + kTcpHeaderSize;
-  std::memcpy(ring.data + at, payload, first);
-  std::memcpy(ring.data, payload + first, payload_length - first);
-  ring_state_[2 * slot + 1] = write + payload_length;
-  record[0] = kEventTcpData;
+  const uint32_t first = std::min(rest, ring.capacity - at);
+  std::memcpy(ring.data + at, payload + sent, first);
+  std::memcpy(ring.data, payload + sent + first, rest - first);
+  ring_state_[2 * slot + 1] = write + rest;
 }
 
 }  // namespace muxwire

@@ -22,6 +22,8 @@
 //   [6] TCP kinds: the ring's write position (total bytes written, u32) before this payload
 //   [7] payload length (TCP kinds: after the 20-byte TCP header; else after the mux header)
 //   [8] TCP kinds: seq   [9] ack   [10] flags   [11] window in bytes (the field << 8); else 0
+//   [12] kEventTcpData: payload bytes written straight to the connection's sink (see below),
+//        the rest (payload length − this) appended to the ring; else 0
 //
 // so that the engine reads everything it needs per packet from one array, without making a view
 // of the packet (STYLE.md §6: offsets and numbers, not many small objects).
@@ -29,6 +31,15 @@
 // Ring positions, shared with JS in `ring_state`: [2·slot] = read position, [2·slot+1] = write
 // position, both running byte totals modulo 2^32; unread = write − read. JS advances the read
 // position as it consumes; the demuxer advances the write position as it appends.
+//
+// Sinks (the relay's fast path). A connection may have a sink: a socket (the daemon's client)
+// that its payloads go to with no JavaScript in between. While the sink is `direct` and the ring
+// holds nothing unread, a payload is sent to the socket from where it lies (the transfer or a
+// staging buffer) with a non-blocking send: no copy into the ring. Whatever the socket does not
+// take at once goes into the ring as usual, and `direct` turns off: JS writes the ring's bytes
+// through its own socket object and turns `direct` back on once they are all written, so bytes
+// reach the socket in order. The demuxer owns a duplicate of the socket's descriptor, so a socket
+// JS closes is never confused with a new one that reuses the number.
 #ifndef MUXWIRE_NATIVE_DEMUXER_H_
 #define MUXWIRE_NATIVE_DEMUXER_H_
 
@@ -39,7 +50,7 @@
 
 namespace muxwire {
 
-constexpr size_t kEventFields = 12;
+constexpr size_t kEventFields = 13;
 constexpr uint32_t kEventPacket = 1;
 constexpr uint32_t kEventTcp = 2;
 constexpr uint32_t kEventTcpData = 3;
@@ -69,6 +80,13 @@ class Demuxer {
   void Open(uint32_t slot, uint16_t sport, uint16_t dport, uint8_t* ring, uint32_t capacity);
   void Close(uint32_t slot);
 
+  // Gives an open connection a sink: `fd` (owned from here on, closed by DetachSink or Close) is
+  // a non-blocking-capable stream socket. Starts with direct sends off.
+  void AttachSink(uint32_t slot, int fd);
+  void SetDirect(uint32_t slot, bool direct);
+  bool HasSink(uint32_t slot) const { return rings_[slot].sink >= 0; }
+  void DetachSink(uint32_t slot);
+
   // Consumes one IN transfer. Returns the number of event records written, or kDemuxBadLength
   // with events[0] = offset of the bad packet in this transfer (kOffsetEarlier if it began in an
   // earlier one) and events[1] = its declared length; a failed demuxer fails every later Push the
@@ -85,7 +103,13 @@ class Demuxer {
     uint8_t* data = nullptr;
     uint32_t capacity = 0;
     uint32_t key = 0;
+    int sink = -1;
+    bool direct = false;
   };
+
+  // Sends up to `length` bytes to the ring's sink without blocking; returns how many it took.
+  // Anything short of all of them turns direct sends off.
+  uint32_t SendToSink(Ring& ring, const uint8_t* data, uint32_t length);
 
   size_t HeaderSize() const;
   bool LengthOk(uint32_t length) const;

@@ -17,13 +17,15 @@
  *  5 v2: tx_seq << 16 | rx_seq (v1: 0)
  *  6 TCP kinds: ring write position before this payload    7 payload length
  *  8 TCP kinds: seq   9 ack   10 flags   11 window in bytes (field << 8); PACKET: 0
+ *  12 TCP_DATA: payload bytes sent straight to the connection's sink (native only: the rest
+ *     went into the ring); else 0
  * ring positions (shared Uint32Array, 2 per slot): [2s] read, [2s+1] write; byte totals mod 2^32
  * ```
  */
 import { SCAN_BAD_LENGTH } from './accel.js';
 
 /** u32 entries per event: everything the engine needs per packet, without a view of it. */
-export const DEMUX_EVENT_FIELDS = 12;
+export const DEMUX_EVENT_FIELDS = 13;
 /** Event kinds (field 0). */
 export const DemuxEvent = { PACKET: 1, TCP: 2, TCP_DATA: 3, TCP_OVERFLOW: 4 } as const;
 /** Field indices inside one event record. */
@@ -42,6 +44,8 @@ export const DemuxField = {
   FLAGS: 10,
   /** In bytes: the wire's window field << 8. */
   WINDOW: 11,
+  /** TCP_DATA: bytes of the payload the native core sent straight to the connection's sink. */
+  SENT: 12,
 } as const;
 /** Source (field 2) of a packet that lies in the pushed transfer; 1 and 2 are staging A and B. */
 export const SOURCE_TRANSFER = 0;
@@ -65,6 +69,14 @@ export interface RawDemuxer {
   push(transfer: Uint8Array, events: Uint32Array): number;
   /** Bytes of a packet still being reassembled. */
   staged(): number;
+  /**
+   * Native only (native/demuxer.h, "Sinks"): gives a connection a socket its payloads are sent to
+   * directly while `setDirect(slot, true)` holds and its ring is empty. The core keeps its own
+   * duplicate of `fd`. False when `fd` is not a stream socket.
+   */
+  attachSink?(slot: number, fd: number): boolean;
+  setDirect?(slot: number, on: boolean): void;
+  detachSink?(slot: number): void;
 }
 
 export type RawDemuxerConstructor = new (
@@ -211,7 +223,7 @@ export class DemuxCoreJs implements RawDemuxer {
       record[r + 1] = protocol;
       record[r + 6] = 0;
       record[r + 7] = length - headerSize;
-      record[r + 8] = record[r + 9] = record[r + 10] = record[r + 11] = 0;
+      record[r + 8] = record[r + 9] = record[r + 10] = record[r + 11] = record[r + 12] = 0;
       return;
     }
     const tcp = at + headerSize;
@@ -221,6 +233,7 @@ export class DemuxCoreJs implements RawDemuxer {
     record[r + 9] = readU32BE(buf, tcp + 8);
     record[r + 10] = buf[tcp + 13]!;
     record[r + 11] = ((buf[tcp + 14]! << 8) | buf[tcp + 15]!) * 256;
+    record[r + 12] = 0;
     const slot = this.#slotsByPorts.get(portsKey((buf[tcp]! << 8) | buf[tcp + 1]!, (buf[tcp + 2]! << 8) | buf[tcp + 3]!));
     if (slot === undefined) {
       record[r] = DemuxEvent.TCP;

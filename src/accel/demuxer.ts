@@ -188,6 +188,31 @@ export class Demuxer {
     return views;
   }
 
+  /**
+   * Gives a connection a sink socket (its file descriptor) that the native core sends payloads to
+   * directly, with no copy into the ring, while direct sends are on (`setDirect`) and the ring
+   * holds nothing unread (native/demuxer.h, "Sinks"); a payload the socket does not take at once
+   * goes into the ring and turns direct sends off. Returns false, changing nothing, when the
+   * implementation has no sinks (the TypeScript twin) or `fd` is not a stream socket.
+   */
+  attachSink(slot: number, fd: number): boolean {
+    this.#ring(slot);
+    if (this.#core.attachSink === undefined || !Number.isInteger(fd) || fd < 0) return false;
+    return this.#core.attachSink(slot, fd);
+  }
+
+  /** Turns direct sends to the slot's sink on or off (no-op without a sink). */
+  setDirect(slot: number, on: boolean): void {
+    this.#ring(slot);
+    this.#core.setDirect?.(slot, on);
+  }
+
+  /** Forgets the slot's sink and closes the core's duplicate of its descriptor. */
+  detachSink(slot: number): void {
+    if (this.#rings[slot] === undefined) return;
+    this.#core.detachSink?.(slot);
+  }
+
   /** Releases `n` bytes from the front of a connection's unread data. */
   consume(slot: number, n: number): void {
     if (!Number.isInteger(n) || n < 0 || n > this.unread(slot)) throw new RangeError(`cannot consume ${n} bytes`);

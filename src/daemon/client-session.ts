@@ -457,7 +457,8 @@ export class ClientSession {
     conn.on('close', () => this.#deviceClosed());
     // Ring mode: views of ring memory go straight to the client socket and are released (and
     // ACKed) in its write callbacks, with no copy; the stream path remains for other modes.
-    if (!conn.relayTo(this.socket)) conn.on('data', this.#onDeviceData);
+    // With the addon, the demuxer also sends straight to the socket's descriptor when it can.
+    if (!conn.relayTo(this.socket, directRelayFd(this.socket))) conn.on('data', this.#onDeviceData);
     // Client EOF ends the connection's writable side: an RST after the written data (§6.5).
     this.socket.pipe(conn);
     conn.on('closing', () => this.#startFlushGuard());
@@ -582,4 +583,14 @@ function toUint(v: PlistValue | undefined): number | undefined {
   if (typeof v === 'number' && Number.isInteger(v) && v >= 0) return v >>> 0;
   if (typeof v === 'bigint' && v >= 0n) return Number(v & 0xffffffffn);
   return undefined;
+}
+
+/**
+ * The client socket's file descriptor for the demuxer's direct sends, unless
+ * `MUXWIRE_DIRECT_RELAY=0` turns them off (every byte then goes through the socket object).
+ */
+function directRelayFd(socket: Socket): number | undefined {
+  if (process.env.MUXWIRE_DIRECT_RELAY === '0') return undefined;
+  const fd = (socket as unknown as { _handle?: { fd?: unknown } })._handle?.fd;
+  return typeof fd === 'number' && fd >= 0 ? fd : undefined;
 }

@@ -411,7 +411,7 @@ export class DeviceSession extends EventEmitter implements MuxConnectionHost {
     }
     // An RST's payload is its reason, read from the packet; any other payload is in the ring.
     const payload = (flags & RST) !== 0 && length > 0 ? demuxer.packet(i).subarray(hsize + TCP_HEADER_SIZE) : undefined;
-    conn.handleRingSegment(flags, ev[r + DemuxField.ACK]!, ev[r + DemuxField.WINDOW]!, length, kind === DemuxEvent.TCP_OVERFLOW, payload);
+    conn.handleRingSegment(flags, ev[r + DemuxField.ACK]!, ev[r + DemuxField.WINDOW]!, length, kind === DemuxEvent.TCP_OVERFLOW, payload, ev[r + DemuxField.SENT]!);
   }
 
   #onData(chunk: Buffer): void {

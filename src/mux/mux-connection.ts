@@ -93,9 +93,11 @@ export interface MuxConnectionRing {
  */
 export interface RingSink {
   write(chunk: Buffer, callback: (err?: Error | null) => void): boolean;
-  once(event: 'drain', listener: () => void): unknown;
+  once(event: 'drain' | 'close', listener: () => void): unknown;
   cork(): void;
   uncork(): void;
+  /** Bytes written and not yet taken (a net.Socket's count). */
+  readonly writableLength: number;
 }
 
 /** Buffered bytes of one connection, for tests and diagnostics (bounded by the windows). */
@@ -111,6 +113,8 @@ export interface MuxConnectionStats {
   inFlight: number;
   bytesReceived: number;
   bytesSent: number;
+  /** Ring mode with a sink descriptor: device bytes the demuxer sent straight to the sink. */
+  bytesRelayedDirect: number;
 }
 
 export interface MuxConnectionOptions {
@@ -163,6 +167,8 @@ export class MuxConnection extends Duplex {
   #sinkPending = 0;
   #sinkBlocked = false;
   #sinkCorked = false;
+  /** The sink's descriptor is the demuxer's sink too: the native core may send to it directly. */
+  #sinkAttached = false;
   #sinkAckScheduled = false;
 
   // Device data not yet handed to the reader.
@@ -179,6 +185,7 @@ export class MuxConnection extends Duplex {
 
   #bytesReceived = 0;
   #bytesSent = 0;
+  #bytesDirect = 0;
 
   // Connect promise plumbing.
   #resolve: ((conn: MuxConnection) => void) | undefined;
@@ -240,6 +247,7 @@ export class MuxConnection extends Duplex {
       inFlight: (this.#txSeq - this.#deviceAck) >>> 0,
       bytesReceived: this.#bytesReceived,
       bytesSent: this.#bytesSent,
+      bytesRelayedDirect: this.#bytesDirect,
     };
   }
 
@@ -267,11 +275,12 @@ export class MuxConnection extends Duplex {
    * this connection's ring, or could not (`overflow`: the ring, sized to our window, was full).
    * `payload` is a view of them only when the caller needs the text (an RST's reason).
    */
-  handleRingSegment(flags: number, ack: number, window: number, length: number, overflow: boolean, payload: Buffer = EMPTY): void {
-    this.#segment(flags, ack, window, length, payload, overflow);
+  handleRingSegment(flags: number, ack: number, window: number, length: number, overflow: boolean, payload: Buffer = EMPTY, sent = 0): void {
+    this.#segment(flags, ack, window, length, payload, overflow, sent);
   }
 
-  #segment(flags: number, ack: number, window: number, length: number, payload: Buffer, overflow: boolean): void {
+  /** `sent`: ring mode, payload bytes the demuxer already sent to the sink (the rest is in the ring). */
+  #segment(flags: number, ack: number, window: number, length: number, payload: Buffer, overflow: boolean, sent = 0): void {
     switch (this.#state) {
       case 'connecting':
         if (flags & RST) {
@@ -308,7 +317,7 @@ export class MuxConnection extends Duplex {
     // usbmuxd drops the data of any packet whose flags are not exactly ACK and resets (§6.4).
     // We keep PSH|ACK data, and take FIN as the end of the connection after its data.
     if (length > 0) {
-      if (!this.#receive(length, payload, overflow)) return;
+      if (!this.#receive(length, payload, overflow, sent)) return;
     }
     if (flags & FIN) {
       this.log.debug('device sent FIN; closing (the mux has no half-close)');
@@ -335,11 +344,20 @@ export class MuxConnection extends Duplex {
    *
    * Returns false, changing nothing, on the stream path (no ring) or once a sink is attached.
    */
-  relayTo(sink: RingSink): boolean {
-    if (this.#ring === undefined || this.#sink !== undefined || this.#state === 'closed') return false;
+  relayTo(sink: RingSink, fd?: number): boolean {
+    const ring = this.#ring;
+    if (ring === undefined || this.#sink !== undefined || this.#state === 'closed') return false;
     this.#sink = sink;
     for (let chunk = this.read() as Buffer | null; chunk !== null; chunk = this.read() as Buffer | null) {
       sink.write(chunk, ignoreError);
+    }
+    // `fd`: the sink's socket, which the native demuxer may send payloads to with no copy and no
+    // JavaScript (native/demuxer.h, "Sinks") whenever nothing waits here before them.
+    if (fd !== undefined && ring.demuxer.attachSink(ring.slot, fd)) {
+      this.#sinkAttached = true;
+      // The core holds a duplicate of the descriptor: let go of it with the socket.
+      sink.once('close', () => this.#detachSink());
+      this.#directWhenIdle();
     }
     // Flowing with nothing to read: 'end' is emitted as soon as the end is pushed.
     this.resume();
@@ -421,8 +439,8 @@ export class MuxConnection extends Duplex {
 
   // ---- device → reader ---------------------------------------------------------------------------
 
-  #receive(length: number, payload: Buffer, overflow: boolean): boolean {
-    return this.#ring === undefined ? this.#receiveData(payload) : this.#receiveRing(length, overflow);
+  #receive(length: number, payload: Buffer, overflow: boolean, sent = 0): boolean {
+    return this.#ring === undefined ? this.#receiveData(payload) : this.#receiveRing(length, overflow, sent);
   }
 
   /**
@@ -430,17 +448,39 @@ export class MuxConnection extends Duplex {
    * reader at once when nothing waits before them, else leaves them in the ring. The ring's
    * capacity is our window, so an overflow is exactly the stream path's overrun.
    */
-  #receiveRing(len: number, overflow: boolean): boolean {
+  #receiveRing(len: number, overflow: boolean, sent: number): boolean {
     this.#bytesReceived += len;
     if (overflow) {
       this.log.warn(`device overran the window (${this.#rxQueued + len} bytes unacknowledged); resetting`);
       this.#startClosing('overrun', true, new MuxwireError('MUXWIRE_ERR_PROTOCOL', 'the device sent more than the advertised window'));
       return false;
     }
-    this.#rxQueued += len;
+    if (sent > 0) {
+      this.#bytesDirect += sent;
+      // Already in the sink's socket: taken, so acknowledged (with this batch's window updates).
+      this.#rxAck = (this.#rxAck + sent) >>> 0;
+      this.#scheduleSinkAck();
+    }
+    const rest = len - sent;
+    if (rest === 0) return true;
+    this.#rxQueued += rest;
     if (this.#sink !== undefined) this.#feedSink();
-    else if (this.#rxQueued === len && !this.#readPaused) this.#drainQueue();
+    else if (this.#rxQueued === rest && !this.#readPaused) this.#drainQueue();
     return true;
+  }
+
+  /** Direct sends resume once every byte the ring held has been written through the socket. */
+  #directWhenIdle(): void {
+    const ring = this.#ring;
+    if (!this.#sinkAttached || ring === undefined || this.#state !== 'connected') return;
+    if (this.#rxQueued === 0 && this.#sink!.writableLength === 0) ring.demuxer.setDirect(ring.slot, true);
+  }
+
+  #detachSink(): void {
+    if (!this.#sinkAttached) return;
+    this.#sinkAttached = false;
+    const ring = this.#ring;
+    if (ring !== undefined) ring.demuxer.detachSink(ring.slot);
   }
 
   /** Writes the ring's bytes not yet given to the sink, as views, unless the sink is full. */
@@ -504,8 +544,13 @@ export class MuxConnection extends Duplex {
       if (this.#rxQueued === 0) this.#drainQueue();
       return;
     }
+    this.#scheduleSinkAck();
+    if (this.#rxQueued === 0) this.#directWhenIdle();
+  }
+
+  /** One window update for the bytes the sink took in this batch. */
+  #scheduleSinkAck(): void {
     if (!this.#sinkAckScheduled && this.#state === 'connected') {
-      // One window update for the callbacks of one write batch.
       this.#sinkAckScheduled = true;
       process.nextTick(sendSinkAck, this);
     }

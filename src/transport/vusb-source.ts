@@ -32,9 +32,12 @@ import { sameSocket, VusbBusWatcher, VUSB_SUFFIX, type BusSocket } from './vusb-
 export interface VusbSourceOptions {
   /** The bus directory; created if missing. */
   dir: string;
-  /** Bytes per emulated IN transfer. Default 16384 (usbmuxd USB_MRU). */
+  /**
+   * Bytes per emulated IN transfer. Default 49152, as the native USB backend (usbmuxd2's USB_MRU):
+   * a device's largest packet then arrives in one transfer instead of usbmuxd's three of 16384.
+   */
   inTransferSize?: number;
-  /** Emulated IN transfers in flight. Default 3 (usbmuxd NUM_RX_LOOPS). */
+  /** Emulated IN transfers in flight. Default 4, as the native USB backend (usbmuxd keeps 3). */
   inTransfersInFlight?: number;
   /** USB bus number for LocationID = (bus << 16) | address. Default 1. */
   busNumber?: number;
@@ -97,8 +100,8 @@ export class VusbSource extends EventEmitter implements DeviceSource {
   constructor(opts: VusbSourceOptions) {
     super();
     this.dir = opts.dir;
-    this.#inTransferSize = opts.inTransferSize ?? 16384;
-    this.#inTransfersInFlight = opts.inTransfersInFlight ?? 3;
+    this.#inTransferSize = opts.inTransferSize ?? 49152;
+    this.#inTransfersInFlight = opts.inTransfersInFlight ?? 4;
     this.#busNumber = opts.busNumber ?? 1;
     this.#controlTimeoutMs = opts.controlTimeoutMs ?? 5000;
     this.#pollIntervalMs = opts.pollIntervalMs ?? 2000;

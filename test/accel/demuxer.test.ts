@@ -69,7 +69,7 @@ for (const impl of implementations) {
       const slot = d.openConnection(62078, 1, 1024);
       const p = tcp(2, 62078, 1, 'hello', { txSeq: 3, rxSeq: 9, seq: 0xfffffff0, ack: 77, flags: TcpFlag.ACK | TcpFlag.PSH });
       assert.equal(d.push(p), 1);
-      assert.deepEqual(record(d, 0), [DemuxEvent.TCP_DATA, slot, SOURCE_TRANSFER, 0, p.length, (3 << 16) | 9, 0, 5, 0xfffffff0, 77, TcpFlag.ACK | TcpFlag.PSH, 131072]);
+      assert.deepEqual(record(d, 0), [DemuxEvent.TCP_DATA, slot, SOURCE_TRANSFER, 0, p.length, (3 << 16) | 9, 0, 5, 0xfffffff0, 77, TcpFlag.ACK | TcpFlag.PSH, 131072, 0]);
       assert.deepEqual(d.packet(0), p);
       assert.equal(d.unread(slot), 5);
       assert.equal(unreadText(d, slot), 'hello');
@@ -143,13 +143,13 @@ for (const impl of implementations) {
       const version = encodeMuxPacket(1, { protocol: MuxProtocol.VERSION }, encodeVersionPayload({ major: 2, minor: 0 }));
       const short = encodeMuxPacket(1, { protocol: MuxProtocol.TCP }, Buffer.alloc(19));
       assert.equal(d.push(Buffer.concat([version, short])), 2);
-      assert.deepEqual(record(d, 0), [DemuxEvent.PACKET, MuxProtocol.VERSION, SOURCE_TRANSFER, 0, 20, 0, 0, 12, 0, 0, 0, 0]);
-      assert.deepEqual(record(d, 1), [DemuxEvent.PACKET, MuxProtocol.TCP, SOURCE_TRANSFER, 20, 27, 0, 0, 19, 0, 0, 0, 0]);
+      assert.deepEqual(record(d, 0), [DemuxEvent.PACKET, MuxProtocol.VERSION, SOURCE_TRANSFER, 0, 20, 0, 0, 12, 0, 0, 0, 0, 0]);
+      assert.deepEqual(record(d, 1), [DemuxEvent.PACKET, MuxProtocol.TCP, SOURCE_TRANSFER, 20, 27, 0, 0, 19, 0, 0, 0, 0, 0]);
       // After VERSION negotiated 2, headers are 16 bytes.
       d.version = 2;
       const control = encodeMuxPacket(2, { protocol: MuxProtocol.CONTROL, txSeq: 1, rxSeq: 2 }, Buffer.from('\x05warn'));
       assert.equal(d.push(control), 1);
-      assert.deepEqual(record(d, 0), [DemuxEvent.PACKET, MuxProtocol.CONTROL, SOURCE_TRANSFER, 0, 21, (1 << 16) | 2, 0, 5, 0, 0, 0, 0]);
+      assert.deepEqual(record(d, 0), [DemuxEvent.PACKET, MuxProtocol.CONTROL, SOURCE_TRANSFER, 0, 21, (1 << 16) | 2, 0, 5, 0, 0, 0, 0, 0]);
     });
 
     test('reports TCP for unknown ports without a slot, and an empty ACK with its slot and no data', (t) => {

@@ -3,12 +3,15 @@
  * accelerators: views of ring memory go to the socket and are released only by its write
  * callbacks, so the pattern arrives intact while the device keeps overwriting the ring, a client
  * that stops reading holds the device at one window, and the end comes after the last byte.
+ * Each runs twice: through the socket object alone, and with the socket's descriptor given to the
+ * demuxer, which (native accelerator) then sends payloads to it directly whenever nothing is queued
+ * and falls back to the ring when the socket is full.
  */
 import { test, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { createServer, connect, type Server, type Socket } from 'node:net';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DeviceSession } from '../../src/mux/device-session.js';
@@ -55,6 +58,17 @@ async function socketPair(): Promise<{ host: Socket; client: Socket }> {
   return { host, client };
 }
 
+/** The descriptor behind a net.Socket, as the daemon hands it to relayTo. */
+function fdOf(socket: Socket): number {
+  const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
+  assert.ok(typeof fd === 'number' && fd >= 0, 'a UNIX socket has a descriptor');
+  return fd;
+}
+
+function openDescriptors(): number {
+  return readdirSync('/proc/self/fd').length;
+}
+
 for (const mode of ['native', 'js'] as const) {
   const { accel, skip } = accelFor(mode);
   const rtest = (name: string, fn: () => Promise<void>): void => {
@@ -78,11 +92,13 @@ for (const mode of ['native', 'js'] as const) {
     return session(mux);
   }
 
-  rtest('relays 8 MB from the source service to a socket as ring views, intact', async () => {
+  for (const viaFd of [false, true]) {
+  const how = viaFd ? ', descriptor given' : '';
+  rtest(`relays 8 MB from the source service to a socket, intact${how}`, async () => {
     const s = await simulated();
     const conn = await s.connect(19);
     const { host, client } = await socketPair();
-    assert.equal(conn.relayTo(host), true);
+    assert.equal(conn.relayTo(host, viaFd ? fdOf(host) : undefined), true);
     const total = 8 * 1024 * 1024;
     conn.write(encodeCount(total));
     let got = 0;
@@ -98,15 +114,18 @@ for (const mode of ['native', 'js'] as const) {
     assert.equal(got, total);
     assert.equal(mismatch, -1, 'no view was overwritten before the socket took it');
     assert.equal(conn.stats().rxQueued, 0, 'every byte was released');
+    const direct = conn.stats().bytesRelayedDirect;
+    if (viaFd && mode === 'native') assert.ok(direct > total / 2, `most bytes went straight to the socket (${direct})`);
+    else assert.equal(direct, 0, 'no direct sends without the native core and a descriptor');
     conn.destroy();
   });
 
-  rtest('holds a device at one window while the client reads nothing, then delivers the rest', async () => {
+  rtest(`holds a device at one window while the client reads nothing, then delivers the rest${how}`, async () => {
     const s = await simulated();
     const conn = await s.connect(19);
     const { host, client } = await socketPair();
     client.pause();
-    conn.relayTo(host);
+    conn.relayTo(host, viaFd ? fdOf(host) : undefined);
     const total = 16 * 1024 * 1024;
     conn.write(encodeCount(total));
     // Wait until the device is stuck: no more bytes arrive for a while.
@@ -134,7 +153,7 @@ for (const mode of ['native', 'js'] as const) {
     conn.destroy();
   });
 
-  rtest('ends the connection after the socket took the last byte the device sent before FIN', async () => {
+  rtest(`ends the connection after the socket took the last byte the device sent before FIN${how}`, async () => {
     const device = new ScriptedDevice(2);
     device.onSegment = (seg) => {
       if (seg.flags === TcpFlag.SYN) device.send({ sport: seg.dport, dport: seg.sport, seq: 0, ack: 1, flags: TcpFlag.SYN | TcpFlag.ACK, window: 131072 });
@@ -142,7 +161,7 @@ for (const mode of ['native', 'js'] as const) {
     const s = await session(device);
     const conn = await s.connect(5);
     const { host, client } = await socketPair();
-    conn.relayTo(host);
+    conn.relayTo(host, viaFd ? fdOf(host) : undefined);
     const ended = once(conn, 'end');
     const acks: number[] = [];
     device.onSegment = (seg) => {
@@ -159,6 +178,30 @@ for (const mode of ['native', 'js'] as const) {
     for await (const c of client as AsyncIterable<Buffer>) chunks.push(c);
     assert.equal(Buffer.concat(chunks).toString(), 'taken then the end');
     assert.equal(s.stats().rings, 0, 'the slot closed once everything was taken');
+  });
+  }
+
+  rtest('lets go of the descriptor with the socket: the client sees the end, no descriptor leaks', async () => {
+    const s = await simulated();
+    const conn = await s.connect(7);
+    const { host, client } = await socketPair();
+    const before = openDescriptors();
+    assert.equal(conn.relayTo(host, fdOf(host)), true);
+    // The native core holds a duplicate of the descriptor while relaying.
+    assert.equal(openDescriptors(), before + (mode === 'native' ? 1 : 0));
+    conn.write('ping');
+    const [echo] = (await once(client, 'data')) as [Buffer];
+    assert.equal(echo.toString(), 'ping');
+    // The daemon closes its end while the device connection is still open: the duplicate must
+    // not keep the client's socket alive.
+    const clientEnded = once(client, 'end');
+    const hostClosed = once(host, 'close');
+    host.destroy();
+    await clientEnded;
+    await hostClosed;
+    assert.equal(openDescriptors(), before - 1, 'the socket and the duplicate are both closed');
+    assert.equal(conn.state, 'connected');
+    conn.destroy();
   });
 
   rtest('declines to relay on the stream path', async () => {

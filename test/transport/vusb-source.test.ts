@@ -206,12 +206,12 @@ describe('VusbSource', () => {
     assert.equal(dev.stats.zeroLengthPackets, 1);
   });
 
-  test('a 40000-byte device write completes IN transfers of 16384, 16384 and 7232 bytes', async () => {
+  test('a 40000-byte device write completes IN transfers of 16384, 16384 and 7232 bytes (usbmuxd\'s size)', async () => {
     const dir = busDir();
     const { dev, mux } = device(dir);
     mux.echo = false;
     await dev.plug();
-    const src = source(dir);
+    const src = source(dir, { inTransferSize: 16384 });
     const attached = next(src, 'attach');
     await src.start();
     const link = await attached;
@@ -231,13 +231,28 @@ describe('VusbSource', () => {
     const { dev, mux } = device(dir);
     mux.echo = false;
     await dev.plug();
-    const src = source(dir, { inTransferSize: 49152 });
+    const src = source(dir, { inTransferSize: 32768 });
     const attached = next(src, 'attach');
     await src.start();
     const state = start(await attached);
     mux.onTransmit(Buffer.alloc(100000));
-    await until(() => state.chunks.length === 3, 'three transfers');
-    assert.deepEqual(state.chunks.map((c) => c.length), [49152, 49152, 1696]);
+    await until(() => state.chunks.length === 4, 'four transfers');
+    assert.deepEqual(state.chunks.map((c) => c.length), [32768, 32768, 32768, 1696]);
+  });
+
+  test('by default a device\'s largest packet (49152 bytes) arrives in one IN transfer', async () => {
+    const dir = busDir();
+    const { dev, mux } = device(dir);
+    mux.echo = false;
+    await dev.plug();
+    const src = source(dir);
+    const attached = next(src, 'attach');
+    await src.start();
+    const state = start(await attached);
+    mux.onTransmit(Buffer.alloc(49152));
+    mux.onTransmit(Buffer.alloc(100000));
+    await until(() => state.chunks.length === 4, 'four transfers');
+    assert.deepEqual(state.chunks.map((c) => c.length), [49152, 49152, 49152, 1696]);
   });
 
   test('bytes the device writes before start() wait for it', async () => {
