@@ -72,7 +72,7 @@ export function muxwireMain(): string {
  */
 function profileArgs(): string[] {
   const dir = process.env.MUXWIRE_BENCH_PROFILE;
-  return dir ? ['--cpu-prof', `--cpu-prof-dir=${dir}`] : [];
+  return dir ? ['--cpu-prof', `--cpu-prof-dir=${dir}`] : process.env.MUXWIRE_BENCH_TRACE_GC ? ['--trace-gc'] : [];
 }
 
 /** The repository root (holds build/vusb), found upward from this file. */

@@ -154,6 +154,8 @@ export class DeviceSession extends EventEmitter implements MuxConnectionHost {
     this.#versionTimer = setTimeout(onVersionTimeout, opts.versionTimeoutMs ?? 10000, this);
     link.start({
       onData: this.#demuxer !== undefined ? (chunk) => this.#onRingData(chunk) : (chunk) => this.#onData(chunk),
+      // The ring demuxer copies (or sends) what it keeps before push returns.
+      borrow: this.#demuxer !== undefined,
       onClose: (err) => this.#onLinkClose(err),
     });
     // VERSION goes out with the v1 header, offering 2.0 (§2.3 step 1).

@@ -424,3 +424,100 @@ export class VusbDecoder {
     return out;
   }
 }
+
+/**
+ * Decoder for a reader that reuses its read buffer (net's `onread`): `feed` hands every whole
+ * message in `chunk` to `onMessage` at once, as views valid only during that call, and keeps the
+ * start of an incomplete message in a carry buffer of its own (grown to the longest message seen,
+ * at most `maxLength` + 4 bytes), so nothing of `chunk` is referenced after `feed` returns. A
+ * message completed in the carry buffer is a view of it, again valid only during the call. The
+ * declared length is checked before anything is kept; after an error the decoder stays failed.
+ */
+export class VusbStreamDecoder {
+  readonly #maxLength: number;
+  #carry: Buffer = Buffer.alloc(0);
+  #carried = 0;
+  #failed: MuxwireError | undefined;
+
+  constructor(opts: VusbDecoderOptions = {}) {
+    this.#maxLength = opts.maxLength ?? VUSB_MAX_LENGTH;
+  }
+
+  /** Bytes of an incomplete message held in the carry buffer. */
+  get buffered(): number {
+    return this.#carried;
+  }
+
+  /**
+   * Decodes what `chunk` completes. `onMessage` returns false to stop (the rest of the chunk is
+   * dropped: the reader is closing). Throws on malformed input.
+   */
+  feed(chunk: Buffer, onMessage: (msg: VusbMessage) => boolean): void {
+    if (this.#failed) throw this.#failed;
+    let pos = 0;
+    if (this.#carried > 0) {
+      pos = this.#fillCarry(chunk);
+      if (pos < 0) return;
+      const frame = this.#carry.subarray(VUSB_LENGTH_SIZE, this.#carried);
+      this.#carried = 0;
+      if (!onMessage(this.#decode(frame))) return;
+    }
+    while (chunk.length - pos >= VUSB_LENGTH_SIZE) {
+      const length = this.#checkLength(chunk.readUInt32LE(pos));
+      const end = pos + VUSB_LENGTH_SIZE + length;
+      if (end > chunk.length) break;
+      const frame = chunk.subarray(pos + VUSB_LENGTH_SIZE, end);
+      pos = end;
+      if (!onMessage(this.#decode(frame))) return;
+    }
+    if (pos < chunk.length) this.#fillCarry(chunk.subarray(pos));
+  }
+
+  /** Appends to the carried message what it still lacks; returns the bytes of `chunk` used, or -1
+   * when the message is still incomplete (all of `chunk` is carried). */
+  #fillCarry(chunk: Buffer): number {
+    let used = 0;
+    if (this.#carried < VUSB_LENGTH_SIZE) {
+      used = Math.min(VUSB_LENGTH_SIZE - this.#carried, chunk.length);
+      this.#reserve(VUSB_LENGTH_SIZE);
+      chunk.copy(this.#carry, this.#carried, 0, used);
+      this.#carried += used;
+      if (this.#carried < VUSB_LENGTH_SIZE) return -1;
+    }
+    const total = VUSB_LENGTH_SIZE + this.#checkLength(this.#carry.readUInt32LE(0));
+    this.#reserve(total);
+    const take = Math.min(total - this.#carried, chunk.length - used);
+    chunk.copy(this.#carry, this.#carried, used, used + take);
+    this.#carried += take;
+    return this.#carried === total ? used + take : -1;
+  }
+
+  #reserve(n: number): void {
+    if (this.#carry.length >= n) return;
+    const grown = Buffer.allocUnsafeSlow(Math.max(n, Math.min(2 * this.#carry.length, this.#maxLength + VUSB_LENGTH_SIZE), 65536));
+    this.#carry.copy(grown, 0, 0, this.#carried);
+    this.#carry = grown;
+  }
+
+  #checkLength(length: number): number {
+    if (length < 1 || length > this.#maxLength) {
+      throw this.#fail(new MuxwireError('MUXWIRE_ERR_BAD_LENGTH', `vusb message length ${length} outside 1..${this.#maxLength}`));
+    }
+    return length;
+  }
+
+  #decode(frame: Buffer): VusbMessage {
+    try {
+      return decodeVusbBody(frame);
+    } catch (err) {
+      throw this.#fail(err as MuxwireError);
+    }
+  }
+
+  #fail(err: MuxwireError): MuxwireError {
+    this.#failed = err;
+    this.#carried = 0;
+    this.#carry = Buffer.alloc(0);
+    return err;
+  }
+}

@@ -22,8 +22,12 @@ export interface DeviceLink {
   readonly info: DeviceLinkInfo;
   /** Send one mux packet as one OUT transfer (+ ZLP when length % maxPacketSize == 0). */
   sendPacket(packet: Buffer, done?: (err?: Error) => void): void;
-  /** Begin IN transfers; each onData call is one completed IN transfer's bytes. onClose once. */
-  start(handlers: { onData(chunk: Buffer): void; onClose(err?: Error): void }): void;
+  /**
+   * Begin IN transfers; each onData call is one completed IN transfer's bytes. onClose once.
+   * `borrow`: onData is done with the chunk when it returns, so the link may hand out memory it
+   * reuses for the next transfer (a consumer that keeps chunks leaves it unset and gets its own).
+   */
+  start(handlers: { onData(chunk: Buffer): void; onClose(err?: Error): void; borrow?: boolean }): void;
   close(): void;
 }
 

@@ -21,16 +21,19 @@
  * followed by a zero-length BULK_OUT when the length is a multiple of the endpoint's
  * wMaxPacketSize (usbmuxd's ZLP rule, usbmux.md §1.4). The socket stays corked until the end of the
  * current tick, so the packets (and ACKs) sent in one turn of the loop leave in one writev: each is
- * still its own message, only the system calls are shared.
+ * still its own message, only the system calls are shared. Small packets (ACKs, window updates,
+ * short requests) are copied, with their headers, into one buffer per tick (`OutBatch`), so a
+ * tick's dozens of ACKs are one write of the socket object instead of two each.
  */
-import type { Socket } from 'node:net';
+import { createConnection, type Socket } from 'node:net';
 import { MuxwireError } from '../errors.js';
 import type { Logger } from '../log.js';
 import {
   encodeBulkHeader,
+  VUSB_BULK_HEADER_SIZE,
   VUSB_MAX_PAYLOAD,
-  VusbDecoder,
   VusbMessageType,
+  VusbStreamDecoder,
   type UsbSetupPacket,
   type VusbMessage,
 } from '../protocol/vusb-wire.js';
@@ -55,7 +58,111 @@ export interface VusbMuxPipes {
   maxPacketSize: number;
 }
 
-type LinkHandlers = { onData(chunk: Buffer): void; onClose(err?: Error): void };
+type LinkHandlers = { onData(chunk: Buffer): void; onClose(err?: Error): void; borrow?: boolean };
+
+const vusbReads = Symbol('vusb reads');
+/** Where connectVusb's reads go: the link's reader once it exists, else kept. */
+interface ReadTarget {
+  link?: (chunk: Buffer) => void;
+  early: Buffer[];
+}
+
+/** Bytes one read of the device's socket may return (`connectVusb`): several device writes. */
+const READ_BUFFER = 256 * 1024;
+
+/**
+ * Connects to a vusb device socket whose reads land in one reused buffer (net's `onread`) instead
+ * of a new 64 KiB buffer per read, so a busy link makes no garbage and fewer, larger reads. The
+ * bytes go to the VusbLink made on this socket; any before it exists are kept (copied).
+ */
+export function connectVusb(path: string): Socket & { [vusbReads]: ReadTarget } {
+  const target: ReadTarget = { early: [] };
+  const socket = createConnection({
+    path,
+    onread: {
+      buffer: Buffer.allocUnsafeSlow(READ_BUFFER),
+      callback: (n: number, buf: Uint8Array): boolean => {
+        const chunk = Buffer.from(buf.buffer, buf.byteOffset, n);
+        if (target.link) target.link(chunk);
+        else target.early.push(Buffer.from(chunk));
+        return true;
+      },
+    },
+  }) as Socket & { [vusbReads]: ReadTarget };
+  socket[vusbReads] = target;
+  return socket;
+}
+
+
+/** Packets up to this size are copied into the tick's batch; larger ones are written as they are. */
+const BATCH_MAX_PACKET = 2048;
+/** A batch buffer is cut from a slab of this size; a new slab when the rest is too small. */
+const BATCH_SLAB = 64 * 1024;
+
+/**
+ * Small OUT messages of one tick, back to back in one buffer, with the callbacks of their packets.
+ * Cut from a slab as Node's Buffer pool does: a flushed batch is a view the socket may hold while
+ * it waits to write, so the next batch starts after it, never over it.
+ */
+class OutBatch {
+  #slab = Buffer.allocUnsafeSlow(BATCH_SLAB);
+  #start = 0;
+  #end = 0;
+  #callbacks: ((err?: Error | null) => void)[] = [];
+
+  get empty(): boolean {
+    return this.#end === this.#start;
+  }
+
+  /** Room for `n` more bytes without a flush. */
+  fits(n: number): boolean {
+    return this.#end + n <= this.#slab.length || (this.empty && n <= BATCH_SLAB);
+  }
+
+  /** Appends one BULK_OUT message (`ep`, `packet`), and a ZLP after it when `zlp`. */
+  add(ep: number, packet: Buffer, zlp: boolean, done: ((err?: Error | null) => void) | undefined): void {
+    const need = VUSB_BULK_HEADER_SIZE * (zlp ? 2 : 1) + packet.length;
+    if (this.#end + need > this.#slab.length) {
+      // Only when empty (see fits): start a fresh slab.
+      this.#slab = Buffer.allocUnsafeSlow(BATCH_SLAB);
+      this.#start = this.#end = 0;
+    }
+    const slab = this.#slab;
+    let at = this.#end;
+    at = writeBulkOutHeader(slab, at, ep, packet.length);
+    at += packet.copy(slab, at);
+    if (zlp) at = writeBulkOutHeader(slab, at, ep, 0);
+    this.#end = at;
+    if (done) this.#callbacks.push(done);
+  }
+
+  /** Hands the batch to `socket` as one write; its callback runs the packets' callbacks. */
+  flush(socket: Socket): void {
+    if (this.empty) return;
+    const chunk = this.#slab.subarray(this.#start, this.#end);
+    this.#start = this.#end;
+    if (this.#slab.length - this.#end < BATCH_MAX_PACKET + 2 * VUSB_BULK_HEADER_SIZE) {
+      this.#slab = Buffer.allocUnsafeSlow(BATCH_SLAB);
+      this.#start = this.#end = 0;
+    }
+    const callbacks = this.#callbacks;
+    if (callbacks.length === 0) {
+      socket.write(chunk);
+      return;
+    }
+    this.#callbacks = [];
+    socket.write(chunk, (err) => {
+      for (const cb of callbacks) cb(err);
+    });
+  }
+}
+
+function writeBulkOutHeader(buf: Buffer, at: number, ep: number, length: number): number {
+  buf.writeUInt32LE(2 + length, at);
+  buf[at + 4] = VusbMessageType.BULK_OUT;
+  buf[at + 5] = ep;
+  return at + VUSB_BULK_HEADER_SIZE;
+}
 
 const NO_DEVICE = (): MuxwireError => new MuxwireError('MUXWIRE_ERR_NO_DEVICE', 'the device is gone');
 
@@ -65,7 +172,7 @@ const NO_DEVICE = (): MuxwireError => new MuxwireError('MUXWIRE_ERR_NO_DEVICE', 
  */
 export class VusbLink implements DeviceLink {
   readonly #socket: Socket;
-  readonly #decoder = new VusbDecoder();
+  readonly #decoder = new VusbStreamDecoder();
   readonly #opts: VusbLinkOptions;
   readonly #log: Logger;
   readonly #onEnd: (err?: Error) => void;
@@ -79,10 +186,12 @@ export class VusbLink implements DeviceLink {
   #closed = false;
   #endError: Error | undefined;
   #corked = false;
+  readonly #batch = new OutBatch();
   #strayWarned = false;
   /** End of the tick: the packets of this turn go out together. */
   readonly #uncork = (): void => {
     this.#corked = false;
+    this.#batch.flush(this.#socket);
     this.#socket.uncork();
   };
 
@@ -104,7 +213,15 @@ export class VusbLink implements DeviceLink {
       timeoutMs: opts.controlTimeoutMs,
       onTimeout: (err) => this.#fail(err),
     });
-    socket.on('data', (chunk: Buffer) => this.#onSocketData(chunk));
+    const reads = (socket as Partial<Record<typeof vusbReads, ReadTarget>>)[vusbReads];
+    if (reads) {
+      // connectVusb: chunks are views of a reused buffer, valid during the call (the decoder
+      // keeps nothing of them; see #deliverIn for what consumers get).
+      reads.link = (chunk) => this.#onSocketData(chunk);
+      for (const chunk of reads.early.splice(0)) this.#onSocketData(chunk);
+    } else {
+      socket.on('data', (chunk: Buffer) => this.#onSocketData(chunk));
+    }
     socket.on('error', (err) => {
       this.#endError ??= new MuxwireError('MUXWIRE_ERR_NO_DEVICE', `vusb connection failed: ${err.message}`, { cause: err });
     });
@@ -169,16 +286,20 @@ export class VusbLink implements DeviceLink {
       socket.cork();
       process.nextTick(this.#uncork);
     }
-    if (length === 0) {
+    if (length <= BATCH_MAX_PACKET) {
+      const batch = this.#batch;
+      if (!batch.fits(length + 2 * VUSB_BULK_HEADER_SIZE)) batch.flush(socket);
+      batch.add(pipes.outEndpoint, packet, zlp, cb);
+      return;
+    }
+    // A large packet: what the batch holds goes first, to keep the order.
+    this.#batch.flush(socket);
+    socket.write(encodeBulkHeader(VusbMessageType.BULK_OUT, pipes.outEndpoint, length));
+    if (zlp) {
+      socket.write(packet);
       socket.write(this.#zlp!, cb);
     } else {
-      socket.write(encodeBulkHeader(VusbMessageType.BULK_OUT, pipes.outEndpoint, length));
-      if (zlp) {
-        socket.write(packet);
-        socket.write(this.#zlp!, cb);
-      } else {
-        socket.write(packet, cb);
-      }
+      socket.write(packet, cb);
     }
   }
 
@@ -209,13 +330,8 @@ export class VusbLink implements DeviceLink {
   }
 
   #onSocketData(chunk: Buffer): void {
-    const decoder = this.#decoder;
-    decoder.push(chunk);
     try {
-      for (let msg = decoder.next(); msg !== undefined; msg = decoder.next()) {
-        this.#onMessage(msg);
-        if (this.#closed) return;
-      }
+      this.#decoder.feed(chunk, this.#onMessage);
     } catch (err) {
       // Malformed wire input, or a consumer's onData that threw: either way this link is over.
       this.#log.warn(`vusb link failed: ${(err as Error).message}`);
@@ -223,7 +339,13 @@ export class VusbLink implements DeviceLink {
     }
   }
 
-  #onMessage(msg: VusbMessage): void {
+  /** One message, its buffers views valid only during the call; false once the link closed. */
+  readonly #onMessage = (msg: VusbMessage): boolean => {
+    this.#handleMessage(msg);
+    return !this.#closed;
+  };
+
+  #handleMessage(msg: VusbMessage): void {
     switch (msg.type) {
       case VusbMessageType.BULK_IN:
         if (!this.#pipes || msg.endpoint !== this.#pipes.inEndpoint) {
@@ -239,13 +361,14 @@ export class VusbLink implements DeviceLink {
           return;
         }
         if (!this.#handlers) {
-          if (msg.data.length > 0) this.#early.push(msg.data);
+          if (msg.data.length > 0) this.#early.push(Buffer.from(msg.data));
           return;
         }
         this.#deliverIn(msg.data);
         return;
       case VusbMessageType.CONTROL_DONE:
-        this.#control.onControlDone(msg);
+        // The reply outlives this call (it resolves a promise): a copy of its bytes.
+        this.#control.onControlDone({ ...msg, data: Buffer.from(msg.data) });
         return;
       case VusbMessageType.HELLO:
         this.#control.onHello(msg);
@@ -255,11 +378,16 @@ export class VusbLink implements DeviceLink {
     }
   }
 
-  /** One device write fills the queued IN transfers in order. */
-  #deliverIn(data: Buffer): void {
-    const length = data.length;
+  /**
+   * One device write fills the queued IN transfers in order. `data` may be a view of memory the
+   * next read reuses: a consumer that `borrow`s finishes with each chunk before onData returns (the
+   * ring demuxer copies or sends synchronously); any other gets a copy it may keep.
+   */
+  #deliverIn(input: Buffer): void {
+    const length = input.length;
     if (length === 0) return;
     const handlers = this.#handlers!;
+    const data = handlers.borrow === true ? input : Buffer.from(input);
     const size = this.#opts.inTransferSize;
     if (length <= size) {
       handlers.onData(data);

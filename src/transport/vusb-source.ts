@@ -18,14 +18,14 @@
  * birth time; not ctime, which a chmod changes), so a broken device costs nothing while it sits there.
  */
 import { EventEmitter } from 'node:events';
-import { createConnection, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import { join } from 'node:path';
 import { MuxwireError } from '../errors.js';
 import { log as rootLog, type Logger } from '../log.js';
 import type { DeviceSource } from './device-link.js';
 import { speedToBitsPerSecond } from './usb-ids.js';
 import { enumerateMuxDevice } from './vusb-enumerate.js';
-import { VusbLink } from './vusb-link.js';
+import { connectVusb, VusbLink } from './vusb-link.js';
 import { sameSocket, VusbBusWatcher, VUSB_SUFFIX, type BusSocket } from './vusb-bus-watcher.js';
 
 /** Options of VusbSource. */
@@ -191,7 +191,7 @@ export class VusbSource extends EventEmitter implements DeviceSource {
   #connect(entry: Entry): void {
     entry.state = 'connecting';
     entry.attempts++;
-    const socket = createConnection(entry.path);
+    const socket = connectVusb(entry.path);
     entry.socket = socket;
     const onConnectError = (err: NodeJS.ErrnoException): void => {
       entry.socket = undefined;
