@@ -35,10 +35,17 @@ namespace {
 
 // Bumped whenever UsbHost's JS shape changes; src/accel/usb-host.ts checks it.
 constexpr uint32_t kUsbAbiVersion = 4;
+// Each of the two pool blocks IN data is delivered in (UsbHost::SetInPool).
+constexpr size_t kInPoolBlock = 1024 * 1024;
 
 struct Holder {
   std::shared_ptr<UsbHost> host;
   std::vector<UsbEvent> scratch;
+  // The pool blocks, JS-owned Buffers pinned here: a batch's IN data is a view of one of them, so
+  // no new external memory per batch (which made V8 collect garbage for its "external memory
+  // pressure" far more often than the heap needed). JS consumers that keep IN data copy it
+  // (src/accel/usb-host.ts); the event thread does not write a block JS is reading.
+  Napi::Reference<Napi::Buffer<uint8_t>> pool[2];
 };
 
 void FreeData(Napi::Env, uint8_t* data) {
@@ -52,15 +59,18 @@ void CallJs(Napi::Env env, Napi::Function callback, Holder* holder, void*) {
   events.clear();
   uint8_t* block = nullptr;
   size_t block_length = 0;
-  holder->host->TakeEvents(&events, &block, &block_length);
+  int pooled = -1;
+  holder->host->TakeEvents(&events, &block, &block_length, &pooled);
   if (events.empty()) {
-    std::free(block);
+    if (pooled < 0) std::free(block);
     return;
   }
   Napi::HandleScope scope(env);
-  // One Buffer over the whole block of IN data (its memory, no copy); JS slices it per transfer.
+  // One Buffer over the whole block of IN data (no copy); JS slices it per transfer.
   Napi::Value in_block = env.Undefined();
-  if (block != nullptr) {
+  if (pooled >= 0) {
+    in_block = holder->pool[pooled].Value();
+  } else if (block != nullptr) {
     in_block = Napi::Buffer<uint8_t>::NewOrCopy(env, block, block_length, FreeData);
   }
   const size_t n = events.size();
@@ -93,8 +103,11 @@ void CallJs(Napi::Env env, Napi::Function callback, Holder* holder, void*) {
 }
 
 void FinalizeHolder(Napi::Env, void*, Holder* holder) {
-  // Environment teardown (or release after stop): no event may be delivered after this.
+  // Environment teardown (or release after stop): no event may be delivered after this, and the
+  // event thread is done with the pool blocks before they are let go.
   holder->host->Stop();
+  holder->pool[0].Reset();
+  holder->pool[1].Reset();
   delete holder;
 }
 
@@ -186,7 +199,11 @@ UsbHostWrap::UsbHostWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<UsbH
     Napi::Error::New(env, "out of memory").ThrowAsJavaScriptException();
     return;
   }
-  auto* holder = new Holder{host_, {}};
+  auto* holder = new Holder{host_, {}, {}};
+  for (auto& block : holder->pool) {
+    block = Napi::Persistent(Napi::Buffer<uint8_t>::New(env, kInPoolBlock));
+  }
+  host_->SetInPool(holder->pool[0].Value().Data(), holder->pool[1].Value().Data(), kInPoolBlock);
   void (*finalize)(Napi::Env, void*, Holder*) = &FinalizeHolder;
   tsfn_ = Tsfn::New(env, info[1].As<Napi::Function>(), "muxwire.usb.events", 0, 1, holder,
                     finalize, static_cast<void*>(nullptr));

@@ -136,9 +136,11 @@ void UsbHost::Stop() {
     handles_.clear();
     for (UsbEvent& e : events_) std::free(e.data);
     events_.clear();
-    std::free(block_);
+    if (block_pooled_ < 0) std::free(block_);
     block_ = nullptr;
     block_length_ = block_capacity_ = 0;
+    block_pooled_ = -1;
+    pool_capacity_ = 0;
   }
   for (Handle* h : handles) FreeHandle(h);
   for (auto& [id, dev] : devices_) api_->unref_device(dev);
@@ -652,18 +654,39 @@ void UsbHost::FreeHandle(Handle* h) {
 
 // With mu_ held. Copies IN data into the batch's block; `offset` is where it starts.
 bool UsbHost::AppendBlock(const uint8_t* data, uint32_t length, uint32_t* offset) {
+  if (block_ == nullptr && pool_capacity_ > 0) {
+    block_ = pool_[pool_next_];
+    block_capacity_ = pool_capacity_;
+    block_pooled_ = pool_next_;
+  }
   if (block_length_ + length > block_capacity_) {
     size_t capacity = std::max(kMinBlock, block_capacity_ * 2);
     while (capacity < block_length_ + length) capacity *= 2;
-    auto* grown = static_cast<uint8_t*>(std::realloc(block_, capacity));
+    uint8_t* grown;
+    if (block_pooled_ >= 0) {
+      // Out of the pool block into malloc'd memory for the rest of this batch.
+      grown = static_cast<uint8_t*>(std::malloc(capacity));
+      if (grown != nullptr) std::memcpy(grown, block_, block_length_);
+    } else {
+      grown = static_cast<uint8_t*>(std::realloc(block_, capacity));
+    }
     if (grown == nullptr) return false;
     block_ = grown;
     block_capacity_ = capacity;
+    block_pooled_ = -1;
   }
   std::memcpy(block_ + block_length_, data, length);
   *offset = static_cast<uint32_t>(block_length_);
   block_length_ += length;
   return true;
+}
+
+void UsbHost::SetInPool(uint8_t* a, uint8_t* b, size_t capacity) {
+  std::lock_guard<std::mutex> lock(mu_);
+  pool_[0] = a;
+  pool_[1] = b;
+  pool_capacity_ = capacity;
+  pool_next_ = 0;
 }
 
 // With mu_ held.
@@ -672,15 +695,20 @@ void UsbHost::Push(UsbEvent e) {
   if (!notified_.exchange(true) && notify_) notify_();
 }
 
-void UsbHost::TakeEvents(std::vector<UsbEvent>* out, uint8_t** block, size_t* block_length) {
+void UsbHost::TakeEvents(std::vector<UsbEvent>* out, uint8_t** block, size_t* block_length,
+                         int* pooled) {
   notified_ = false;
   std::lock_guard<std::mutex> lock(mu_);
   out->swap(events_);
   *block = block_;
   *block_length = block_length_;
+  *pooled = block_pooled_;
+  // The caller reads the block it took until its next call; the next batch fills the other one.
+  if (block_pooled_ >= 0) pool_next_ = 1 - block_pooled_;
   block_ = nullptr;
   block_length_ = 0;
   block_capacity_ = 0;
+  block_pooled_ = -1;
 }
 
 }  // namespace muxwire

@@ -114,9 +114,16 @@ class UsbHost {
   // Cancels the handle's transfers; kUsbClosed follows once they have all called back.
   int Close(uint32_t handle);
 
+  // Two blocks of `capacity` bytes that IN data goes to in turn, instead of a fresh malloc'd block
+  // per batch (the binding gives JS-owned buffers: no new memory for JS to account per batch). The
+  // memory must outlive Stop().
+  void SetInPool(uint8_t* a, uint8_t* b, size_t capacity);
+
   // Moves the queued events to `out` (the caller frees their data), and the block holding their
-  // IN data to `block` (malloc'd, the caller frees it; null when there is none).
-  void TakeEvents(std::vector<UsbEvent>* out, uint8_t** block, size_t* block_length);
+  // IN data to `block` (null when there is none): pool block `*pooled` (0 or 1), which the event
+  // thread does not touch again before the next TakeEvents, or -1 for a malloc'd block the
+  // caller frees (a batch that outgrew a pool block).
+  void TakeEvents(std::vector<UsbEvent>* out, uint8_t** block, size_t* block_length, int* pooled);
   // JS has taken `bytes` of IN data of `handle`: transfers held back for want of room resume.
   void Delivered(uint32_t handle, uint64_t bytes);
 
@@ -179,6 +186,10 @@ class UsbHost {
   uint8_t* block_ = nullptr;  // IN data of the queued events
   size_t block_length_ = 0;
   size_t block_capacity_ = 0;
+  int block_pooled_ = -1;         // which pool block block_ is, or -1 (malloc'd)
+  uint8_t* pool_[2] = {nullptr, nullptr};
+  size_t pool_capacity_ = 0;
+  int pool_next_ = 0;             // the pool block the next batch fills
   std::atomic<bool> notified_{false};
   std::atomic<bool> stop_{false};
   bool started_ = false;

@@ -312,8 +312,11 @@ interface PendingControl {
 
 /** What the IN pipeline reports. */
 export interface InHandlers {
-  /** One completed IN transfer's bytes (a view of the batch's block). */
+  /** One completed IN transfer's bytes: a copy of its own, or with `borrow` a view of the batch's
+   * block, which the addon reuses once this batch's callbacks have returned. */
   onData(chunk: Buffer): void;
+  /** onData is done with each chunk when it returns (no copy is made). */
+  borrow?: boolean;
   /** The IN pipe stopped (unplug, error); a coded error says why. Called at most once. */
   onEnd(err: MuxwireError): void;
 }
@@ -452,7 +455,9 @@ export class NativeUsbHandle {
 
   /** @internal */
   _inData(chunk: Buffer): void {
-    if (!this.#closing) this.#in?.onData(chunk);
+    const handlers = this.#in;
+    if (this.#closing || handlers === undefined) return;
+    handlers.onData(handlers.borrow === true ? chunk : Buffer.from(chunk));
   }
 
   /** @internal */

@@ -29,6 +29,13 @@
  * usbmuxd waits for a 30 ms idle timer there (§3.6, §5 consequence 1), which stalls a device that
  * only sends when ACKed.
  *
+ * When ACKs go out (`#ackSoon`): at once when the device has used half our window or more
+ * (bytes acknowledged by nothing yet, handed over or still queued, ≥ 64 KiB), so it never waits
+ * for one; otherwise after ACK_DELAY_MS, unless data we send carries the ACK first. usbmuxd ACKs
+ * every device packet at once (and again on a 30 ms timer, §3.6); one ACK per half window instead
+ * halves the OUT transfers of a bulk download (a 48 KiB packet each) and the device's wake-ups,
+ * and a device with a window to spare does not need to hear sooner.
+ *
  * Ring mode (DeviceSession `demux: 'ring'`): device data waits in the connection's ring in the
  * session's demuxer instead of `#rxQueue`; the ring's capacity is our window, so an overrun is a
  * full ring. Handing bytes to the readable side copies them out of the ring (a Readable's consumer
@@ -61,6 +68,10 @@ const ACK = 0x10;
 export const HOST_WINDOW = 131072;
 /** Largest data payload per host→device packet: 49152 − 16 − 20 (usbmux.md §3.3). */
 export const MAX_PAYLOAD = 49116;
+/** Device bytes unacknowledged (handed over or queued) at which our ACK goes out at once. */
+const ACK_AT_ONCE = HOST_WINDOW / 2;
+/** Otherwise a pending ACK goes out after this long (usbmuxd's idle timer is 30 ms). */
+const ACK_DELAY_MS = 2;
 /** Payloads smaller than this are copied out of the transfer buffer so a view cannot pin it. */
 const COPY_BELOW = 2048;
 /** Largest chunk handed to the readable side from a ring at once: one device packet's worth, so
@@ -170,6 +181,8 @@ export class MuxConnection extends Duplex {
   /** The sink's descriptor is the demuxer's sink too: the native core may send to it directly. */
   #sinkAttached = false;
   #sinkAckScheduled = false;
+  /** A delayed ACK (#ackSoon), if one is pending. */
+  #ackTimer: NodeJS.Timeout | undefined;
 
   // Device data not yet handed to the reader.
   #rxQueue: Buffer[] = [];
@@ -330,7 +343,7 @@ export class MuxConnection extends Duplex {
     // carried it already.
     // With a sink, the ACK waits for the sink to take the bytes (#sinkWritten): an ACK now could
     // not move.
-    if (length > 0 && this.#bytesSent === sentBefore && this.#state === 'connected' && this.#sink === undefined) this.#sendAck();
+    if (length > 0 && this.#bytesSent === sentBefore && this.#state === 'connected' && this.#sink === undefined) this.#ackSoon();
   }
 
   /**
@@ -559,7 +572,7 @@ export class MuxConnection extends Duplex {
   /** @internal The window update for the bytes the sink took this tick. */
   sinkAck(): void {
     this.#sinkAckScheduled = false;
-    if (this.#state === 'connected' && this.#ackSent !== this.#rxAck) this.#sendAck();
+    if (this.#state === 'connected') this.#ackSoon();
   }
 
   /**
@@ -650,8 +663,9 @@ export class MuxConnection extends Duplex {
     this.#readPaused = false;
     if (this.#rxQueued === 0 && this.#state !== 'closing') return;
     const moved = this.#drainQueue();
-    // The reader consumed data the device may be waiting on: reopen its window right away.
-    if (moved && this.#state === 'connected' && this.#ackSent !== this.#rxAck) this.#sendAck();
+    // The reader consumed data the device may be waiting on: reopen its window (at once when the
+    // device has used half of it, see #ackSoon).
+    if (moved && this.#state === 'connected') this.#ackSoon();
   }
 
   // ---- writer → device ---------------------------------------------------------------------------
@@ -715,6 +729,24 @@ export class MuxConnection extends Duplex {
     cb?.();
   }
 
+  /** Sends our ACK now if the device has used half our window, else within ACK_DELAY_MS. */
+  #ackSoon(): void {
+    const unacked = (this.#rxAck - this.#ackSent) >>> 0;
+    if (unacked === 0) return;
+    if (unacked + this.#rxQueued >= ACK_AT_ONCE) {
+      this.#sendAck();
+    } else if (this.#ackTimer === undefined) {
+      this.#ackTimer = setTimeout(onAckTimer, ACK_DELAY_MS, this);
+      this.#ackTimer.unref();
+    }
+  }
+
+  /** @internal The delayed ACK is due. */
+  ackTimerFired(): void {
+    this.#ackTimer = undefined;
+    if (this.#state === 'connected' && this.#ackSent !== this.#rxAck) this.#sendAck();
+  }
+
   #sendAck(): void {
     this.#host.sendSegment(this, ACK);
     this.#ackSent = this.#rxAck;
@@ -767,6 +799,10 @@ function ignoreError(): void {
 
 function uncorkSink(conn: MuxConnection): void {
   conn.uncorkSink();
+}
+
+function onAckTimer(conn: MuxConnection): void {
+  conn.ackTimerFired();
 }
 
 function sendSinkAck(conn: MuxConnection): void {

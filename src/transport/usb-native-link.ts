@@ -28,7 +28,7 @@ export interface UsbNativeLinkOptions {
   readonly onEnd?: (link: UsbNativeLink, err?: Error) => void;
 }
 
-type LinkHandlers = { onData(chunk: Buffer): void; onClose(err?: Error): void };
+type LinkHandlers = { onData(chunk: Buffer): void; onClose(err?: Error): void; borrow?: boolean };
 
 export class UsbNativeLink implements DeviceLink {
   readonly info: DeviceLinkInfo;
@@ -74,6 +74,8 @@ export class UsbNativeLink implements DeviceLink {
       onData: (chunk) => {
         if (!this.#ended) handlers.onData(chunk);
       },
+      // A consumer that borrows gets views of the addon's reused IN block; others get copies.
+      borrow: handlers.borrow === true,
       onEnd: (err) => this.end(err.code === 'MUXWIRE_ERR_CLOSED' ? undefined : err),
     });
   }

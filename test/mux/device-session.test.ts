@@ -1,4 +1,4 @@
-import { test, afterEach } from 'node:test';
+import { test, afterEach, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { DeviceSession } from '../../src/mux/device-session.js';
@@ -77,7 +77,7 @@ function collect(conn: MuxConnection): { data: () => Buffer; ended: Promise<void
 
 for (const v of variants) {
   const setup = (device = new ScriptedDevice(), opts: SessionOptions = {}) => baseSetup(device, { ...v.opts, ...opts });
-  const vtest = (name: string, fn: () => Promise<void>): void => {
+  const vtest = (name: string, fn: (t: TestContext) => Promise<void>): void => {
     test(`${name} (${v.label})`, { skip: v.skip }, fn);
   };
 
@@ -239,7 +239,7 @@ for (const v of variants) {
     await rst;
   });
 
-  vtest('ACKs every device data packet as it is handed to the reader', async () => {
+  vtest('ACKs small device data after a short delay, in one ACK for what came meanwhile', async () => {
     const { device, session } = setup();
     await session.ready;
     const { conn, syn } = await connectScripted(device, session);
@@ -252,8 +252,40 @@ for (const v of variants) {
     for (let i = 0; i < 5; i++) {
       device.send({ sport: syn.dport, dport: syn.sport, seq: 1 + i * 100, ack: 1, flags: ACK, window: 131072 }, Buffer.alloc(100, i));
     }
-    while (acks.length < 5) await new Promise((r) => setImmediate(r));
-    assert.deepEqual(acks, [101, 201, 301, 401, 501]);
+    while (acks.at(-1) !== 501) await new Promise((r) => setTimeout(r, 1));
+    // However the packets were spread over turns of the loop, every ACK moved forward and the last
+    // one covers everything (on an idle machine it is one ACK: [501]).
+    assert.ok(acks.every((a, i) => a > (acks[i - 1] ?? 1) && a <= 501), `acks ${acks}`);
+    conn.destroy();
+  });
+
+  vtest('ACKs at once, with no timer, once the device has used half the window', async (t) => {
+    const { device, session } = setup();
+    await session.ready;
+    const { conn, syn } = await connectScripted(device, session);
+    collect(conn);
+    await new Promise((r) => setImmediate(r)); // the handshake's ACK reaches the device first
+    const acks: number[] = [];
+    device.onSegment = (s) => {
+      if (s.flags === ACK && s.data.length === 0) acks.push(s.ack);
+    };
+    // Frozen timers: only the at-once rule can send an ACK.
+    t.mock.timers.enable({ apis: ['setTimeout'] });
+    const settle = async (): Promise<void> => {
+      for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r));
+    };
+    device.send({ sport: syn.dport, dport: syn.sport, seq: 1, ack: 1, flags: ACK, window: 131072 }, Buffer.alloc(40000, 1));
+    await settle();
+    assert.deepEqual(acks, [], '40000 bytes: under half the window, the ACK waits');
+    device.send({ sport: syn.dport, dport: syn.sport, seq: 40001, ack: 1, flags: ACK, window: 131072 }, Buffer.alloc(40000, 2));
+    await settle();
+    assert.deepEqual(acks, [80001], '80000 bytes: over half the window, ACKed at once');
+    device.send({ sport: syn.dport, dport: syn.sport, seq: 80001, ack: 1, flags: ACK, window: 131072 }, Buffer.alloc(10, 3));
+    await settle();
+    assert.deepEqual(acks, [80001]);
+    t.mock.timers.tick(2);
+    await settle();
+    assert.deepEqual(acks, [80001, 80011], 'the rest goes out when the delay is up');
     conn.destroy();
   });
 

@@ -153,6 +153,32 @@ for (const backend of BACKENDS) {
       assert.ok(got.equals(sourcePattern(0, total)), 'the source pattern arrived intact');
     });
 
+    test('a consumer that keeps IN chunks (stream demux) gets its own copies: a long stream arrives intact', async (t) => {
+      if (!requireBackend(t, backend)) return;
+      const bus = await mkdtemp(join(root, 'bus-'));
+      await plug(bus);
+      const { source, stop } = await startSource(backend, bus);
+      cleanups.push(stop);
+      const link = await nextAttach(source);
+      // The stream demuxer holds on to the chunks it is given (views of them reach the reader), so
+      // memory the link reuses for later transfers must not be what it was given.
+      const session = new DeviceSession(link, { demux: 'stream' });
+      cleanups.push(() => session.close());
+      await session.ready;
+      const conn = await session.connect(19, { timeoutMs: 10_000 });
+      cleanups.push(() => { conn.destroy(); });
+      const total = 8 * 1024 * 1024 + 5;
+      conn.pause();
+      conn.write(encodeCount(total));
+      // Let many transfers arrive while the first chunks wait in the readable buffer.
+      await new Promise((r) => setTimeout(r, 200));
+      const reading = readExactly(conn, total);
+      conn.resume();
+      const got = await reading;
+      assert.equal(got.length, total);
+      assert.ok(got.equals(sourcePattern(0, total)), 'the source pattern arrived intact');
+    });
+
     test('announces a second device while the first stays attached', async (t) => {
       if (!requireBackend(t, backend)) return;
       const bus = await mkdtemp(join(root, 'bus-'));
