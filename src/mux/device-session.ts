@@ -41,6 +41,7 @@ import type { Demuxer } from '../accel/demuxer.js';
 import { DEMUX_EVENT_FIELDS, DemuxEvent, DemuxField, NO_SLOT } from '../accel/demux-core.js';
 import { MuxConnection, HOST_WINDOW } from './mux-connection.js';
 import type { MuxConnectionHost } from './mux-connection.js';
+import { PacketPool } from './packet-pool.js';
 import { PortAllocator } from './port-allocator.js';
 
 /** Which demultiplexer reads the device's IN pipe. */
@@ -92,6 +93,8 @@ const OFFER = { major: 2, minor: 0 };
 /** SETUP payload (§2.3 step 3). */
 const SETUP_PAYLOAD = Buffer.from([0x07]);
 const RST = 0x04;
+/** Data packets of at least this many payload bytes are cut from the session's PacketPool. */
+const POOL_FROM = 4096;
 
 // Scratch header objects: encoders copy the fields out, so one of each serves every packet.
 const muxScratch: MuxHeader = { protocol: MuxProtocol.TCP, length: 0, magic: MUX_MAGIC, txSeq: 0, rxSeq: 0 };
@@ -118,6 +121,8 @@ export class DeviceSession extends EventEmitter implements MuxConnectionHost {
   #demuxer: Demuxer | undefined;
   #slotConnections: (MuxConnection | undefined)[] = [];
   #ringPorts = new Set<number>();
+  /** Memory for outgoing data packets (src/mux/packet-pool.ts). */
+  readonly #packets = new PacketPool();
   #connections = new Map<number, MuxConnection>();
   #ports: PortAllocator;
   #connectTimeoutMs: number;
@@ -319,12 +324,16 @@ export class DeviceSession extends EventEmitter implements MuxConnectionHost {
     tcpScratch.window = HOST_WINDOW;
     const dataLength = data === undefined ? 0 : length;
     const hsize = muxHeaderSize(this.#version);
-    const packet = Buffer.allocUnsafe(hsize + TCP_HEADER_SIZE + dataLength);
+    const size = hsize + TCP_HEADER_SIZE + dataLength;
+    // Data packets come from the pool (returned when the link has written them); headers-only
+    // packets are small enough for Node's own buffer pool.
+    const pooled = dataLength >= POOL_FROM ? this.#packets.take(size) : undefined;
+    const packet = pooled?.buf ?? Buffer.allocUnsafe(size);
     this.#writeMuxHeader(packet, MuxProtocol.TCP);
     encodeTcpHeader(tcpScratch, packet, hsize);
     if (data !== undefined && dataLength > 0) data.copy(packet, hsize + TCP_HEADER_SIZE, offset, offset + dataLength);
     if (rootLog.enabled('trace')) conn.log.trace(`[OUT] flags=0x${flags.toString(16)} seq=${conn.txSeq} ack=${conn.rxAck} len=${dataLength}`);
-    this.link.sendPacket(packet);
+    this.link.sendPacket(packet, pooled?.release);
   }
 
   /** @internal */

@@ -75,7 +75,9 @@ export class InProcessLink implements DeviceLink {
       if (done) setImmediate(done, new MuxwireError('MUXWIRE_ERR_NO_DEVICE', `${this.info.serialNumber} is gone`));
       return;
     }
-    this.#toDevice.push({ packet, done });
+    // The device gets bytes of its own, as over a cable: the host may reuse its buffer once `done`
+    // has run (src/mux/packet-pool.ts), while the device's streams may keep what they received.
+    this.#toDevice.push({ packet: Buffer.from(packet), done });
     this.#schedule();
   }
 

@@ -20,7 +20,11 @@ export interface DeviceLinkInfo {
 /** One attached device's bulk pipes. */
 export interface DeviceLink {
   readonly info: DeviceLinkInfo;
-  /** Send one mux packet as one OUT transfer (+ ZLP when length % maxPacketSize == 0). */
+  /**
+   * Send one mux packet as one OUT transfer (+ ZLP when length % maxPacketSize == 0). `done` runs
+   * once the transfer is complete; from then on the link does not read `packet` again, and its
+   * memory may be reused (the mux engine's packet pool relies on this).
+   */
   sendPacket(packet: Buffer, done?: (err?: Error) => void): void;
   /**
    * Begin IN transfers; each onData call is one completed IN transfer's bytes. onClose once.

@@ -56,7 +56,9 @@ export class LoopLink implements DeviceLink {
       return;
     }
     this.sentPackets++;
-    this.#toDevice.push(packet);
+    // Taken whole, as a USB transfer is: the host may reuse its buffer once `done` has run
+    // (DeviceLink contract), and a scripted device may keep the bytes it received.
+    this.#toDevice.push(Buffer.from(packet));
     if (!this.#deviceScheduled) {
       this.#deviceScheduled = true;
       setImmediate(() => this.#flushToDevice());
