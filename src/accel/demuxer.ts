@@ -12,6 +12,13 @@
  *
  * Views returned by `packet(i)` are valid until the next `push`; views from `readable(slot)` until
  * the bytes are consumed or the connection closes.
+ *
+ * Rings are recycled: a connection closed with every byte consumed leaves its ring on a short free
+ * list for the next `openConnection` of the same capacity, so a connect does not pay for a fresh
+ * 256 KiB allocation (an mmap, page faults, and external memory that drives the GC). Only a fully
+ * consumed ring qualifies: every view handed out of it was of consumed bytes, which the ring would
+ * overwrite anyway. A ring closed with unread bytes is dropped, so views of them held elsewhere (a
+ * socket still writing them) stay valid until they are let go.
  */
 import { MuxwireError } from '../errors.js';
 import {
@@ -38,6 +45,8 @@ export const DEFAULT_RING_CAPACITY = 256 * 1024;
 const DEFAULT_MAX_PACKET = 65536;
 const DEFAULT_MAX_CONNECTIONS = 256;
 const MAX_RING_CAPACITY = 1 << 30;
+/** Closed rings kept for reuse per demuxer: 8 × 256 KiB at most, enough for bursts of connects. */
+const MAX_FREE_RINGS = 8;
 
 export class Demuxer {
   readonly #core: RawDemuxer;
@@ -46,6 +55,8 @@ export class Demuxer {
   /** Ports key (sport · 65536 + dport) of each open slot, and the reverse. */
   readonly #keys: number[];
   readonly #slotsByPorts = new Map<number, number>();
+  /** Rings of closed connections, fully consumed, waiting to be reused (see the file comment). */
+  readonly #freeRings: Buffer[] = [];
   #version: 1 | 2;
   #events: Uint32Array;
   /** The transfer of the last push, which events with source 0 point into. */
@@ -115,7 +126,7 @@ export class Demuxer {
     if (slot < 0) {
       throw new MuxwireError('MUXWIRE_ERR_TOO_MANY_CONNECTIONS', `all ${this.#rings.length} connection slots are in use`);
     }
-    const ring = Buffer.allocUnsafeSlow(capacity);
+    const ring = this.#takeFreeRing(capacity) ?? Buffer.allocUnsafeSlow(capacity);
     this.#core.open(slot, sport, dport, ring);
     this.#rings[slot] = ring;
     this.#keys[slot] = key;
@@ -123,13 +134,31 @@ export class Demuxer {
     return slot;
   }
 
-  /** Forgets a connection: its packets become TCP events without a slot; its ring is released. */
+  /**
+   * Forgets a connection: its packets become TCP events without a slot; its ring is released (and
+   * recycled when nothing in it was left unread).
+   */
   closeConnection(slot: number): void {
-    this.#ring(slot);
+    const ring = this.#ring(slot);
+    const drained = this.unread(slot) === 0;
     this.#core.close(slot);
     this.#rings[slot] = undefined;
     this.#slotsByPorts.delete(this.#keys[slot]!);
     this.#keys[slot] = -1;
+    if (drained && this.#freeRings.length < MAX_FREE_RINGS) this.#freeRings.push(ring);
+  }
+
+  /** A recycled ring of exactly `capacity` bytes, most recently closed first (its pages are warm). */
+  #takeFreeRing(capacity: number): Buffer | undefined {
+    const free = this.#freeRings;
+    for (let i = free.length - 1; i >= 0; i--) {
+      const ring = free[i]!;
+      if (ring.length !== capacity) continue;
+      free[i] = free[free.length - 1]!;
+      free.pop();
+      return ring;
+    }
+    return undefined;
   }
 
   /**

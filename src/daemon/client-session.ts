@@ -21,7 +21,7 @@
 import type { Socket } from 'node:net';
 import { MuxwireError, isMuxwireError } from '../errors.js';
 import type { Logger } from '../log.js';
-import { ClientMessageDecoder, ClientMessageType, ResultCode, encodeClientMessage } from '../protocol/client-message.js';
+import { ClientMessageDecoder, ClientMessageType, ResultCode, encodeClientMessage, encodePlistResult } from '../protocol/client-message.js';
 import type { ClientMessage } from '../protocol/client-message.js';
 import { CLIENT_VERSION_PLIST } from '../protocol/client-header.js';
 import {
@@ -33,7 +33,6 @@ import {
   listenersReply,
   pairRecordReply,
   pairedEvent,
-  resultMessage,
 } from '../protocol/client-plist.js';
 import type { ListenerInfo } from '../protocol/client-plist.js';
 import type { PlistDict, PlistValue } from '../protocol/plist.js';
@@ -79,9 +78,10 @@ export class ClientSession {
   /** The client number (log context, ListListeners "ID String"). */
   readonly id: number;
   readonly socket: Socket;
-  /** `client=N`, and `client=N dev=M` once it tunnels to device M. */
-  log: Logger;
 
+  /** The logger the client's own is a child of, and that child once a line needs it. */
+  #parentLog: Logger;
+  #log: Logger | undefined;
   #ctx: ClientContext;
   #state: ClientState = 'command';
   #protoVersion: 0 | 1 = 0;
@@ -97,11 +97,12 @@ export class ClientSession {
   #flushProgressAt = 0;
   #onData = (chunk: Buffer): void => this.#receive(chunk);
 
+  /** `log`: the daemon's logger; the client's lines carry `client=N` on top of its context. */
   constructor(socket: Socket, id: number, ctx: ClientContext, log: Logger) {
     this.socket = socket;
     this.id = id;
     this.#ctx = ctx;
-    this.log = log;
+    this.#parentLog = log;
     socket.on('data', this.#onData);
     socket.on('end', () => this.#onEnd());
     socket.on('error', (err) => this.fail(err));
@@ -110,6 +111,23 @@ export class ClientSession {
 
   get state(): ClientState {
     return this.#state;
+  }
+
+  /**
+   * `client=N`, and `client=N dev=M conn=S→P` once it tunnels to device M. Built on first use: most
+   * clients never log a line (debug is off), and a connect should not pay for the strings.
+   */
+  get log(): Logger {
+    if (this.#log === undefined) {
+      const fields: Record<string, string | number> = { client: this.id };
+      const conn = this.#conn;
+      if (this.#device !== undefined && conn !== undefined) {
+        fields.dev = this.#device.id;
+        fields.conn = `${conn.sourcePort}→${conn.devicePort}`;
+      }
+      this.#log = this.#parentLog.child(fields);
+    }
+    return this.#log;
   }
 
   /** The device connection of a tunnel (connecting or connected), if any. */
@@ -141,6 +159,11 @@ export class ClientSession {
   /** True while the client receives device events. */
   get listening(): boolean {
     return this.#state === 'listening';
+  }
+
+  /** A debug line; nothing is built (not even the client's logger) while debug is off. */
+  #debug(message: string): void {
+    if (this.#parentLog.enabled('debug')) this.log.debug(message);
   }
 
   // ---- events to a listening client ------------------------------------------------------------
@@ -197,10 +220,10 @@ export class ClientSession {
     this.#state = 'closed';
     if (err && !isMuxwireError(err, 'MUXWIRE_ERR_SLOW_CLIENT')) {
       const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'ECONNRESET' || code === 'EPIPE') this.log.debug(`client gone (${code})`);
-      else this.log.debug(`client closed: ${err.message}`);
+      if (code === 'ECONNRESET' || code === 'EPIPE') this.#debug(`client gone (${code})`);
+      else this.#debug(`client closed: ${err.message}`);
     } else {
-      this.log.debug(`client closed (was ${prev})`);
+      this.#debug(`client closed (was ${prev})`);
     }
     if (this.#flushTimer !== undefined) clearInterval(this.#flushTimer);
     this.#flushTimer = undefined;
@@ -209,7 +232,6 @@ export class ClientSession {
     this.#conn = undefined;
     if (conn !== undefined) {
       conn.off('data', this.#onDeviceData);
-      this.socket.unpipe(conn);
       conn.destroy();
     }
     this.socket.destroy();
@@ -219,7 +241,12 @@ export class ClientSession {
   // ---- command mode ----------------------------------------------------------------------------
 
   #receive(chunk: Buffer): void {
-    if (this.#state === 'closed' || this.#state === 'connected') return;
+    const state = this.#state;
+    if (state === 'connected') {
+      this.#toDevice(chunk);
+      return;
+    }
+    if (state === 'closed') return;
     this.#decoder.push(chunk);
     this.#processCommands();
   }
@@ -243,7 +270,11 @@ export class ClientSession {
   }
 
   #onEnd(): void {
-    if (this.#state === 'connected' || this.#state === 'closed') return;
+    if (this.#state === 'closed') return;
+    if (this.#state === 'connected') {
+      this.#clientEnded();
+      return;
+    }
     if (this.#state === 'connecting') {
       // The client gave up waiting for its Connect (libusbmuxd does after 5 s): abort it (RST).
       this.fail();
@@ -270,16 +301,16 @@ export class ClientSession {
         return;
       case 'bad-plist':
         this.#protoVersion = 1;
-        this.log.debug(`malformed plist request: ${msg.error.message}`);
+        this.#debug(`malformed plist request: ${msg.error.message}`);
         this.#result(msg.tag, ResultCode.BADCOMMAND);
         return;
       case 'unknown':
         if (msg.version !== 0 && msg.version !== 1) {
-          this.log.debug(`request with header version ${msg.version}`);
+          this.#debug(`request with header version ${msg.version}`);
           this.#result(msg.tag, ResultCode.BADVERSION);
         } else {
           if (msg.message === ClientMessageType.PLIST) this.#protoVersion = 1;
-          this.log.debug(`unknown request type ${msg.message} (${msg.payload.length} payload bytes)`);
+          this.#debug(`unknown request type ${msg.message} (${msg.payload.length} payload bytes)`);
           this.#result(msg.tag, ResultCode.BADCOMMAND);
         }
         return;
@@ -301,7 +332,7 @@ export class ClientSession {
       this.#result(tag, ResultCode.BADCOMMAND);
       return;
     }
-    if (this.log.enabled('debug')) this.log.debug(`${type} from ${this.#progName ?? 'unknown'}`);
+    if (this.#parentLog.enabled('debug')) this.#debug(`${type} from ${this.#progName ?? 'unknown'}`);
     switch (type) {
       case 'Listen':
         this.#listen(tag);
@@ -334,7 +365,7 @@ export class ClientSession {
         this.#async(tag, this.#deletePairRecord(req.PairRecordID));
         return;
       default:
-        this.log.debug(`unknown MessageType ${type}`);
+        this.#debug(`unknown MessageType ${type}`);
         this.#result(tag, ResultCode.BADCOMMAND);
     }
   }
@@ -349,7 +380,7 @@ export class ClientSession {
           else this.#reply(tag, reply);
         },
         (err: unknown) => {
-          this.log.debug(`pair-record request failed: ${err instanceof Error ? err.message : String(err)}`);
+          this.#debug(`pair-record request failed: ${err instanceof Error ? err.message : String(err)}`);
           this.#result(tag, errnoOf(err));
         },
       )
@@ -406,7 +437,7 @@ export class ClientSession {
     }
     const entry = this.#ctx.registry.get(deviceId);
     if (entry === undefined) {
-      this.log.debug(`Connect to unknown device ${deviceId}`);
+      this.#debug(`Connect to unknown device ${deviceId}`);
       this.#result(tag, ResultCode.BADDEV);
       return;
     }
@@ -415,7 +446,7 @@ export class ClientSession {
     // Stop reading: the bytes behind the Connect (already in the decoder, or still in the socket)
     // are tunnel data for the device if it accepts, and more requests if it refuses.
     this.socket.pause();
-    this.log.debug(`connecting to device ${deviceId} port ${port}`);
+    this.#debug(`connecting to device ${deviceId} port ${port}`);
     const opts = this.#ctx.connectTimeoutMs !== undefined ? { timeoutMs: this.#ctx.connectTimeoutMs } : {};
     entry.session.openConnection(port, opts, (err, conn) => {
       if (err !== undefined) this.#connectFailed(tag, err);
@@ -427,7 +458,7 @@ export class ClientSession {
     if (this.#state !== 'connecting') return;
     this.#device = undefined;
     const code = isMuxwireError(err) ? err.code : '';
-    this.log.debug(`connect failed: ${err instanceof Error ? err.message : String(err)}`);
+    this.#debug(`connect failed: ${err instanceof Error ? err.message : String(err)}`);
     // libusbmuxd maps 3 to ECONNREFUSED and 2 to ENODEV (§4.12).
     const result = code === 'MUXWIRE_ERR_NO_DEVICE' || code === 'MUXWIRE_ERR_CLOSED' || code === 'MUXWIRE_ERR_NO_PORT' ? ResultCode.BADDEV : ResultCode.CONNREFUSED;
     this.#state = 'command';
@@ -444,24 +475,66 @@ export class ClientSession {
     }
     this.#state = 'connected';
     this.#conn = conn;
-    if (this.#device !== undefined) this.log = this.log.child({ dev: this.#device.id, conn: `${conn.sourcePort}→${conn.devicePort}` });
-    this.socket.off('data', this.#onData);
+    // Rebuilt with dev= and conn= when a line needs it.
+    this.#log = undefined;
+    // Result 0 first: the client is waiting on it, and nothing below changes what it says.
     this.#result(tag, ResultCode.OK);
     const early = this.#decoder.remainder();
     if (early.length > 0) {
-      this.log.debug(`forwarding ${early.length} bytes sent before the Connect result`);
+      this.#debug(`forwarding ${early.length} bytes sent before the Connect result`);
       conn.write(early);
     }
     conn.on('error', onTunnelError);
     conn.once('end', () => this.#deviceEnded());
     conn.on('close', () => this.#deviceClosed());
+    conn.on('closing', () => this.#startFlushGuard());
     // Ring mode: views of ring memory go straight to the client socket and are released (and
     // ACKed) in its write callbacks, with no copy; the stream path remains for other modes.
     // With the addon, the demuxer also sends straight to the socket's descriptor when it can.
     if (!conn.relayTo(this.socket, directRelayFd(this.socket))) conn.on('data', this.#onDeviceData);
-    // Client EOF ends the connection's writable side: an RST after the written data (§6.5).
-    this.socket.pipe(conn);
-    conn.on('closing', () => this.#startFlushGuard());
+    // Client → device: the socket's 'data' now goes to the connection (#toDevice), and its EOF
+    // ends it (#clientEnded). Bytes the socket held while paused follow the early ones, in order.
+    this.socket.resume();
+  }
+
+  /**
+   * Client → device (hot path), what `socket.pipe(conn)` would do without its per-connection
+   * listeners: write, and stop reading the client while the connection's window is full.
+   */
+  #toDevice(chunk: Buffer): void {
+    const conn = this.#conn!;
+    // Destroyed and not yet reported ('close' comes next tick): the bytes have nowhere to go.
+    if (!conn.writable) return;
+    if (!conn.write(chunk) && !this.#waitingForDevice) {
+      this.#waitingForDevice = true;
+      this.socket.pause();
+      conn.once('drain', () => this.#deviceDrained());
+    }
+  }
+
+  #waitingForDevice = false;
+
+  #deviceDrained(): void {
+    this.#waitingForDevice = false;
+    if (this.#state === 'connected') this.socket.resume();
+  }
+
+  /**
+   * The client sent EOF while tunnelling. The mux has no half-close, so the device connection is
+   * reset either way (§6.5). With nothing left in either direction — no client bytes waiting for
+   * the device's window, no device bytes not yet taken by the socket — the client is closed at
+   * once, as usbmuxd closes a client on EOF: one RST, one close, no stream teardown. Otherwise the
+   * connection's writable side ends (its RST follows the written data) and what the device sent
+   * is still delivered to the client (#deviceEnded closes it then).
+   */
+  #clientEnded(): void {
+    const conn = this.#conn!;
+    const s = conn.stats();
+    if (s.txPending === 0 && s.rxQueued === 0 && s.readableBuffered === 0 && this.socket.writableLength === 0) {
+      this.fail();
+      return;
+    }
+    conn.end();
   }
 
   /**
@@ -500,7 +573,7 @@ export class ClientSession {
   /** Every byte the device sent has been handed to the socket: close it once written. */
   #deviceEnded(): void {
     if (this.#state !== 'connected') return;
-    this.log.debug(`tunnel ended (${this.#conn?.closeReason ?? 'closed'})`);
+    this.#debug(`tunnel ended (${this.#conn?.closeReason ?? 'closed'})`);
     this.#startFlushGuard();
     this.socket.end();
     this.socket.once('finish', () => this.fail());
@@ -534,7 +607,7 @@ export class ClientSession {
       return;
     }
     if (now - this.#flushProgressAt >= FLUSH_STALL_MS) {
-      this.log.debug('client makes no progress reading the last device data; closing');
+      this.#debug('client makes no progress reading the last device data; closing');
       this.fail();
     }
   }
@@ -543,10 +616,7 @@ export class ClientSession {
 
   #result(tag: number, n: number): void {
     if (this.#state === 'closed') return;
-    const bytes =
-      this.#protoVersion === 1
-        ? encodeClientMessage({ kind: 'plist', tag, version: CLIENT_VERSION_PLIST, plist: resultMessage(n) })
-        : encodeClientMessage({ kind: 'result', tag, result: n });
+    const bytes = this.#protoVersion === 1 ? encodePlistResult(tag, n, CLIENT_VERSION_PLIST) : encodeClientMessage({ kind: 'result', tag, result: n });
     this.socket.write(bytes);
   }
 

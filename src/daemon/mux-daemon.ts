@@ -165,8 +165,8 @@ export class MuxDaemon {
     const id = this.#nextClientId++;
     // usbmuxd sets 128 KiB socket buffers; Node's defaults are close enough and not settable here.
     if (transport === 'tcp') socket.setNoDelay(true);
-    const client = new ClientSession(socket, id, this.#context, log.child({ client: id }));
+    const client = new ClientSession(socket, id, this.#context, log);
     this.#clients.add(client);
-    client.log.debug(`accepted (${transport})`);
+    if (log.enabled('debug')) client.log.debug(`accepted (${transport})`);
   }
 }

@@ -28,6 +28,8 @@ import {
 } from './client-header.js';
 import { decodePlist, encodeXmlPlist, isPlistDict } from './plist.js';
 import type { PlistDict } from './plist.js';
+import { decodeFlatXmlDict } from './client-flat-plist.js';
+import { resultMessage } from './client-plist.js';
 
 export { ClientMessageType, ResultCode, CLIENT_HEADER_SIZE } from './client-header.js';
 
@@ -120,11 +122,36 @@ export function encodeClientMessage(msg: ClientMessage): Buffer {
   }
 }
 
+/** XML bodies of `{MessageType: "Result", Number: n}` by n, encoded once each. */
+const resultBodies = new Map<number, Buffer>();
+/** Result numbers are a few codes and errno values; anything past this many is encoded each time. */
+const MAX_CACHED_RESULTS = 64;
+
+/**
+ * A plist Result message, the same bytes as `encodeClientMessage({kind: 'plist', tag, version,
+ * plist: resultMessage(result)})`; the XML body is encoded once per result number, since a daemon
+ * answers every Connect with one (on the connect-latency path).
+ */
+export function encodePlistResult(tag: number, result: number, version: number = CLIENT_VERSION_PLIST): Buffer {
+  let body = resultBodies.get(result);
+  if (body === undefined) {
+    body = encodeXmlPlist(resultMessage(result));
+    if (resultBodies.size < MAX_CACHED_RESULTS) resultBodies.set(result, body);
+  }
+  const b = Buffer.allocUnsafe(CLIENT_HEADER_SIZE + body.length);
+  encodeClientHeader({ length: b.length, version, message: ClientMessageType.PLIST, tag }, b);
+  body.copy(b, CLIENT_HEADER_SIZE);
+  return b;
+}
+
 /**
  * Decodes the body of a PLIST message; throws MUXWIRE_ERR_BAD_PLIST when it is not a plist
- * dictionary. Both XML (what usbmuxd speaks) and binary are read.
+ * dictionary. Both XML (what usbmuxd speaks) and binary are read; the flat requests libusbmuxd
+ * sends take a fast path (client-flat-plist.ts) that gives the same dictionary.
  */
 export function decodeClientPlist(body: Buffer): PlistDict {
+  const flat = decodeFlatXmlDict(body);
+  if (flat !== undefined) return flat;
   const value = decodePlist(body);
   if (!isPlistDict(value)) throw new MuxwireError('MUXWIRE_ERR_BAD_PLIST', 'client plist message is not a dictionary');
   return value;

@@ -1,0 +1,148 @@
+/**
+ * The client side of a tunnel in the daemon (client-session.ts): client bytes go to the device
+ * with backpressure, and a client's EOF resets the device connection — at once when nothing is in
+ * flight, after delivering what the device had sent when something is.
+ */
+import { test, before, after, afterEach } from 'node:test';
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Duplex } from 'node:stream';
+import { MuxDaemon } from '../../src/daemon/mux-daemon.js';
+import { DeviceMux } from '../../src/sim/device-mux.js';
+import { InProcessLink } from '../../src/sim/in-process-link.js';
+import { encodeCount, serveBenchServices, sourcePattern } from '../../src/sim/bench-services.js';
+import { encodePortNumber } from '../../src/protocol/client-plist.js';
+import { RawClient } from './helpers/raw-client.js';
+
+/** A device port whose service the tests drive by hand. */
+const MANUAL_PORT = 4242;
+
+let dir: string;
+let daemon: MuxDaemon;
+let socketPath: string;
+let deviceId: number;
+let link: InProcessLink;
+/** Streams the device accepted on MANUAL_PORT, in order. */
+const accepted: Duplex[] = [];
+const clients: RawClient[] = [];
+
+before(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'muxwire-tunnel-test-'));
+  socketPath = join(dir, 'usbmuxd');
+  daemon = new MuxDaemon({ socketPath, pairDir: join(dir, 'lockdown'), preflight: false });
+  await daemon.start();
+  const mux = new DeviceMux();
+  serveBenchServices(mux);
+  mux.listen(MANUAL_PORT, (stream) => {
+    stream.on('error', () => undefined);
+    accepted.push(stream);
+  });
+  link = new InProcessLink(mux, { serialNumber: '00008030-0000000000000ABC', productId: 0x12a8, locationId: 2, speed: 480_000_000 }, () => undefined);
+  const entry = daemon.addLink(link)!;
+  await entry.session.ready;
+  while (entry.state !== 'visible') await new Promise((r) => setImmediate(r));
+  deviceId = entry.id;
+});
+
+after(async () => {
+  link.unplug();
+  await daemon.close();
+  await rm(dir, { recursive: true, force: true });
+});
+
+afterEach(() => {
+  for (const c of clients.splice(0)) c.close();
+  for (const s of accepted.splice(0)) s.destroy();
+});
+
+/** A client tunnelling to `port` on the device. */
+async function tunnel(port: number): Promise<RawClient> {
+  const c = await RawClient.open(socketPath);
+  clients.push(c);
+  assert.deepEqual(await c.request('Connect', { DeviceID: deviceId, PortNumber: encodePortNumber(port) }), { MessageType: 'Result', Number: 0 });
+  c.startTunnel();
+  return c;
+}
+
+/** Waits (polling, bounded) until `ready` holds. */
+async function until(ready: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!ready()) {
+    if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+/** Reads `stream` until it ends; resolves with everything it carried. */
+async function readToEnd(stream: Duplex): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  stream.on('data', (c: Buffer) => chunks.push(c));
+  await once(stream, 'end');
+  return Buffer.concat(chunks);
+}
+
+test('resets the device connection and closes the client at once when a tunnelling client ends with nothing in flight', async () => {
+  const c = await tunnel(MANUAL_PORT);
+  await until(() => accepted.length === 1, 'the device to accept');
+  const device = accepted[0]!;
+  const received = readToEnd(device);
+  c.write(Buffer.from('last words'));
+  c.socket.end();
+  // The device gets the bytes, then the RST ends its stream (the mux has no half-close).
+  assert.equal((await received).toString(), 'last words');
+  await c.waitClosed();
+  await until(() => daemon.stats().connections === 0 && daemon.stats().clients === 0, 'the daemon to let go of the client and its connection');
+});
+
+test('delivers what the device had sent to a client that ends before reading it, then closes', async () => {
+  const c = await tunnel(19);
+  c.socket.pause();
+  c.write(encodeCount(64 * 1024 * 1024));
+  // The client reads nothing: the device stops at its window, with bytes held in the daemon.
+  let last = -1;
+  let steady = 0;
+  await until(() => {
+    const conn = daemon.clientStats().find((s) => s.state === 'connected')?.connection;
+    if (conn === undefined) return false;
+    steady = conn.bytesReceived === last && conn.bytesReceived > 0 ? steady + 1 : 0;
+    last = conn.bytesReceived;
+    return steady >= 20;
+  }, 'the device to stop at its window');
+  const held = daemon.clientStats().find((s) => s.state === 'connected')!;
+  assert.ok(held.connection!.rxQueued > 0 || held.socketWritable > 0, 'the daemon holds bytes the client has not taken');
+  c.socket.end();
+  c.socket.resume();
+  await c.waitClosed(20_000);
+  const got = await c.readTunnel(last);
+  assert.equal(got.compare(sourcePattern(0, last)), 0, 'every byte the daemon received, in order');
+  await until(() => daemon.stats().connections === 0, 'the connection to be released');
+});
+
+test('stops reading a client that writes faster than the device takes, and delivers every byte', async () => {
+  const c = await tunnel(MANUAL_PORT);
+  await until(() => accepted.length === 1, 'the device to accept');
+  const device = accepted[0]!;
+  device.pause();
+  const total = 8 * 1024 * 1024;
+  const payload = sourcePattern(0, total);
+  c.write(payload);
+  // The device reads nothing: the daemon must stop reading the client, holding a bounded amount.
+  await until(() => daemon.clientStats().some((s) => s.socketReadPaused), 'the daemon to pause the client');
+  for (let i = 0; i < 20; i++) {
+    await new Promise((r) => setTimeout(r, 5));
+    const s = daemon.stats();
+    assert.ok(s.txPending <= 256 * 1024, `the daemon holds ${s.txPending} bytes for the device`);
+  }
+  const chunks: Buffer[] = [];
+  let bytes = 0;
+  device.on('data', (chunk: Buffer) => {
+    chunks.push(chunk);
+    bytes += chunk.length;
+  });
+  device.resume();
+  await until(() => bytes >= total, `${total} bytes at the device`, 30_000);
+  assert.equal(Buffer.concat(chunks).compare(payload), 0);
+});
