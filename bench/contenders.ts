@@ -21,7 +21,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { DeviceInfo } from '../src/client/device-info.js';
+import { MuxdConnection } from '../src/client/muxd-connection.js';
+import { parseSocketAddress } from '../src/client/socket-address.js';
 import { UsbmuxClient } from '../src/client/usbmux-client.js';
+import { encodePortNumber, plistRequest } from '../src/protocol/client-plist.js';
 import { DEFAULT_BENCH_PORTS } from '../src/sim/bench-services.js';
 import { CEILING_SERVICES, ceilingSocket, type CeilingService } from './ceiling-server.js';
 import { findPeer } from '../test/helpers/peers.js';
@@ -45,6 +48,12 @@ export interface RunningContender {
   readonly id: ContenderId;
   /** Opens a stream to a bench service (through the daemon's Connect for a mux contender). */
   open(service: ServiceName): Promise<Socket>;
+  /**
+   * Mux contenders: `open` with its two times, in ms: `connect` from the Connect request written
+   * (on a socket already connected to the daemon) to Result 0 read, as issue 8 defines connect
+   * latency; `total` from before the socket to the daemon was opened.
+   */
+  openTimed?(service: ServiceName): Promise<{ socket: Socket; connect: number; total: number }>;
   /** The relaying process whose CPU and memory are measured (the daemon), when there is one. */
   readonly relayPid?: number;
   /** The far end's process: the simulated device, or the ceiling server. */
@@ -56,6 +65,24 @@ export interface RunningContender {
   /** The last lines the contender's processes printed, for a failure's report. */
   diagnostics(): string;
   stop(): Promise<void>;
+}
+
+/** A plist Connect (as libusbmuxd sends it) on a fresh daemon socket, timed (see openTimed). */
+async function timedConnect(socketPath: string, deviceId: number, port: number): Promise<{ socket: Socket; connect: number; total: number }> {
+  const t0 = performance.now();
+  const conn = await MuxdConnection.open(parseSocketAddress(`UNIX:${socketPath}`), 30_000);
+  const t1 = performance.now();
+  try {
+    conn.send({ kind: 'plist', tag: 1, version: 1, plist: plistRequest('Connect', { DeviceID: deviceId, PortNumber: encodePortNumber(port) }, 'muxwire-bench') });
+    const reply = await conn.next(30_000, 'Connect result');
+    const t2 = performance.now();
+    const result = reply.kind === 'plist' ? reply.plist.Number : reply.kind === 'result' ? reply.result : undefined;
+    if (result !== 0) throw new Error(`Connect to port ${port} answered ${String(result)}`);
+    return { socket: conn.detach(), connect: t2 - t1, total: t2 - t0 };
+  } catch (err) {
+    conn.close();
+    throw err;
+  }
 }
 
 /** Thrown when a contender cannot run here; the table shows "not available: <reason>". */
@@ -364,6 +391,7 @@ async function startMux(id: 'muxwire-js' | 'muxwire-native' | 'usbmuxd', opts: S
     return {
       id,
       open: (service) => client.connect(device, DEFAULT_BENCH_PORTS[service]),
+      openTimed: (service) => timedConnect(socketPath, device.deviceId, DEFAULT_BENCH_PORTS[service]),
       relayPid,
       simPid: sim.pid,
       mux: { client, device, afcRoot, paired },
