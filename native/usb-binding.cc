@@ -4,19 +4,22 @@
 // batched delivery of events through one thread-safe function that is unref'd, so an idle host
 // does not keep the process alive (as node-usb does).
 //
-//   new UsbHost(libusbPath, onEvents)      onEvents(records: Uint32Array, buffers: Array, inBlock)
+//   new UsbHost(libusbPath, onEvents)      onEvents(records: Uint32Array, buffers: Array)
 //   .start(poll) -> Promise<1 | 0> (hotplug)          .stop()          .info() -> {path, hotplug}
 //   .open(device) -> Promise<handle>       .getConfiguration(handle) -> Promise<number>
 //   .setConfiguration(handle, value, interfaces) -> Promise   .claimInterface(handle, n) -> Promise
 //   .control(handle, request, bmRequestType, bRequest, wValue, wIndex, wLength, data|null,
 //            timeoutMs) -> 0 | libusb error
-//   .startIn(handle, inEndpoint, outEndpoint, maxPacket, count, size) -> 0 | libusb error
-//   .send(handle, request, data) -> 0 | libusb error   (the caller keeps `data` alive until done)
+//   .startIn(handle, inEndpoint, outEndpoint, maxPacket, count, size) -> region | libusb error
+//   .send(handle, request, data) -> 0 | libusb error   (the caller keeps `data` alive until done;
+//                                  request 0: copied, and no OUT_DONE follows)
 //   .closeHandle(handle) -> 0 | libusb error          .errorName(code) -> string
 //   .ref() / .unref()   keep Node running while JS awaits an event (unref'd by default)
 //
 // Records are kUsbEventFields u32 per event (usb-host.h); buffers[i] is a control transfer's data
-// or undefined; IN data lies in `inBlock`, one Buffer per batch, at each event's offset.
+// or undefined. IN data lies in the handle's region, the Buffer startIn returned: the IN transfers
+// read straight into it (kInBuffersPerTransfer × count buffers of `size` bytes), each IN_DATA
+// record names its offset, and the buffers of a batch go back in flight once onEvents returns.
 #include "usb-binding.h"
 
 #include <cstdlib>
@@ -34,19 +37,28 @@ namespace muxwire {
 namespace {
 
 // Bumped whenever UsbHost's JS shape changes; src/accel/usb-host.ts checks it.
-constexpr uint32_t kUsbAbiVersion = 4;
-// Each of the two pool blocks IN data is delivered in (UsbHost::SetInPool).
-constexpr size_t kInPoolBlock = 1024 * 1024;
+constexpr uint32_t kUsbAbiVersion = 5;
 
 struct Holder {
   std::shared_ptr<UsbHost> host;
   std::vector<UsbEvent> scratch;
-  // The pool blocks, JS-owned Buffers pinned here: a batch's IN data is a view of one of them, so
-  // no new external memory per batch (which made V8 collect garbage for its "external memory
-  // pressure" far more often than the heap needed). JS consumers that keep IN data copy it
-  // (src/accel/usb-host.ts); the event thread does not write a block JS is reading.
-  Napi::Reference<Napi::Buffer<uint8_t>> pool[2];
+  std::vector<UsbHost::InReturn> returns;
+  // Each handle's IN region: a JS-owned Buffer the IN transfers read into, pinned here from
+  // startIn until the handle's CLOSED event (every transfer has called back), so libusb never
+  // writes into memory V8 has let go. JS sees views of it; no new memory per batch or transfer
+  // (an external Buffer per transfer costs V8 a finalizer in every collection). Used on the JS
+  // thread only.
+  std::unordered_map<uint32_t, Napi::Reference<Napi::Buffer<uint8_t>>> regions;
 };
+
+// After UsbHost::Stop: the regions go, unless a transfer never called back and may still point
+// into one (UsbHost::leaked); then they are left pinned for good, as the handle itself is.
+void DropRegions(Holder* holder) {
+  if (holder->host->leaked()) {
+    for (auto& [handle, region] : holder->regions) region.SuppressDestruct();
+  }
+  holder->regions.clear();
+}
 
 void FreeData(Napi::Env, uint8_t* data) {
   std::free(data);
@@ -56,27 +68,16 @@ void FreeData(Napi::Env, uint8_t* data) {
 void CallJs(Napi::Env env, Napi::Function callback, Holder* holder, void*) {
   if (env == nullptr || holder == nullptr) return;
   std::vector<UsbEvent>& events = holder->scratch;
+  std::vector<UsbHost::InReturn>& returns = holder->returns;
   events.clear();
-  uint8_t* block = nullptr;
-  size_t block_length = 0;
-  int pooled = -1;
-  holder->host->TakeEvents(&events, &block, &block_length, &pooled);
-  if (events.empty()) {
-    if (pooled < 0) std::free(block);
-    return;
-  }
+  returns.clear();
+  holder->host->TakeEvents(&events);
+  if (events.empty()) return;
   Napi::HandleScope scope(env);
-  // One Buffer over the whole block of IN data (no copy); JS slices it per transfer.
-  Napi::Value in_block = env.Undefined();
-  if (pooled >= 0) {
-    in_block = holder->pool[pooled].Value();
-  } else if (block != nullptr) {
-    in_block = Napi::Buffer<uint8_t>::NewOrCopy(env, block, block_length, FreeData);
-  }
   const size_t n = events.size();
   Napi::Uint32Array records = Napi::Uint32Array::New(env, n * kUsbEventFields);
   Napi::Array buffers = Napi::Array::New(env, n);
-  std::unordered_map<uint32_t, uint64_t> delivered;
+  std::vector<uint32_t> closed;
   for (size_t i = 0; i < n; i++) {
     UsbEvent& e = events[i];
     uint32_t* r = records.Data() + i * kUsbEventFields;
@@ -94,20 +95,24 @@ void CallJs(Napi::Env env, Napi::Function callback, Holder* holder, void*) {
       buffers.Set(i, Napi::Buffer<uint8_t>::NewOrCopy(env, e.data, e.length, FreeData));
       e.data = nullptr;
     }
-    if (e.kind == kUsbInData) delivered[e.handle] += e.length;
+    if (e.kind == kUsbInData) returns.push_back({e.handle, e.aux2});
+    if (e.kind == kUsbClosed) closed.push_back(e.handle);
   }
   events.clear();
-  callback.Call({records, buffers, in_block});
-  // Handed over: room for more IN data (usb-host.cc parks transfers past its limit).
-  for (auto& [handle, bytes] : delivered) holder->host->Delivered(handle, bytes);
+  callback.Call({records, buffers});
+  // JS is done with the batch's IN buffers when onEvents returns (consumers that keep bytes copy
+  // them): they go back in flight.
+  if (!returns.empty()) holder->host->ReturnIn(returns);
+  // Every transfer of these handles has called back: their regions may go (views JS still holds
+  // keep the memory alive).
+  for (uint32_t handle : closed) holder->regions.erase(handle);
 }
 
 void FinalizeHolder(Napi::Env, void*, Holder* holder) {
   // Environment teardown (or release after stop): no event may be delivered after this, and the
   // event thread is done with the pool blocks before they are let go.
   holder->host->Stop();
-  holder->pool[0].Reset();
-  holder->pool[1].Reset();
+  DropRegions(holder);
   delete holder;
 }
 
@@ -173,6 +178,7 @@ class UsbHostWrap : public Napi::ObjectWrap<UsbHostWrap> {
 
   std::shared_ptr<UsbHost> host_;
   Tsfn tsfn_;
+  Holder* holder_ = nullptr;  // owned by tsfn_ (FinalizeHolder); used while !stopped_
   bool released_ = true;
   bool stopped_ = false;
   std::string path_;
@@ -199,11 +205,8 @@ UsbHostWrap::UsbHostWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<UsbH
     Napi::Error::New(env, "out of memory").ThrowAsJavaScriptException();
     return;
   }
-  auto* holder = new Holder{host_, {}, {}};
-  for (auto& block : holder->pool) {
-    block = Napi::Persistent(Napi::Buffer<uint8_t>::New(env, kInPoolBlock));
-  }
-  host_->SetInPool(holder->pool[0].Value().Data(), holder->pool[1].Value().Data(), kInPoolBlock);
+  auto* holder = new Holder{host_, {}, {}, {}};
+  holder_ = holder;
   void (*finalize)(Napi::Env, void*, Holder*) = &FinalizeHolder;
   tsfn_ = Tsfn::New(env, info[1].As<Napi::Function>(), "muxwire.usb.events", 0, 1, holder,
                     finalize, static_cast<void*>(nullptr));
@@ -246,6 +249,7 @@ Napi::Value UsbHostWrap::Stop(const Napi::CallbackInfo& info) {
   if (host_ && !stopped_) {
     stopped_ = true;
     host_->Stop();
+    DropRegions(holder_);
     if (!released_) {
       released_ = true;
       tsfn_.Release();
@@ -376,9 +380,17 @@ Napi::Value UsbHostWrap::StartIn(const Napi::CallbackInfo& info) {
       !GetInteger(info, 5, "size", 1, kMaxInTransferSize, &size)) {
     return info.Env().Undefined();
   }
+  Napi::Env env = info.Env();
+  const uint32_t buffers = count * kInBuffersPerTransfer;
+  Napi::Buffer<uint8_t> region = Napi::Buffer<uint8_t>::New(env, static_cast<size_t>(buffers) * size);
+  if (env.IsExceptionPending()) return env.Undefined();
+  bool adopted = false;
   const int r = host_->StartIn(handle, static_cast<uint8_t>(in_ep), static_cast<uint8_t>(out_ep),
-                               max_packet, count, size);
-  return Napi::Number::New(info.Env(), r);
+                               max_packet, count, size, region.Data(), buffers, &adopted);
+  // Pinned whenever the handle took it, even on a failure after some transfers were submitted.
+  if (adopted) holder_->regions[handle] = Napi::Persistent(region);
+  if (r != 0) return Napi::Number::New(env, r);
+  return region;
 }
 
 Napi::Value UsbHostWrap::Send(const Napi::CallbackInfo& info) {

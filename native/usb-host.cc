@@ -13,14 +13,6 @@ namespace {
 // The event thread wakes at least this often to reap closed handles and notice Stop, even when a
 // libusb lacks libusb_interrupt_event_handler.
 constexpr long kEventTimeoutUs = 100 * 1000;
-// IN data is appended to one block per batch, which JavaScript receives as a single Buffer and
-// slices into one view per transfer. One memcpy per transfer buys this: handing each transfer's
-// own buffer to JavaScript costs an external Buffer with a finalizer per transfer, which V8 pays
-// for in every garbage collection (measured: about half the device→host rate at 16 KiB).
-constexpr size_t kMinBlock = 256 * 1024;
-// IN bytes queued for JavaScript before transfers stop being resubmitted (per device). The mux
-// windows bound what a device sends; this bounds the queue even if the JS thread stalls.
-constexpr uint64_t kMinUndeliveredLimit = 4u << 20;
 // Stop: how long to wait for cancelled transfers and blocking calls to finish.
 constexpr int kStopWaitMs = 5000;
 // A byte a zero-length transfer points at (some libusb versions dislike a null buffer).
@@ -136,11 +128,7 @@ void UsbHost::Stop() {
     handles_.clear();
     for (UsbEvent& e : events_) std::free(e.data);
     events_.clear();
-    if (block_pooled_ < 0) std::free(block_);
-    block_ = nullptr;
-    block_length_ = block_capacity_ = 0;
-    block_pooled_ = -1;
-    pool_capacity_ = 0;
+    leaked_ = leaked;
   }
   for (Handle* h : handles) FreeHandle(h);
   for (auto& [id, dev] : devices_) api_->unref_device(dev);
@@ -157,6 +145,10 @@ void UsbHost::Wake() {
 }
 
 void UsbHost::Run() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    event_thread_ = std::this_thread::get_id();
+  }
   uint64_t next_poll = NowMs() + kPollIntervalMs;
   while (!stop_) {
     timeval tv{0, kEventTimeoutUs};
@@ -167,6 +159,12 @@ void UsbHost::Run() {
       next_poll = NowMs() + kPollIntervalMs;
     }
     Reap();
+    // One wake-up of the JS thread for everything this round produced.
+    std::lock_guard<std::mutex> lock(mu_);
+    if (notify_pending_) {
+      notify_pending_ = false;
+      if (!notified_.exchange(true) && notify_) notify_();
+    }
   }
 }
 
@@ -382,8 +380,11 @@ int UsbHost::SubmitControl(uint32_t handle, uint32_t request, uint8_t request_ty
 }
 
 int UsbHost::StartIn(uint32_t handle, uint8_t in_endpoint, uint8_t out_endpoint,
-                     uint32_t max_packet, uint32_t count, uint32_t size) {
+                     uint32_t max_packet, uint32_t count, uint32_t size, uint8_t* region,
+                     uint32_t buffers, bool* adopted) {
+  *adopted = false;
   if (count < 1 || count > kMaxInTransfers || size < 1 || size > kMaxInTransferSize ||
+      buffers < count || buffers > kInBuffersPerTransfer * kMaxInTransfers || region == nullptr ||
       max_packet < 1 || (in_endpoint & 0x80) == 0 || (out_endpoint & 0x80) != 0) {
     return libusb::kErrorInvalidParam;
   }
@@ -393,23 +394,23 @@ int UsbHost::StartIn(uint32_t handle, uint8_t in_endpoint, uint8_t out_endpoint,
   Handle* h = found->second;
   if (h->in_started) return libusb::kErrorBusy;
   h->in_started = true;
+  *adopted = true;
   h->in_endpoint = in_endpoint;
   h->out_endpoint = out_endpoint;
   h->max_packet = max_packet;
   h->in_size = size;
-  h->undelivered_limit = std::max<uint64_t>(kMinUndeliveredLimit, 4ull * count * size);
-  for (uint32_t i = 0; i < count; i++) {
-    auto* buffer = static_cast<unsigned char*>(std::malloc(size));
+  h->in_count = count;
+  for (uint32_t i = 0; i < buffers; i++) {
     libusb::Transfer* t = api_->alloc_transfer(0);
-    Xfer* x = new (std::nothrow) Xfer{this, h, 0, Xfer::kIn};
-    if (buffer == nullptr || t == nullptr || x == nullptr) {
-      std::free(buffer);
+    // `request` holds the buffer's index (kUsbInData aux2, ReturnIn).
+    Xfer* x = new (std::nothrow) Xfer{this, h, i, Xfer::kIn};
+    if (t == nullptr || x == nullptr) {
       if (t != nullptr) api_->free_transfer(t);
       delete x;
       EndIn(h, libusb::kTransferError);
       return libusb::kErrorNoMem;
     }
-    // Bulk IN with no timeout, as usbmuxd's RX loops.
+    // Bulk IN with no timeout, as usbmuxd's RX loops, reading straight into the receiver's memory.
     t->dev_handle = h->dev;
     t->flags = 0;
     t->endpoint = in_endpoint;
@@ -418,57 +419,69 @@ int UsbHost::StartIn(uint32_t handle, uint8_t in_endpoint, uint8_t out_endpoint,
     t->length = static_cast<int>(size);
     t->callback = &UsbHost::TransferCallback;
     t->user_data = x;
-    t->buffer = buffer;
+    t->buffer = region + static_cast<size_t>(i) * size;
     t->num_iso_packets = 0;
     h->in_transfers.push_back(t);
-    const int r = SubmitIn(h, t);
-    if (r != 0) {
-      EndIn(h, r == libusb::kErrorNoDevice ? libusb::kTransferNoDevice : libusb::kTransferError);
-      return r;
-    }
   }
-  return 0;
+  // Submitted in index order (the spare list is taken from its back).
+  for (uint32_t i = buffers; i-- > 0;) h->spare.push_back(h->in_transfers[i]);
+  return RefillIn(h);
 }
 
 // With mu_ held.
 int UsbHost::SubmitIn(Handle* h, libusb::Transfer* t) {
   t->actual_length = 0;
   const int r = api_->submit_transfer(t);
-  if (r == 0) h->in_flight++;
+  if (r == 0) {
+    h->in_flight++;
+    h->in_active++;
+  }
   return r;
+}
+
+// With mu_ held. Puts spare buffers in flight until `in_count` are; a failed submission ends the
+// pipe and is returned.
+int UsbHost::RefillIn(Handle* h) {
+  while (!h->closing && !h->in_ended && h->in_active < h->in_count && !h->spare.empty()) {
+    libusb::Transfer* t = h->spare.back();
+    const int r = SubmitIn(h, t);
+    if (r != 0) {
+      EndIn(h, r == libusb::kErrorNoDevice ? libusb::kTransferNoDevice : libusb::kTransferError);
+      return r;
+    }
+    h->spare.pop_back();
+  }
+  return 0;
 }
 
 void UsbHost::OnIn(libusb::Transfer* t, Handle* h) {
   std::lock_guard<std::mutex> lock(mu_);
   h->in_flight--;
+  h->in_active--;
   if (t->status != libusb::kTransferCompleted) {
     // NO_DEVICE on unplug, CANCELLED on close, ERROR/STALL/OVERFLOW on a broken pipe: the pipe is
     // over either way (usbmuxd marks the device dead on a failed RX callback, usbmux.md §1.7).
+    h->spare.push_back(t);
     if (!h->closing) EndIn(h, t->status);
     return;
   }
-  if (h->closing || h->in_ended) return;
   const uint32_t actual = static_cast<uint32_t>(t->actual_length);
-  if (actual > 0) {
+  if (h->closing || h->in_ended || actual == 0) {
+    // A zero-length completion carries nothing (usbmuxd's device_data_input ignores length 0).
+    h->spare.push_back(t);
+  } else {
+    // The buffer goes to the receiver as it is (no copy); another takes its place in flight.
+    const uint32_t index = static_cast<Xfer*>(t->user_data)->request;
     UsbEvent e;
     e.kind = kUsbInData;
     e.device = h->device;
     e.handle = h->id;
     e.length = actual;
-    if (!AppendBlock(t->buffer, actual, &e.aux1)) {
-      EndIn(h, libusb::kTransferError);
-      return;
-    }
-    h->undelivered += actual;
+    e.aux1 = index * h->in_size;
+    e.aux2 = index;
     Push(e);
   }
-  // A zero-length completion carries nothing (usbmuxd's device_data_input ignores length 0).
-  if (h->undelivered > h->undelivered_limit) {
-    h->parked.push_back(t);
-    return;
-  }
-  const int r = SubmitIn(h, t);
-  if (r != 0) EndIn(h, r == libusb::kErrorNoDevice ? libusb::kTransferNoDevice : libusb::kTransferError);
+  RefillIn(h);
 }
 
 // With mu_ held. Reports the end of the IN pipe once.
@@ -483,22 +496,19 @@ void UsbHost::EndIn(Handle* h, int status) {
   Push(e);
 }
 
-void UsbHost::Delivered(uint32_t handle, uint64_t bytes) {
+void UsbHost::ReturnIn(const std::vector<InReturn>& returns) {
   std::lock_guard<std::mutex> lock(mu_);
-  auto found = handles_.find(handle);
-  if (found == handles_.end()) return;
-  Handle* h = found->second;
-  h->undelivered = bytes > h->undelivered ? 0 : h->undelivered - bytes;
-  if (h->closing || h->in_ended || h->undelivered > h->undelivered_limit) return;
-  std::vector<libusb::Transfer*> parked;
-  parked.swap(h->parked);
-  for (libusb::Transfer* t : parked) {
-    const int r = SubmitIn(h, t);
-    if (r != 0) {
-      EndIn(h, r == libusb::kErrorNoDevice ? libusb::kTransferNoDevice : libusb::kTransferError);
-      return;
+  Handle* h = nullptr;
+  for (const InReturn& r : returns) {
+    if (h == nullptr || h->id != r.handle) {
+      if (h != nullptr) RefillIn(h);
+      auto found = handles_.find(r.handle);
+      h = found == handles_.end() ? nullptr : found->second;
+      if (h == nullptr) continue;
     }
+    if (r.index < h->in_transfers.size()) h->spare.push_back(h->in_transfers[r.index]);
   }
+  if (h != nullptr) RefillIn(h);
 }
 
 int UsbHost::SubmitOut(uint32_t handle, uint32_t request, uint8_t* data, uint32_t length) {
@@ -530,11 +540,24 @@ int UsbHost::SubmitOut(uint32_t handle, uint32_t request, uint8_t* data, uint32_
   t->length = static_cast<int>(length);
   t->callback = &UsbHost::TransferCallback;
   t->user_data = x;
+  if (request == 0 && length > 0) {
+    x->owned = static_cast<uint8_t*>(std::malloc(length));
+    if (x->owned == nullptr) {
+      api_->free_transfer(t);
+      if (z != nullptr) api_->free_transfer(z);
+      delete x;
+      delete zx;
+      return libusb::kErrorNoMem;
+    }
+    std::memcpy(x->owned, data, length);
+    data = x->owned;
+  }
   t->buffer = length > 0 ? data : &g_zlp_byte;
   t->num_iso_packets = 0;
   int r = api_->submit_transfer(t);
   if (r != 0) {
     api_->free_transfer(t);
+    std::free(x->owned);
     delete x;
     if (z != nullptr) api_->free_transfer(z);
     delete zx;
@@ -566,7 +589,8 @@ void UsbHost::OnOther(libusb::Transfer* t, Xfer* x) {
   Handle* h = x->handle;
   h->in_flight--;
   h->others.erase(t);
-  if (x->kind == Xfer::kOut || x->kind == Xfer::kControl) {
+  std::free(x->owned);
+  if ((x->kind == Xfer::kOut && x->request != 0) || x->kind == Xfer::kControl) {
     UsbEvent e;
     e.kind = x->kind == Xfer::kOut ? kUsbOutDone : kUsbControlDone;
     e.device = h->device;
@@ -643,7 +667,7 @@ void UsbHost::FreeHandle(Handle* h) {
   if (h->claimed >= 0) api_->release_interface(h->dev, h->claimed);
   api_->close(h->dev);
   for (libusb::Transfer* t : h->in_transfers) {
-    std::free(t->buffer);
+    // The buffers are the receiver's region (StartIn), not ours to free.
     delete static_cast<Xfer*>(t->user_data);
     api_->free_transfer(t);
   }
@@ -652,63 +676,23 @@ void UsbHost::FreeHandle(Handle* h) {
 
 // ---- events ----
 
-// With mu_ held. Copies IN data into the batch's block; `offset` is where it starts.
-bool UsbHost::AppendBlock(const uint8_t* data, uint32_t length, uint32_t* offset) {
-  if (block_ == nullptr && pool_capacity_ > 0) {
-    block_ = pool_[pool_next_];
-    block_capacity_ = pool_capacity_;
-    block_pooled_ = pool_next_;
-  }
-  if (block_length_ + length > block_capacity_) {
-    size_t capacity = std::max(kMinBlock, block_capacity_ * 2);
-    while (capacity < block_length_ + length) capacity *= 2;
-    uint8_t* grown;
-    if (block_pooled_ >= 0) {
-      // Out of the pool block into malloc'd memory for the rest of this batch.
-      grown = static_cast<uint8_t*>(std::malloc(capacity));
-      if (grown != nullptr) std::memcpy(grown, block_, block_length_);
-    } else {
-      grown = static_cast<uint8_t*>(std::realloc(block_, capacity));
-    }
-    if (grown == nullptr) return false;
-    block_ = grown;
-    block_capacity_ = capacity;
-    block_pooled_ = -1;
-  }
-  std::memcpy(block_ + block_length_, data, length);
-  *offset = static_cast<uint32_t>(block_length_);
-  block_length_ += length;
-  return true;
-}
-
-void UsbHost::SetInPool(uint8_t* a, uint8_t* b, size_t capacity) {
-  std::lock_guard<std::mutex> lock(mu_);
-  pool_[0] = a;
-  pool_[1] = b;
-  pool_capacity_ = capacity;
-  pool_next_ = 0;
-}
-
 // With mu_ held.
+// On the event thread the JS thread is woken once at the end of the event-handling round (Run), so
+// one batch carries the round's completions instead of the first of them: each wake-up is a write
+// to libuv's eventfd and a context switch, which per event cost as much as the event's work.
 void UsbHost::Push(UsbEvent e) {
   events_.push_back(e);
-  if (!notified_.exchange(true) && notify_) notify_();
+  if (std::this_thread::get_id() == event_thread_) {
+    notify_pending_ = true;
+  } else if (!notified_.exchange(true) && notify_) {
+    notify_();
+  }
 }
 
-void UsbHost::TakeEvents(std::vector<UsbEvent>* out, uint8_t** block, size_t* block_length,
-                         int* pooled) {
+void UsbHost::TakeEvents(std::vector<UsbEvent>* out) {
   notified_ = false;
   std::lock_guard<std::mutex> lock(mu_);
   out->swap(events_);
-  *block = block_;
-  *block_length = block_length_;
-  *pooled = block_pooled_;
-  // The caller reads the block it took until its next call; the next batch fills the other one.
-  if (block_pooled_ >= 0) pool_next_ = 1 - block_pooled_;
-  block_ = nullptr;
-  block_length_ = 0;
-  block_capacity_ = 0;
-  block_pooled_ = -1;
 }
 
 }  // namespace muxwire

@@ -14,7 +14,8 @@
 //                    aux2 = bus << 16 | address << 8 | libusb speed
 //   kUsbLeft         device
 //   kUsbInData       handle; one completed IN transfer: `length` bytes at offset aux1 of the
-//                    batch's block (TakeEvents)
+//                    handle's IN region (StartIn); aux2 = the transfer's index, which the
+//                    receiver gives back with ReturnIn once it is done with the bytes
 //   kUsbInEnd        handle; status = the libusb transfer status that stopped the IN pipe
 //   kUsbOutDone      handle, request; status = transfer status; length = bytes sent
 //   kUsbControlDone  handle, request; status = transfer status; `data` = the IN data stage
@@ -59,6 +60,9 @@ constexpr int kAppleVendorId = 0x05AC;
 constexpr int kPollIntervalMs = 1000;
 // Bounds of the IN pipeline (the defaults, 3 × 16384, are usbmuxd's NUM_RX_LOOPS × USB_MRU).
 constexpr uint32_t kMaxInTransfers = 64;
+// IN buffers per transfer kept in flight: while the receiver holds the buffers of one batch, as
+// many others are in flight, so the pipe never waits for the receiver (StartIn).
+constexpr uint32_t kInBuffersPerTransfer = 4;
 constexpr uint32_t kMaxInTransferSize = 1u << 20;
 // Largest OUT transfer: usbmuxd's USB_MTU, the largest mux packet a host sends (usbmux.md §1.5).
 constexpr uint32_t kMaxOutTransfer = 49152;
@@ -107,25 +111,34 @@ class UsbHost {
   int SubmitControl(uint32_t handle, uint32_t request, uint8_t request_type, uint8_t b_request,
                     uint16_t w_value, uint16_t w_index, uint16_t w_length, const uint8_t* out,
                     size_t out_length, unsigned int timeout_ms);
+  // Keeps `count` bulk IN transfers of `size` bytes in flight, over `buffers` (≥ count) buffers
+  // laid end to end in `region`, which must stay valid until the handle's kUsbClosed event (or,
+  // after Stop, for good when leaked() says transfers never called back). A completed transfer's
+  // buffer goes to the receiver (kUsbInData) and another buffer takes its place in flight; the
+  // receiver gives it back with ReturnIn. `*adopted` says whether the handle took `region` (also on
+  // some failures, when transfers were already submitted into it).
   int StartIn(uint32_t handle, uint8_t in_endpoint, uint8_t out_endpoint, uint32_t max_packet,
-              uint32_t count, uint32_t size);
-  // `data` must stay valid until the kUsbOutDone event for `request` has been taken.
+              uint32_t count, uint32_t size, uint8_t* region, uint32_t buffers, bool* adopted);
+  // `data` must stay valid until the kUsbOutDone event for `request` has been taken. Request 0 is
+  // untracked: the bytes are copied (the caller may reuse `data` at once) and no kUsbOutDone
+  // follows; for small packets nobody waits on (ACKs), whose completion event would cost more
+  // than the copy.
   int SubmitOut(uint32_t handle, uint32_t request, uint8_t* data, uint32_t length);
   // Cancels the handle's transfers; kUsbClosed follows once they have all called back.
   int Close(uint32_t handle);
 
-  // Two blocks of `capacity` bytes that IN data goes to in turn, instead of a fresh malloc'd block
-  // per batch (the binding gives JS-owned buffers: no new memory for JS to account per batch). The
-  // memory must outlive Stop().
-  void SetInPool(uint8_t* a, uint8_t* b, size_t capacity);
-
-  // Moves the queued events to `out` (the caller frees their data), and the block holding their
-  // IN data to `block` (null when there is none): pool block `*pooled` (0 or 1), which the event
-  // thread does not touch again before the next TakeEvents, or -1 for a malloc'd block the
-  // caller frees (a batch that outgrew a pool block).
-  void TakeEvents(std::vector<UsbEvent>* out, uint8_t** block, size_t* block_length, int* pooled);
-  // JS has taken `bytes` of IN data of `handle`: transfers held back for want of room resume.
-  void Delivered(uint32_t handle, uint64_t bytes);
+  // Moves the queued events to `out` (the caller frees their data).
+  void TakeEvents(std::vector<UsbEvent>* out);
+  // The receiver is done with the IN buffers of these kUsbInData events (handle, aux2): they go
+  // back in flight as transfers complete. Unknown handles (closed since) are skipped.
+  struct InReturn {
+    uint32_t handle;
+    uint32_t index;
+  };
+  void ReturnIn(const std::vector<InReturn>& returns);
+  // After Stop: true when some transfer never called back, so its handle (and the memory its
+  // transfers point at) had to be left alone.
+  bool leaked() const { return leaked_; }
 
  private:
   struct Handle;
@@ -134,6 +147,7 @@ class UsbHost {
     Handle* handle;
     uint32_t request;
     enum Kind : uint8_t { kIn, kOut, kZlp, kControl } kind;
+    uint8_t* owned = nullptr;  // an untracked OUT transfer's copy of its bytes
   };
   struct Handle {
     uint32_t id = 0;
@@ -144,13 +158,13 @@ class UsbHost {
     uint8_t out_endpoint = 0;
     uint32_t max_packet = 64;
     uint32_t in_size = 0;
-    std::vector<libusb::Transfer*> in_transfers;
-    std::vector<libusb::Transfer*> parked;
+    uint32_t in_count = 0;                           // IN transfers to keep in flight
+    uint32_t in_active = 0;                          // IN transfers in flight
+    std::vector<libusb::Transfer*> in_transfers;     // all of them; index = buffer number
+    std::vector<libusb::Transfer*> spare;            // idle: neither in flight nor with the receiver
     std::unordered_set<libusb::Transfer*> others;  // OUT, ZLP and control transfers in flight
     uint32_t in_flight = 0;                          // every submitted transfer not yet called back
     uint32_t busy = 0;                               // blocking calls under way on a worker
-    uint64_t undelivered = 0;
-    uint64_t undelivered_limit = 0;
     bool in_started = false;
     bool in_ended = false;
     bool closing = false;
@@ -166,8 +180,8 @@ class UsbHost {
   void OnOther(libusb::Transfer* t, Xfer* x);
   void EndIn(Handle* h, int status);
   int SubmitIn(Handle* h, libusb::Transfer* t);
+  int RefillIn(Handle* h);
   void Push(UsbEvent e);
-  bool AppendBlock(const uint8_t* data, uint32_t length, uint32_t* offset);
   void Run();
   void Poll();
   void Reap();
@@ -183,18 +197,14 @@ class UsbHost {
   std::mutex start_mu_;
   std::mutex mu_;
   std::vector<UsbEvent> events_;
-  uint8_t* block_ = nullptr;  // IN data of the queued events
-  size_t block_length_ = 0;
-  size_t block_capacity_ = 0;
-  int block_pooled_ = -1;         // which pool block block_ is, or -1 (malloc'd)
-  uint8_t* pool_[2] = {nullptr, nullptr};
-  size_t pool_capacity_ = 0;
-  int pool_next_ = 0;             // the pool block the next batch fills
   std::atomic<bool> notified_{false};
+  std::thread::id event_thread_;  // under mu_
+  bool notify_pending_ = false;   // under mu_: events pushed this round, JS not yet woken
   std::atomic<bool> stop_{false};
   bool started_ = false;
   bool stopped_ = false;
   bool hotplug_ = false;
+  bool leaked_ = false;
   libusb::HotplugCallbackHandle hotplug_handle_ = 0;
   std::thread thread_;
   uint32_t next_device_ = 1;

@@ -4,14 +4,15 @@
  * user of the addon's `UsbHost` class; src/transport/ builds device links on it.
  *
  * Events arrive in batches from the addon's event thread (one thread-safe-function call per batch,
- * unref'd so an idle host never keeps Node alive), as a Uint32Array of records, an array of
- * Buffers (control data) and one Buffer holding the batch's IN data:
+ * unref'd so an idle host never keeps Node alive), as a Uint32Array of records and an array of
+ * Buffers (control data):
  *
  * ```
  * record (8 × u32):  0 kind  1 device  2 handle  3 request  4 status (i32)  5 length  6 aux1  7 aux2
  *   1 ARRIVED       aux1 = idVendor << 16 | idProduct ; aux2 = bus << 16 | address << 8 | speed
  *   2 LEFT          device
- *   3 IN_DATA       handle ; one completed IN transfer: length bytes at offset aux1 of the block
+ *   3 IN_DATA       handle ; one completed IN transfer: length bytes at offset aux1 of the
+ *                   handle's IN region ; aux2 = its buffer's index
  *   4 IN_END        handle ; status = the libusb transfer status that ended the IN pipe
  *   5 OUT_DONE      handle, request ; status ; length = bytes sent
  *   6 CONTROL_DONE  handle, request ; status ; buffers[i] = IN data stage
@@ -20,6 +21,11 @@
  *
  * A Buffer handed to `send` stays referenced here until its OUT_DONE, since libusb reads it in
  * place (no copy), as node-usb pins a buffer while a transfer holds it.
+ *
+ * IN transfers read straight into the handle's IN region, a Buffer the addon allocates in startIn
+ * and pins until the handle is closed (twice as many buffers as transfers in flight): each IN_DATA
+ * is a view of one buffer, which goes back in flight once the batch's callback has returned. A
+ * consumer that `borrow`s reads the view in place; others get a copy.
  */
 import { EventEmitter } from 'node:events';
 import { MuxwireError } from '../errors.js';
@@ -27,7 +33,7 @@ import { log as rootLog, type Logger } from '../log.js';
 import { loadAddon } from './addon-loader.js';
 
 /** Must equal kUsbAbiVersion in native/usb-binding.cc. */
-export const USB_HOST_ABI_VERSION = 4;
+export const USB_HOST_ABI_VERSION = 5;
 const EVENT_FIELDS = 8;
 
 const enum EventKind {
@@ -64,7 +70,8 @@ interface RawUsbHost {
   claimInterface(handle: number, interfaceNumber: number): Promise<number>;
   control(handle: number, request: number, bmRequestType: number, bRequest: number, wValue: number,
     wIndex: number, wLength: number, data: Uint8Array | null, timeoutMs: number): number;
-  startIn(handle: number, inEndpoint: number, outEndpoint: number, maxPacket: number, count: number, size: number): number;
+  /** The IN region (Buffer) on success, else a libusb error. */
+  startIn(handle: number, inEndpoint: number, outEndpoint: number, maxPacket: number, count: number, size: number): Buffer | number;
   send(handle: number, request: number, data: Uint8Array): number;
   closeHandle(handle: number): number;
   errorName(code: number): string;
@@ -92,7 +99,7 @@ class Keepalive {
 }
 interface RawUsbHostConstructor {
   readonly abiVersion: number;
-  new (libusbPath: string, onEvents: (records: Uint32Array, buffers: (Buffer | undefined)[], inBlock: Buffer | undefined) => void): RawUsbHost;
+  new (libusbPath: string, onEvents: (records: Uint32Array, buffers: (Buffer | undefined)[]) => void): RawUsbHost;
 }
 
 /** A device announced by discovery (VID 0x05AC only; the PID is checked by the caller). */
@@ -196,7 +203,7 @@ export class NativeUsbHost extends EventEmitter {
     this.#poll = options.poll ?? false;
     const path = options.libusbPath ?? process.env.MUXWIRE_LIBUSB_PATH ?? '';
     try {
-      this.#raw = new Ctor(path, (records, buffers, inBlock) => this.#onEvents(records, buffers, inBlock));
+      this.#raw = new Ctor(path, (records, buffers) => this.#onEvents(records, buffers));
     } catch (err) {
       throw new MuxwireError('MUXWIRE_ERR_LIBUSB_UNAVAILABLE', (err as Error).message, { cause: err });
     }
@@ -250,14 +257,11 @@ export class NativeUsbHost extends EventEmitter {
     return handle;
   }
 
-  #onEvents(records: Uint32Array, buffers: (Buffer | undefined)[], inBlock: Buffer | undefined): void {
+  #onEvents(records: Uint32Array, buffers: (Buffer | undefined)[]): void {
     // Runs inside the addon's thread-safe-function call: nothing may throw out of it.
     for (let i = 0, r = 0; r < records.length; i++, r += EVENT_FIELDS) {
       try {
-        const data = records[r] === EventKind.IN_DATA
-          ? inBlock!.subarray(records[r + 6]!, records[r + 6]! + records[r + 5]!)
-          : buffers[i];
-        this.#dispatch(records, r, data);
+        this.#dispatch(records, r, buffers[i]);
       } catch (err) {
         this.#log.error(`USB event handler threw: ${(err as Error).stack ?? String(err)}`);
       }
@@ -285,7 +289,7 @@ export class NativeUsbHost extends EventEmitter {
     const status = records[r + 4]! | 0;
     switch (kind) {
       case EventKind.IN_DATA:
-        handle._inData(data!);
+        handle._inData(records[r + 6]!, records[r + 5]!);
         return;
       case EventKind.IN_END:
         handle._inEnd(status);
@@ -312,8 +316,8 @@ interface PendingControl {
 
 /** What the IN pipeline reports. */
 export interface InHandlers {
-  /** One completed IN transfer's bytes: a copy of its own, or with `borrow` a view of the batch's
-   * block, which the addon reuses once this batch's callbacks have returned. */
+  /** One completed IN transfer's bytes: a copy of its own, or with `borrow` a view of the
+   * transfer's buffer, which goes back to libusb once this batch's callbacks have returned. */
   onData(chunk: Buffer): void;
   /** onData is done with each chunk when it returns (no copy is made). */
   borrow?: boolean;
@@ -330,6 +334,8 @@ export interface BulkPipes {
 }
 
 const EMPTY = Buffer.alloc(0);
+/** OUT packets up to this size without a `done` callback go untracked (request 0, copied). */
+const UNTRACKED_OUT_MAX = 1024;
 
 /** One opened device. Methods after close() reject or report MUXWIRE_ERR_CLOSED. */
 export class NativeUsbHandle {
@@ -341,6 +347,8 @@ export class NativeUsbHandle {
   readonly #sends = new Map<number, { packet: Buffer; done: ((err?: Error) => void) | undefined }>();
   #nextRequest = 1;
   #in: InHandlers | undefined;
+  /** The IN transfers' buffers (startIn). */
+  #region: Buffer = EMPTY;
   #closing = false;
   #closed = false;
   readonly #closedWaiters: (() => void)[] = [];
@@ -400,7 +408,9 @@ export class NativeUsbHandle {
     if (this.#in) throw new MuxwireError('MUXWIRE_ERR_BAD_ARGUMENT', 'the IN pipeline was already started');
     this.#in = handlers;
     const r = this.#raw.startIn(this.id, pipes.inEndpoint, pipes.outEndpoint, pipes.maxPacketSize, count, size);
-    if (r !== 0) {
+    if (typeof r !== 'number') {
+      this.#region = r;
+    } else {
       const err = libusbError(r, this.#raw.errorName(r), 'starting the IN transfers');
       process.nextTick(() => this._inEnd(-1, err));
     }
@@ -419,13 +429,16 @@ export class NativeUsbHandle {
       if (done) process.nextTick(done, new MuxwireError('MUXWIRE_ERR_BAD_LENGTH', `OUT transfer of ${packet.length} bytes exceeds 49152`));
       return;
     }
-    const request = this.#request();
+    // A small packet nobody waits on (an ACK) is copied by the addon and never reported done:
+    // cheaper than tracking it and handling its OUT_DONE event.
+    const untracked = done === undefined && packet.length <= UNTRACKED_OUT_MAX;
+    const request = untracked ? 0 : this.#request();
     const r = this.#raw.send(this.id, request, packet.length === 0 ? EMPTY : packet);
     if (r !== 0) {
       if (done) process.nextTick(done, libusbError(r, this.#raw.errorName(r), 'bulk OUT'));
       return;
     }
-    this.#sends.set(request, { packet, done });
+    if (!untracked) this.#sends.set(request, { packet, done });
   }
 
   /** Cancels every transfer; resolves once the handle is closed. */
@@ -453,11 +466,12 @@ export class NativeUsbHandle {
     return r;
   }
 
-  /** @internal */
-  _inData(chunk: Buffer): void {
+  /** @internal One IN transfer's `length` bytes at `offset` of the IN region. */
+  _inData(offset: number, length: number): void {
     const handlers = this.#in;
     if (this.#closing || handlers === undefined) return;
-    handlers.onData(handlers.borrow === true ? chunk : Buffer.from(chunk));
+    const view = this.#region.subarray(offset, offset + length);
+    handlers.onData(handlers.borrow === true ? view : Buffer.from(view));
   }
 
   /** @internal */

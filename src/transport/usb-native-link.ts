@@ -3,10 +3,12 @@
  * device driven by libusb from the addon's event thread.
  *
  * IN side: `inTransfers` bulk IN transfers of `inTransferSize` bytes stay in flight (usbmuxd:
- * 3 × 16384, usbmux.md §1.5; UsbSource's default 4 × 49152), resubmitted by the event thread as each completes; every completed
- * transfer is one `onData` call with a view of the batch block the addon hands over (one memcpy
- * per transfer on the event thread, no per-transfer allocation on the JS side). A mux packet may
- * span transfers; the session's decoder reads the pipe as a byte stream.
+ * 3 × 16384, usbmux.md §1.5; UsbSource's default 4 × 49152). libusb reads into buffers JS owns
+ * (twice as many as are in flight): each completed transfer is one `onData` call with a view of
+ * its buffer, which goes back in flight once the batch's callbacks have returned, while a spare
+ * buffer takes its place at once (as usbmuxd resubmits in its callback). No copy is made for a
+ * consumer that borrows. A mux packet may span transfers; the session's decoder reads the pipe as
+ * a byte stream.
  *
  * OUT side: each mux packet is one bulk OUT transfer read in place from the caller's Buffer, plus
  * a zero-length transfer when its length is a multiple of wMaxPacketSize (usbmux.md §1.4).
@@ -74,7 +76,7 @@ export class UsbNativeLink implements DeviceLink {
       onData: (chunk) => {
         if (!this.#ended) handlers.onData(chunk);
       },
-      // A consumer that borrows gets views of the addon's reused IN block; others get copies.
+      // A consumer that borrows gets views of the transfers' own buffers; others get copies.
       borrow: handlers.borrow === true,
       onEnd: (err) => this.end(err.code === 'MUXWIRE_ERR_CLOSED' ? undefined : err),
     });
