@@ -566,7 +566,16 @@ int UsbHost::SubmitOut(uint32_t handle, uint32_t request, uint8_t* data, uint32_
   h->others.insert(t);
   h->in_flight++;
   if (zlp) {
-    *z = *t;
+    // Field by field, never `*z = *t`: libusb allocates a transfer for 0 iso packets, smaller than
+    // this struct's declaration with iso_packet_desc[1], so a whole-struct copy writes 8 bytes past
+    // the allocation (found by AddressSanitizer).
+    z->dev_handle = t->dev_handle;
+    z->flags = t->flags;
+    z->endpoint = t->endpoint;
+    z->type = t->type;
+    z->timeout = t->timeout;
+    z->callback = t->callback;
+    z->num_iso_packets = 0;
     z->length = 0;
     z->buffer = &g_zlp_byte;
     z->user_data = zx;

@@ -69,7 +69,9 @@ struct Transfer {
   void* user_data;
   unsigned char* buffer;
   int num_iso_packets;
-  IsoPacketDescriptor iso_packet_desc[1];  // flexible in C; never used with 0 packets
+  // Flexible in C (`[0]`): a transfer allocated for 0 iso packets ends before this member, so the
+  // struct is never copied or sized as a whole (sizeof is 8 bytes more than libusb allocates).
+  IsoPacketDescriptor iso_packet_desc[1];
 };
 
 // enum libusb_error
