@@ -22,7 +22,7 @@ export { SimulatedDevice } from './sim/simulator.js';
 export type { SimulatedDeviceOptions } from './sim/simulator.js';
 export { DeviceSession } from './mux/device-session.js';
 export { MuxConnection } from './mux/mux-connection.js';
-export type { DeviceLink, DeviceLinkInfo, DeviceSource } from './transport/device-link.js';
+export type { DeviceLink, DeviceLinkHandlers, DeviceLinkInfo, DeviceSource } from './transport/device-link.js';
 export { VusbSource } from './transport/vusb-source.js';
 export { selectAccel, accelInfo } from './accel/index.js';
 export * as protocol from './protocol/index.js';

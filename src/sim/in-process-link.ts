@@ -17,13 +17,12 @@
  *   starve the rest of the process.
  */
 import { MuxwireError } from '../errors.js';
-import type { DeviceLink, DeviceLinkInfo } from '../transport/device-link.js';
+import type { DeviceLink, DeviceLinkHandlers, DeviceLinkInfo } from '../transport/device-link.js';
 import type { DeviceMux } from './device-mux.js';
 
 /** usbmuxd's IN transfer size, USB_MRU (usbmux.md §1.5). */
 export const IN_TRANSFER_SIZE = 16384;
 
-type Handlers = { onData(chunk: Buffer): void; onClose(err?: Error): void };
 type LinkState = 'idle' | 'started' | 'closed';
 type OutTransfer = { packet: Buffer; done: ((err?: Error) => void) | undefined };
 
@@ -37,7 +36,7 @@ export class InProcessLink implements DeviceLink {
   readonly #mux: DeviceMux;
   readonly #onRelease: (link: InProcessLink) => void;
   #state: LinkState = 'idle';
-  #handlers: Handlers | undefined;
+  #handlers: DeviceLinkHandlers | undefined;
   #toDevice: OutTransfer[] = [];
   #toHost: Buffer[] = [];
   #scheduled = false;
@@ -57,7 +56,7 @@ export class InProcessLink implements DeviceLink {
     return this.#state !== 'closed';
   }
 
-  start(handlers: Handlers): void {
+  start(handlers: DeviceLinkHandlers): void {
     if (this.#state !== 'idle') {
       throw new MuxwireError('MUXWIRE_ERR_BAD_ARGUMENT', `in-process link to ${this.info.serialNumber} was already started`);
     }

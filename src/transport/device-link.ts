@@ -17,6 +17,17 @@ export interface DeviceLinkInfo {
   speed: number;
 }
 
+/**
+ * What a link's consumer gives `start`. `borrow`: onData is done with the chunk when it returns,
+ * so the link may hand out memory it reuses for the next transfer (a consumer that keeps chunks
+ * leaves it unset and gets its own).
+ */
+export interface DeviceLinkHandlers {
+  onData(chunk: Buffer): void;
+  onClose(err?: Error): void;
+  borrow?: boolean;
+}
+
 /** One attached device's bulk pipes. */
 export interface DeviceLink {
   readonly info: DeviceLinkInfo;
@@ -26,12 +37,8 @@ export interface DeviceLink {
    * memory may be reused (the mux engine's packet pool relies on this).
    */
   sendPacket(packet: Buffer, done?: (err?: Error) => void): void;
-  /**
-   * Begin IN transfers; each onData call is one completed IN transfer's bytes. onClose once.
-   * `borrow`: onData is done with the chunk when it returns, so the link may hand out memory it
-   * reuses for the next transfer (a consumer that keeps chunks leaves it unset and gets its own).
-   */
-  start(handlers: { onData(chunk: Buffer): void; onClose(err?: Error): void; borrow?: boolean }): void;
+  /** Begin IN transfers; each onData call is one completed IN transfer's bytes. onClose once. */
+  start(handlers: DeviceLinkHandlers): void;
   close(): void;
 }
 

@@ -1,4 +1,4 @@
-export type { DeviceLink, DeviceLinkInfo, DeviceSource } from './device-link.js';
+export type { DeviceLink, DeviceLinkHandlers, DeviceLinkInfo, DeviceSource } from './device-link.js';
 export * from './usb-ids.js';
 export * from './usb-standard.js';
 export * from './usb-descriptor-parser.js';

@@ -16,10 +16,10 @@
  * The link ends once: the IN pipe failing (NO_DEVICE on unplug), the source reporting the device
  * gone, or close(). `onClose` runs at that moment, and no `onData` follows it.
  */
-import { MuxwireError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { BulkPipes, NativeUsbHandle } from '../accel/usb-host.js';
-import type { DeviceLink, DeviceLinkInfo } from './device-link.js';
+import type { DeviceLinkHandlers, DeviceLinkInfo } from './device-link.js';
+import { UsbLinkBase } from './usb-link-base.js';
 
 /** Options of UsbNativeLink. */
 export interface UsbNativeLinkOptions {
@@ -30,20 +30,14 @@ export interface UsbNativeLinkOptions {
   readonly onEnd?: (link: UsbNativeLink, err?: Error) => void;
 }
 
-type LinkHandlers = { onData(chunk: Buffer): void; onClose(err?: Error): void; borrow?: boolean };
-
-export class UsbNativeLink implements DeviceLink {
-  readonly info: DeviceLinkInfo;
+export class UsbNativeLink extends UsbLinkBase<UsbNativeLink> {
   readonly pipes: BulkPipes;
   readonly #handle: NativeUsbHandle;
   readonly #opts: UsbNativeLinkOptions;
-  #handlers: LinkHandlers | undefined;
-  #ended = false;
-  #endError: Error | undefined;
 
   constructor(handle: NativeUsbHandle, info: DeviceLinkInfo, pipes: BulkPipes, opts: UsbNativeLinkOptions) {
+    super(info, opts.log, opts.onEnd);
     this.#handle = handle;
-    this.info = info;
     this.pipes = pipes;
     this.#opts = opts;
   }
@@ -53,28 +47,15 @@ export class UsbNativeLink implements DeviceLink {
     return this.#handle.device;
   }
 
-  get closed(): boolean {
-    return this.#ended;
-  }
-
   sendPacket(packet: Buffer, done?: (err?: Error) => void): void {
-    if (this.#ended) {
-      if (done) process.nextTick(done, this.#endError ?? new MuxwireError('MUXWIRE_ERR_NO_DEVICE', 'the device is gone'));
-      return;
-    }
+    if (this.refusedAfterEnd(done)) return;
     this.#handle.send(packet, done);
   }
 
-  start(handlers: LinkHandlers): void {
-    if (this.#handlers) throw new MuxwireError('MUXWIRE_ERR_BAD_ARGUMENT', 'the USB link was already started');
-    this.#handlers = handlers;
-    if (this.#ended) {
-      process.nextTick(() => handlers.onClose(this.#endError));
-      return;
-    }
+  protected beginIn(handlers: DeviceLinkHandlers): void {
     this.#handle.startIn(this.pipes, this.#opts.inTransfers, this.#opts.inTransferSize, {
       onData: (chunk) => {
-        if (!this.#ended) handlers.onData(chunk);
+        if (!this.closed) handlers.onData(chunk);
       },
       // A consumer that borrows gets views of the transfers' own buffers; others get copies.
       borrow: handlers.borrow === true,
@@ -82,25 +63,7 @@ export class UsbNativeLink implements DeviceLink {
     });
   }
 
-  close(): void {
-    this.end();
-  }
-
-  /** Ends the link (the source calls this with NO_DEVICE when the device leaves). */
-  end(err?: Error): void {
-    if (this.#ended) return;
-    this.#ended = true;
-    this.#endError = err;
-    if (err) this.#opts.log.debug(`USB link ended: ${err.message}`);
+  protected releaseDevice(): void {
     void this.#handle.close();
-    const handlers = this.#handlers;
-    if (handlers) {
-      try {
-        handlers.onClose(err);
-      } catch (e) {
-        this.#opts.log.error(`onClose threw: ${(e as Error).message}`);
-      }
-    }
-    this.#opts.onEnd?.(this, err);
   }
 }

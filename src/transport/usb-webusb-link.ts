@@ -13,7 +13,8 @@
 import { MuxwireError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { UsbSetupPacket } from '../protocol/vusb-wire.js';
-import type { DeviceLink, DeviceLinkInfo } from './device-link.js';
+import type { DeviceLinkHandlers, DeviceLinkInfo } from './device-link.js';
+import { UsbLinkBase } from './usb-link-base.js';
 import type { UsbSetupHandle } from './usb-mux-setup.js';
 
 // ---- the part of the W3C WebUSB API used here (lib.dom has it; this project's tsconfig does not) ----
@@ -166,25 +167,20 @@ export interface UsbWebUsbLinkOptions {
   readonly onEnd?: (link: UsbWebUsbLink, err?: Error) => void;
 }
 
-type LinkHandlers = { onData(chunk: Buffer): void; onClose(err?: Error): void };
-
 const EMPTY = new Uint8Array(0);
 
-export class UsbWebUsbLink implements DeviceLink {
-  readonly info: DeviceLinkInfo;
+export class UsbWebUsbLink extends UsbLinkBase<UsbWebUsbLink> {
   readonly device: WebUsbDevice;
   readonly #opts: UsbWebUsbLinkOptions;
   readonly #inNumber: number;
   readonly #outNumber: number;
-  #handlers: LinkHandlers | undefined;
-  #ended = false;
-  #endError: Error | undefined;
+  #handlers: DeviceLinkHandlers | undefined;
   readonly #issue = (): void => {
-    if (this.#ended) return;
+    if (this.closed) return;
     this.device.transferIn(this.#inNumber, this.#opts.inTransferSize).then(this.#onIn, this.#onInFailed);
   };
   readonly #onIn = (result: WebUsbInResult): void => {
-    if (this.#ended) return;
+    if (this.closed) return;
     if (result.status !== 'ok') {
       this.end(new MuxwireError(result.status === 'stall' ? 'MUXWIRE_ERR_USB_STALL' : 'MUXWIRE_ERR_USB_TRANSFER', `bulk IN: ${result.status}`));
       return;
@@ -202,26 +198,19 @@ export class UsbWebUsbLink implements DeviceLink {
     }
   };
   readonly #onInFailed = (err: unknown): void => {
-    if (!this.#ended) this.end(webUsbError(err, 'bulk IN'));
+    if (!this.closed) this.end(webUsbError(err, 'bulk IN'));
   };
 
   constructor(device: WebUsbDevice, info: DeviceLinkInfo, opts: UsbWebUsbLinkOptions) {
+    super(info, opts.log, opts.onEnd);
     this.device = device;
-    this.info = info;
     this.#opts = opts;
     this.#inNumber = opts.inEndpoint & 0x0f;
     this.#outNumber = opts.outEndpoint & 0x0f;
   }
 
-  get closed(): boolean {
-    return this.#ended;
-  }
-
   sendPacket(packet: Buffer, done?: (err?: Error) => void): void {
-    if (this.#ended) {
-      if (done) process.nextTick(done, this.#endError ?? new MuxwireError('MUXWIRE_ERR_NO_DEVICE', 'the device is gone'));
-      return;
-    }
+    if (this.refusedAfterEnd(done)) return;
     if (packet.length > 49152) {
       if (done) process.nextTick(done, new MuxwireError('MUXWIRE_ERR_BAD_LENGTH', `OUT transfer of ${packet.length} bytes exceeds 49152`));
       return;
@@ -237,35 +226,12 @@ export class UsbWebUsbLink implements DeviceLink {
     );
   }
 
-  start(handlers: LinkHandlers): void {
-    if (this.#handlers) throw new MuxwireError('MUXWIRE_ERR_BAD_ARGUMENT', 'the USB link was already started');
+  protected beginIn(handlers: DeviceLinkHandlers): void {
     this.#handlers = handlers;
-    if (this.#ended) {
-      process.nextTick(() => handlers.onClose(this.#endError));
-      return;
-    }
     for (let i = 0; i < this.#opts.inTransfers; i++) this.#issue();
   }
 
-  close(): void {
-    this.end();
-  }
-
-  /** Ends the link (the source calls this with NO_DEVICE when the device is disconnected). */
-  end(err?: Error): void {
-    if (this.#ended) return;
-    this.#ended = true;
-    this.#endError = err;
-    if (err) this.#opts.log.debug(`USB link ended: ${err.message}`);
+  protected releaseDevice(): void {
     this.device.close().catch(() => undefined);
-    const handlers = this.#handlers;
-    if (handlers) {
-      try {
-        handlers.onClose(err);
-      } catch (e) {
-        this.#opts.log.error(`onClose threw: ${(e as Error).message}`);
-      }
-    }
-    this.#opts.onEnd?.(this, err);
   }
 }

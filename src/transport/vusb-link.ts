@@ -37,7 +37,7 @@ import {
   type UsbSetupPacket,
   type VusbMessage,
 } from '../protocol/vusb-wire.js';
-import type { DeviceLink, DeviceLinkInfo } from './device-link.js';
+import type { DeviceLink, DeviceLinkHandlers, DeviceLinkInfo } from './device-link.js';
 import { VusbControlChannel } from './vusb-control.js';
 
 /** Options of VusbLink. */
@@ -58,7 +58,6 @@ export interface VusbMuxPipes {
   maxPacketSize: number;
 }
 
-type LinkHandlers = { onData(chunk: Buffer): void; onClose(err?: Error): void; borrow?: boolean };
 
 const vusbReads = Symbol('vusb reads');
 /** Where connectVusb's reads go: the link's reader once it exists, else kept. */
@@ -180,7 +179,7 @@ export class VusbLink implements DeviceLink {
   #info: DeviceLinkInfo | undefined;
   #pipes: VusbMuxPipes | undefined;
   #zlp: Buffer | undefined;
-  #handlers: LinkHandlers | undefined;
+  #handlers: DeviceLinkHandlers | undefined;
   /** BULK_IN that arrived before start(): at most what one socket chunk held. */
   #early: Buffer[] = [];
   #closed = false;
@@ -303,7 +302,7 @@ export class VusbLink implements DeviceLink {
     }
   }
 
-  start(handlers: LinkHandlers): void {
+  start(handlers: DeviceLinkHandlers): void {
     if (this.#handlers) throw new MuxwireError('MUXWIRE_ERR_BAD_ARGUMENT', 'the vusb link was already started');
     this.#handlers = handlers;
     if (this.#closed) {
