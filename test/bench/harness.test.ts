@@ -14,6 +14,7 @@ import { runCodecBench, runDemuxBench } from '../../bench/micro.js';
 import { PatternChecker, patternSlice } from '../../bench/pattern.js';
 import { formatReport, machineInfo, type BenchReport } from '../../bench/report.js';
 import { quantile, summarize } from '../../bench/stats.js';
+import { main as benchMain } from '../../bench/run.js';
 
 const TINY: E2eConfig = {
   repeats: 2,
@@ -84,7 +85,7 @@ describe('bench harness', () => {
     const [ours, direct] = results;
     assert.equal(ours?.id, 'muxwire-js');
     assert.equal(ours.unavailable, undefined, lines.join('\n'));
-    for (const id of ['download', 'upload', 'concurrent', 'connectMedian', 'lockdownMedian', 'afcPullMuxwire', 'afcPushMuxwire', 'afcPullAppium', 'afcPushAppium', 'rssGrowth', 'cpuPerGB', 'farCpuPerGB'] as const) {
+    for (const id of ['download', 'upload', 'concurrent', 'connectMedian', 'connectOpenMedian', 'lockdownMedian', 'afcPullMuxwire', 'afcPushMuxwire', 'afcPullAppium', 'afcPushAppium', 'rssGrowth', 'cpuPerGB', 'farCpuPerGB'] as const) {
       const s = ours.figures[id]?.summary;
       assert.ok(s && Number.isFinite(s.median), `${id}: ${ours.figures[id]?.missing ?? 'no summary'}`);
     }
@@ -99,6 +100,17 @@ describe('bench harness', () => {
     const text = formatReport(report);
     assert.match(text, /download, 1 connection/);
     assert.match(text, /\(a\) muxwire, TS vusb/);
+  });
+
+  test('--figures measures only the groups it names, and refuses one it does not know', { timeout: 60_000 }, async () => {
+    const workDir = await makeWorkDir();
+    dirs.push(workDir);
+    const [direct] = await runE2e({ ...TINY, only: ['direct'], figures: ['connect'] }, workDir, () => undefined);
+    assert.ok(direct?.figures.connectMedian?.summary, direct?.figures.connectMedian?.missing);
+    assert.ok(direct.figures.connectOpenMedian?.summary);
+    assert.equal(direct.figures.download, undefined, 'download was not asked for');
+    assert.equal(direct.figures.concurrent, undefined);
+    await assert.rejects(benchMain(['--figures', 'connect,nonsense', '--no-micro']), /--figures: unknown figure group 'nonsense'/);
   });
 
   test('the gate passes, fails and skips by its thresholds', () => {
