@@ -59,12 +59,13 @@ export interface VusbMuxPipes {
 }
 
 
-const vusbReads = Symbol('vusb reads');
 /** Where connectVusb's reads go: the link's reader once it exists, else kept. */
 interface ReadTarget {
   link?: (chunk: Buffer) => void;
   early: Buffer[];
 }
+/** The read targets of sockets made by connectVusb, for the VusbLink made on each. */
+const readTargets = new WeakMap<Socket, ReadTarget>();
 
 /** Bytes one read of the device's socket may return (`connectVusb`): several device writes. */
 const READ_BUFFER = 256 * 1024;
@@ -74,7 +75,7 @@ const READ_BUFFER = 256 * 1024;
  * of a new 64 KiB buffer per read, so a busy link makes no garbage and fewer, larger reads. The
  * bytes go to the VusbLink made on this socket; any before it exists are kept (copied).
  */
-export function connectVusb(path: string): Socket & { [vusbReads]: ReadTarget } {
+export function connectVusb(path: string): Socket {
   const target: ReadTarget = { early: [] };
   const socket = createConnection({
     path,
@@ -87,11 +88,10 @@ export function connectVusb(path: string): Socket & { [vusbReads]: ReadTarget } 
         return true;
       },
     },
-  }) as Socket & { [vusbReads]: ReadTarget };
-  socket[vusbReads] = target;
+  });
+  readTargets.set(socket, target);
   return socket;
 }
-
 
 /** Packets up to this size are copied into the tick's batch; larger ones are written as they are. */
 const BATCH_MAX_PACKET = 2048;
@@ -212,7 +212,7 @@ export class VusbLink implements DeviceLink {
       timeoutMs: opts.controlTimeoutMs,
       onTimeout: (err) => this.#fail(err),
     });
-    const reads = (socket as Partial<Record<typeof vusbReads, ReadTarget>>)[vusbReads];
+    const reads = readTargets.get(socket);
     if (reads) {
       // connectVusb: chunks are views of a reused buffer, valid during the call (the decoder
       // keeps nothing of them; see #deliverIn for what consumers get).
