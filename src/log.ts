@@ -24,23 +24,38 @@ export function setLogSink(next: LogSink): void {
 }
 
 export class Logger {
-  readonly #context: string;
-  constructor(context = '') {
-    this.#context = context;
+  // The context text is built on the first line written: a connection's logger costs one object
+  // until it logs, and most never do (the connect path makes one per connection).
+  #context: string | undefined;
+  readonly #parent: Logger | undefined;
+  readonly #fields: Record<string, string | number> | undefined;
+  constructor(context = '', parent?: Logger, fields?: Record<string, string | number>) {
+    this.#context = parent === undefined ? context : undefined;
+    this.#parent = parent;
+    this.#fields = fields;
   }
   /** A logger whose lines carry more context, e.g. `{ dev: 3, conn: '1→62078' }`. */
   child(fields: Record<string, string | number>): Logger {
-    const more = Object.entries(fields)
-      .map(([k, v]) => `${k}=${v}`)
-      .join(' ');
-    return new Logger(this.#context ? `${this.#context} ${more}` : more);
+    return new Logger('', this, fields);
+  }
+  /** The context part of this logger's lines (`dev=3 conn=1→62078`). */
+  get context(): string {
+    if (this.#context === undefined) {
+      const more = Object.entries(this.#fields!)
+        .map(([k, v]) => `${k}=${v}`)
+        .join(' ');
+      const above = this.#parent!.context;
+      this.#context = above && more ? `${above} ${more}` : above || more;
+    }
+    return this.#context;
   }
   enabled(level: LogLevel): boolean {
     return ORDER[level] <= threshold;
   }
   #write(level: LogLevel, message: string): void {
     if (ORDER[level] > threshold) return;
-    sink(`muxwire ${level}${this.#context ? ' ' + this.#context : ''} ${message}`, level);
+    const context = this.context;
+    sink(`muxwire ${level}${context ? ' ' + context : ''} ${message}`, level);
   }
   error(message: string): void { this.#write('error', message); }
   warn(message: string): void { this.#write('warn', message); }

@@ -32,7 +32,7 @@ import type { Logger } from '../log.js';
 import type { DeviceLink } from '../transport/device-link.js';
 import { MuxProtocol, MUX_MAGIC, muxHeaderSize, encodeMuxHeader, encodeVersionPayload, decodeVersionPayload } from '../protocol/mux-header.js';
 import type { MuxHeader } from '../protocol/mux-header.js';
-import { TCP_HEADER_SIZE, encodeTcpHeader, decodeTcpHeader } from '../protocol/tcp-header.js';
+import { TCP_HEADER_SIZE, TcpFlag, encodeTcpHeader, decodeTcpHeader } from '../protocol/tcp-header.js';
 import type { TcpHeader } from '../protocol/tcp-header.js';
 import { MuxPacketDecoder } from '../protocol/mux-decoder.js';
 import { selectAccel } from '../accel/select.js';
@@ -266,6 +266,11 @@ export class DeviceSession extends EventEmitter implements MuxConnectionHost {
       ring = { demuxer: this.#demuxer, slot };
       this.#ringPorts.add(sport);
     }
+    // SYN: seq 0, ack 0 (usbmux.md §3.3 step 2), written out now rather than at the end of the
+    // tick, so the device answers it while the connection object below is being built.
+    if (rootLog.enabled('trace')) this.log.trace(`[OUT] conn=${sport}→${port} flags=0x2 seq=0 ack=0 len=0`);
+    this.#sendTcp(sport, port, 0, 0, TcpFlag.SYN, undefined, 0, 0);
+    this.link.flush?.();
     const conn = new MuxConnection({
       host: this,
       sourcePort: sport,
@@ -278,7 +283,7 @@ export class DeviceSession extends EventEmitter implements MuxConnectionHost {
     conn.open(
       opts.timeoutMs ?? this.#connectTimeoutMs,
       (c) => {
-        diagnostics.connect.publish({ deviceId: this.#deviceId, sourcePort: sport, devicePort: port });
+        if (diagnostics.connect.hasSubscribers) diagnostics.connect.publish({ deviceId: this.#deviceId, sourcePort: sport, devicePort: port });
         if (c.log.enabled('debug')) c.log.debug('connected');
         done(undefined, c);
       },
@@ -315,11 +320,17 @@ export class DeviceSession extends EventEmitter implements MuxConnectionHost {
 
   /** @internal */
   sendSegment(conn: MuxConnection, flags: number, data?: Buffer, offset = 0, length = 0): void {
+    if (rootLog.enabled('trace')) conn.log.trace(`[OUT] flags=0x${flags.toString(16)} seq=${conn.txSeq} ack=${conn.rxAck} len=${data === undefined ? 0 : length}`);
+    this.#sendTcp(conn.sourcePort, conn.devicePort, conn.txSeq, conn.rxAck, flags, data, offset, length);
+  }
+
+  /** One TCP packet to the device: header, and `length` bytes of `data` from `offset`. */
+  #sendTcp(sport: number, dport: number, seq: number, ack: number, flags: number, data: Buffer | undefined, offset: number, length: number): void {
     if (this.#state !== 'active') return;
-    tcpScratch.sport = conn.sourcePort;
-    tcpScratch.dport = conn.devicePort;
-    tcpScratch.seq = conn.txSeq;
-    tcpScratch.ack = conn.rxAck;
+    tcpScratch.sport = sport;
+    tcpScratch.dport = dport;
+    tcpScratch.seq = seq;
+    tcpScratch.ack = ack;
     tcpScratch.flags = flags;
     tcpScratch.window = HOST_WINDOW;
     const dataLength = data === undefined ? 0 : length;
@@ -332,7 +343,6 @@ export class DeviceSession extends EventEmitter implements MuxConnectionHost {
     this.#writeMuxHeader(packet, MuxProtocol.TCP);
     encodeTcpHeader(tcpScratch, packet, hsize);
     if (data !== undefined && dataLength > 0) data.copy(packet, hsize + TCP_HEADER_SIZE, offset, offset + dataLength);
-    if (rootLog.enabled('trace')) conn.log.trace(`[OUT] flags=0x${flags.toString(16)} seq=${conn.txSeq} ack=${conn.rxAck} len=${dataLength}`);
     this.link.sendPacket(packet, pooled?.release);
   }
 
@@ -342,7 +352,7 @@ export class DeviceSession extends EventEmitter implements MuxConnectionHost {
     // Its packets now match no connection (anonymous RST), though its ring may still drain.
     const slot = conn.ringSlot;
     if (slot !== undefined && this.#slotConnections[slot] === conn) this.#slotConnections[slot] = undefined;
-    diagnostics.close.publish({ deviceId: this.#deviceId, sourcePort: conn.sourcePort, devicePort: conn.devicePort });
+    if (diagnostics.close.hasSubscribers) diagnostics.close.publish({ deviceId: this.#deviceId, sourcePort: conn.sourcePort, devicePort: conn.devicePort });
   }
 
   /** @internal */

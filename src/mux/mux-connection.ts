@@ -266,13 +266,14 @@ export class MuxConnection extends Duplex {
 
   // ---- called by the session -----------------------------------------------------------------
 
-  /** @internal Starts the connect: the session has sent nothing yet; we send the SYN. */
+  /**
+   * @internal Waits for the device's answer to the SYN the session has just sent (seq 0, ack 0,
+   * usbmux.md §3.3 step 2): `resolve` on SYN|ACK, `reject` on RST, timeout or shutdown.
+   */
   open(timeoutMs: number, resolve: (conn: MuxConnection) => void, reject: (err: Error) => void): void {
     this.#resolve = resolve;
     this.#reject = reject;
     if (timeoutMs > 0) this.#timer = setTimeout(onConnectTimeout, timeoutMs, this);
-    // SYN: seq 0, ack 0 (usbmux.md §3.3 step 2).
-    this.#host.sendSegment(this, SYN);
   }
 
   /**

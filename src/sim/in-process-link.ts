@@ -111,11 +111,14 @@ export class InProcessLink implements DeviceLink {
     if (this.#scheduled || this.#state === 'closed') return;
     if (this.#toDevice.length === 0 && (this.#toHost.length === 0 || this.#state !== 'started')) return;
     this.#scheduled = true;
-    setImmediate(flush, this);
+    setImmediate(deliverTurn, this);
   }
 
-  /** @internal One delivery turn: what was queued when it began, host→device first. */
-  flush(): void {
+  /**
+   * @internal One delivery turn: what was queued when it began, host→device first. (Not the
+   * DeviceLink's optional `flush`: this link always delivers on a later turn, never inside a send.)
+   */
+  deliverTurn(): void {
     this.#scheduled = false;
     let outCount = this.#toDevice.length;
     while (outCount-- > 0 && this.#state !== 'closed') {
@@ -135,6 +138,6 @@ export class InProcessLink implements DeviceLink {
   }
 }
 
-function flush(link: InProcessLink): void {
-  link.flush();
+function deliverTurn(link: InProcessLink): void {
+  link.deliverTurn();
 }

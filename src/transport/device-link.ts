@@ -37,6 +37,11 @@ export interface DeviceLink {
    * memory may be reused (the mux engine's packet pool relies on this).
    */
   sendPacket(packet: Buffer, done?: (err?: Error) => void): void;
+  /**
+   * Writes what `sendPacket` has batched for the end of the tick now (a latency-critical packet
+   * such as a SYN). Links that send each packet at once have no batch and no `flush`.
+   */
+  flush?(): void;
   /** Begin IN transfers; each onData call is one completed IN transfer's bytes. onClose once. */
   start(handlers: DeviceLinkHandlers): void;
   close(): void;

@@ -187,8 +187,9 @@ export class VusbLink implements DeviceLink {
   #corked = false;
   readonly #batch = new OutBatch();
   #strayWarned = false;
-  /** End of the tick: the packets of this turn go out together. */
+  /** End of the tick (or `flush`): the packets of this turn go out together. */
   readonly #uncork = (): void => {
+    if (!this.#corked) return;
     this.#corked = false;
     this.#batch.flush(this.#socket);
     this.#socket.uncork();
@@ -262,6 +263,10 @@ export class VusbLink implements DeviceLink {
     this.#zlp = encodeBulkHeader(VusbMessageType.BULK_OUT, pipes.outEndpoint, 0);
     // No IN transfer is queued until start(): the device's writes wait, as on a NAKed endpoint.
     if (!this.#handlers) this.#socket.pause();
+  }
+
+  flush(): void {
+    this.#uncork();
   }
 
   sendPacket(packet: Buffer, done?: (err?: Error) => void): void {

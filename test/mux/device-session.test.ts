@@ -98,6 +98,24 @@ for (const v of variants) {
     assert.equal(sent[1]!.toString('hex'), '00000002' + '00000011' + 'feedface' + '0000' + 'ffff' + '07');
   });
 
+  vtest('asks the link to send a connect\'s SYN at once, before anything else of the connect', async () => {
+    const device = new ScriptedDevice();
+    const { session, link } = setup(device);
+    await session.ready;
+    const sentBefore = link.sentPackets;
+    const accepted = acceptNext(device);
+    const connecting = session.connect(62078);
+    // openConnection runs synchronously once the session is ready: the SYN was the one packet
+    // sent, and the link was told to write it out right after.
+    assert.equal(link.sentPackets, sentBefore + 1);
+    assert.deepEqual(link.flushedAt, [sentBefore + 1]);
+    const syn = await accepted;
+    assert.equal(syn.flags, SYN);
+    assert.equal(syn.seq, 0);
+    assert.equal(syn.ack, 0);
+    (await connecting).destroy();
+  });
+
   vtest('uses 8-byte headers and sends no SETUP to a v1 device', async () => {
     const device = new ScriptedDevice(1);
     const { session } = setup(device);

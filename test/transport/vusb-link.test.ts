@@ -78,14 +78,14 @@ function iphoneAnswer(socket: Socket, msg: VusbControl): void {
   else socket.write(encodeControlDone(msg.id, 0, data.subarray(0, wLength)));
 }
 
-async function link(path: string, controlTimeoutMs = 5000): Promise<{ link: VusbLink; ended: Promise<Error | undefined> }> {
+async function link(path: string, controlTimeoutMs = 5000): Promise<{ link: VusbLink; ended: Promise<Error | undefined>; socket: Socket }> {
   const socket = createConnection(path);
   await new Promise<void>((r, j) => socket.once('connect', r).once('error', j));
   let resolveEnded!: (e: Error | undefined) => void;
   const ended = new Promise<Error | undefined>((r) => (resolveEnded = r));
   const l = new VusbLink(socket, { inTransferSize: 16384, inTransfersInFlight: 3, controlTimeoutMs, log }, resolveEnded);
   links.push(l);
-  return { link: l, ended };
+  return { link: l, ended, socket };
 }
 
 test('a device speaking another wire version is dropped with MUXWIRE_ERR_VUSB_VERSION', async () => {
@@ -202,4 +202,31 @@ test('a source leaves a device that fails enumeration alone and attaches nothing
   } finally {
     await source.stop();
   }
+});
+
+test('flush() writes the packets batched so far at once; later packets of the tick follow them in order', async () => {
+  const path = await rawDevice(encodeHello(3), iphoneAnswer);
+  const { link: l, socket } = await link(path);
+  await l.hello(5000);
+  l.bindMux({ serialNumber: 'x', productId: 0x12a8, locationId: 0x10001, speed: 480_000_000 }, { outEndpoint: 0x04, inEndpoint: 0x85, maxPacketSize: 512 });
+  l.start({ onData: () => undefined, onClose: () => undefined });
+  const device = sockets[0]!;
+  const decoder = new VusbDecoder();
+  const got: string[] = [];
+  device.on('data', (chunk: Buffer) => {
+    decoder.push(chunk);
+    for (let m = decoder.next(); m; m = decoder.next()) if (m.type === VusbMessageType.BULK_OUT) got.push(String(m.data));
+  });
+  const before = socket.bytesWritten;
+  l.sendPacket(Buffer.from('syn'));
+  l.sendPacket(Buffer.from('two'));
+  // Batched for the end of the tick: nothing was given to the socket yet.
+  assert.equal(socket.bytesWritten, before);
+  l.flush();
+  // Both messages (6-byte header + 3 bytes each) handed to the kernel now, before the tick ends.
+  assert.equal(socket.bytesWritten, before + 18);
+  assert.equal(socket.writableLength, 0);
+  l.sendPacket(Buffer.from('after'));
+  while (got.length < 3) await new Promise((r) => setTimeout(r, 5));
+  assert.deepEqual(got, ['syn', 'two', 'after']);
 });

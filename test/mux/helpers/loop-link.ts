@@ -27,6 +27,8 @@ export class LoopLink implements DeviceLink {
   #deviceScheduled = false;
   /** Packets the host sent, for tests that look at the wire. */
   sentPackets = 0;
+  /** `sentPackets` at each `flush()` call: when the host asked for its packets to go out now. */
+  flushedAt: number[] = [];
 
   constructor(peer: LoopPeer, info: Partial<DeviceLinkInfo> = {}) {
     this.peer = peer;
@@ -48,6 +50,11 @@ export class LoopLink implements DeviceLink {
 
   get closed(): boolean {
     return this.#closed;
+  }
+
+  /** This link sends every packet on its own (one setImmediate hop): a flush only records when. */
+  flush(): void {
+    this.flushedAt.push(this.sentPackets);
   }
 
   sendPacket(packet: Buffer, done?: (err?: Error) => void): void {
