@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { once } from 'node:events';
 import { RawClient } from './helpers/raw-client.js';
+import { DAEMON_INTERRUPT_BUDGET, daemonV8Flags } from '../../src/daemon/v8-tuning.js';
 
 const CLI = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
 let dir: string;
@@ -25,8 +26,8 @@ after(async () => {
 });
 
 /** Starts the daemon and resolves with it and its ready lines. */
-async function startDaemon(args: string[], readyLines = 1): Promise<{ child: ChildProcess; lines: string[] }> {
-  const child = spawn(process.execPath, [CLI, 'daemon', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+async function startDaemon(args: string[], readyLines = 1, env: NodeJS.ProcessEnv = process.env): Promise<{ child: ChildProcess; lines: string[]; stderr: () => string }> {
+  const child = spawn(process.execPath, [CLI, 'daemon', ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
   children.push(child);
   let out = '';
   let err = '';
@@ -47,7 +48,7 @@ async function startDaemon(args: string[], readyLines = 1): Promise<{ child: Chi
       reject(new Error(`daemon exited with ${code}: ${err}`));
     });
   });
-  return { child, lines: out.trim().split('\n') };
+  return { child, lines: out.trim().split('\n'), stderr: () => err };
 }
 
 test('prints help that names every option and exits 0', () => {
@@ -94,4 +95,25 @@ test('refuses to start on a socket another daemon is serving', async () => {
   const exited = once(child, 'exit');
   child.kill('SIGINT');
   assert.equal((await exited)[0], 0);
+});
+
+test('sets its V8 interrupt budget (debug line with -v), and none with MUXWIRE_V8_TUNING=0', async () => {
+  for (const [tuning, expected] of [[undefined, /V8 flags: --interrupt-budget=16384\n/], ['0', undefined]] as const) {
+    const env = { ...process.env, MUXWIRE_V8_TUNING: tuning };
+    if (tuning === undefined) delete env.MUXWIRE_V8_TUNING;
+    const { child, stderr } = await startDaemon(['--socket', join(dir, `v8-${tuning ?? 'default'}`), '--pair-dir', join(dir, 'pairs3'), '--no-preflight', '--no-usb', '-v'], 1, env);
+    // 'close', not 'exit': stderr may still hold the last lines when the process has exited.
+    const closed = once(child, 'close');
+    child.kill('SIGTERM');
+    const [code, signal] = await closed;
+    assert.equal(code, 0, `exit ${code} signal ${signal}; stderr: ${stderr()}`);
+    if (expected) assert.match(stderr(), expected);
+    else assert.doesNotMatch(stderr(), /V8 flags/);
+  }
+});
+
+test('daemonV8Flags: the budget by default, nothing when MUXWIRE_V8_TUNING=0', () => {
+  assert.deepEqual(daemonV8Flags({}), [`--interrupt-budget=${DAEMON_INTERRUPT_BUDGET}`]);
+  assert.deepEqual(daemonV8Flags({ MUXWIRE_V8_TUNING: '1' }), [`--interrupt-budget=${DAEMON_INTERRUPT_BUDGET}`]);
+  assert.deepEqual(daemonV8Flags({ MUXWIRE_V8_TUNING: '0' }), []);
 });

@@ -8,6 +8,7 @@ import { log, setLogLevel } from '../../log.js';
 import { reportFailure } from '../main.js';
 import { MuxDaemon } from '../../daemon/mux-daemon.js';
 import { DEFAULT_PAIR_DIR } from '../../daemon/pair-store.js';
+import { tuneV8ForDaemon } from '../../daemon/v8-tuning.js';
 import { DEFAULT_SOCKET_PATH, parseListenAddress } from '../../daemon/server.js';
 import type { TcpAddress } from '../../daemon/server.js';
 import type { DeviceSource } from '../../transport/device-link.js';
@@ -74,6 +75,9 @@ export async function run(argv: string[]): Promise<number> {
   const verbosity = o.verbose?.length ?? 0;
   if (verbosity >= 2) setLogLevel('trace');
   else if (verbosity === 1) setLogLevel('debug');
+  // Before any client is served: V8 reads the budget when a function's feedback is allocated.
+  const v8Flags = tuneV8ForDaemon();
+  if (v8Flags.length > 0) log.debug(`V8 flags: ${v8Flags.join(' ')}`);
 
   let daemon: MuxDaemon | undefined;
   const sims: Array<{ close(): Promise<void> }> = [];
@@ -137,10 +141,8 @@ export async function run(argv: string[]): Promise<number> {
       }
     }
 
-    for (const addr of daemon.addresses) process.stdout.write(`muxwire daemon: listening on ${addr}\n`);
-
     const running = daemon;
-    await new Promise<void>((resolve) => {
+    const stopped = new Promise<void>((resolve) => {
       const stop = (signal: string): void => {
         log.info(`${signal}: shutting down`);
         process.off('SIGINT', onInt);
@@ -152,6 +154,9 @@ export async function run(argv: string[]): Promise<number> {
       process.on('SIGINT', onInt);
       process.on('SIGTERM', onTerm);
     });
+    // Ready only once the signals are handled: a supervisor may stop us as soon as it reads this.
+    for (const addr of daemon.addresses) process.stdout.write(`muxwire daemon: listening on ${addr}\n`);
+    await stopped;
     await running.close();
     await Promise.all(sims.map((s) => s.close().catch(() => undefined)));
     return 0;
