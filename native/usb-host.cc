@@ -26,11 +26,11 @@ uint64_t NowMs() {
 
 }  // namespace
 
-std::shared_ptr<UsbHost> UsbHost::Create(const libusb::Api* api) {
+std::shared_ptr<UsbHost> UsbHost::Create(const LibusbApi* api) {
   return std::shared_ptr<UsbHost>(new (std::nothrow) UsbHost(api));
 }
 
-UsbHost::UsbHost(const libusb::Api* api) : api_(api), ctx_(nullptr) {}
+UsbHost::UsbHost(const LibusbApi* api) : api_(api), ctx_(nullptr) {}
 
 UsbHost::~UsbHost() {
   Stop();
@@ -50,12 +50,12 @@ int UsbHost::Start(bool poll) {
   std::lock_guard<std::mutex> starting(start_mu_);
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (started_ || stopped_) return libusb::kErrorBusy;
+    if (started_ || stopped_) return LIBUSB_ERROR_BUSY;
     started_ = true;
   }
   // libusb_init may take a while (the vusb library enumerates its bus before returning, and a
   // simulated device may answer on the JS thread), hence Start runs on a worker.
-  libusb::Context* ctx = nullptr;
+  libusb_context* ctx = nullptr;
   const int init = api_->init(&ctx);
   if (init != 0) return init;
   {
@@ -64,11 +64,11 @@ int UsbHost::Start(bool poll) {
   }
   // As usbmuxd: hotplug ARRIVED|LEFT for VID 0x05AC, any PID, with ENUMERATE so devices already
   // present arrive too; without hotplug support, poll every DEVICE_POLL_TIME (usbmux.md §1.7).
-  if (!poll && api_->has_capability(libusb::kCapHasHotplug)) {
+  if (!poll && api_->has_capability(LIBUSB_CAP_HAS_HOTPLUG)) {
     const int r = api_->hotplug_register_callback(
-        ctx_, libusb::kHotplugArrived | libusb::kHotplugLeft, libusb::kHotplugEnumerate,
-        kAppleVendorId, libusb::kHotplugMatchAny, libusb::kHotplugMatchAny,
-        &UsbHost::HotplugCallback, this, &hotplug_handle_);
+        ctx_, LIBUSB_HOTPLUG_EVENT_DEVICE_ARRIVED | LIBUSB_HOTPLUG_EVENT_DEVICE_LEFT,
+        LIBUSB_HOTPLUG_ENUMERATE, kAppleVendorId, LIBUSB_HOTPLUG_MATCH_ANY,
+        LIBUSB_HOTPLUG_MATCH_ANY, &UsbHost::HotplugCallback, this, &hotplug_handle_);
     hotplug_ = r == 0;
   }
   if (!hotplug_) Poll();
@@ -101,8 +101,8 @@ void UsbHost::Stop() {
       for (auto& [id, h] : handles_) {
         if (!h->closing) {
           h->closing = true;
-          for (libusb::Transfer* t : h->in_transfers) api_->cancel_transfer(t);
-          for (libusb::Transfer* t : h->others) api_->cancel_transfer(t);
+          for (libusb_transfer* t : h->in_transfers) api_->cancel_transfer(t);
+          for (libusb_transfer* t : h->others) api_->cancel_transfer(t);
         }
         if (h->in_flight > 0 || h->busy > 0) pending = true;
       }
@@ -170,13 +170,14 @@ void UsbHost::Run() {
 
 // ---- discovery ----
 
-int UsbHost::HotplugCallback(libusb::Context*, libusb::Device* device, int event, void* self) {
+int UsbHost::HotplugCallback(libusb_context*, libusb_device* device, libusb_hotplug_event event,
+                             void* self) {
   static_cast<UsbHost*>(self)->OnHotplug(device, event);
   return 0;  // stay registered
 }
 
-void UsbHost::OnHotplug(libusb::Device* device, int event) {
-  if (event == libusb::kHotplugArrived) {
+void UsbHost::OnHotplug(libusb_device* device, int event) {
+  if (event == LIBUSB_HOTPLUG_EVENT_DEVICE_ARRIVED) {
     Arrived(device);
     return;
   }
@@ -192,8 +193,8 @@ void UsbHost::OnHotplug(libusb::Device* device, int event) {
   Push(e);
 }
 
-void UsbHost::Arrived(libusb::Device* device) {
-  libusb::DeviceDescriptor desc;
+void UsbHost::Arrived(libusb_device* device) {
+  libusb_device_descriptor desc;
   if (api_->get_device_descriptor(device, &desc) != 0) return;
   if (desc.idVendor != kAppleVendorId) return;
   std::lock_guard<std::mutex> lock(mu_);
@@ -214,22 +215,22 @@ void UsbHost::Arrived(libusb::Device* device) {
 
 // Mark and sweep, as usbmuxd's polling: devices still listed stay, the others have left.
 void UsbHost::Poll() {
-  libusb::Device** list = nullptr;
+  libusb_device** list = nullptr;
   const long n = api_->get_device_list(ctx_, &list);
   if (n < 0) return;  // usbmuxd tolerates a few failed enumerations; the next poll tries again
-  std::unordered_set<libusb::Device*> present;
+  std::unordered_set<libusb_device*> present;
   for (long i = 0; i < n; i++) {
     present.insert(list[i]);
     Arrived(list[i]);
   }
-  std::vector<libusb::Device*> gone;
+  std::vector<libusb_device*> gone;
   {
     std::lock_guard<std::mutex> lock(mu_);
     for (auto& [dev, id] : device_ids_) {
       if (present.count(dev) == 0) gone.push_back(dev);
     }
   }
-  for (libusb::Device* dev : gone) OnHotplug(dev, libusb::kHotplugLeft);
+  for (libusb_device* dev : gone) OnHotplug(dev, LIBUSB_HOTPLUG_EVENT_DEVICE_LEFT);
   api_->free_device_list(list, 1);
 }
 
@@ -249,16 +250,16 @@ void UsbHost::Return(Handle* h) {
 }
 
 int UsbHost::Open(uint32_t device, uint32_t* handle) {
-  libusb::Device* dev;
+  libusb_device* dev;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (stopped_) return libusb::kErrorNoDevice;
+    if (stopped_) return LIBUSB_ERROR_NO_DEVICE;
     auto found = devices_.find(device);
-    if (found == devices_.end()) return libusb::kErrorNoDevice;
+    if (found == devices_.end()) return LIBUSB_ERROR_NO_DEVICE;
     dev = api_->ref_device(found->second);
     opening_++;  // Stop waits for this open to finish before it exits libusb
   }
-  libusb::DeviceHandle* dh = nullptr;
+  libusb_device_handle* dh = nullptr;
   const int r = api_->open(dev, &dh);
   api_->unref_device(dev);
   Handle* h = r == 0 ? new (std::nothrow) Handle() : nullptr;
@@ -268,7 +269,7 @@ int UsbHost::Open(uint32_t device, uint32_t* handle) {
   if (h == nullptr || stopped_) {
     api_->close(dh);
     delete h;
-    return h == nullptr ? libusb::kErrorNoMem : libusb::kErrorNoDevice;
+    return h == nullptr ? LIBUSB_ERROR_NO_MEM : LIBUSB_ERROR_NO_DEVICE;
   }
   h->dev = dh;
   h->device = device;
@@ -280,7 +281,7 @@ int UsbHost::Open(uint32_t device, uint32_t* handle) {
 
 int UsbHost::GetConfiguration(uint32_t handle, int* config) {
   Handle* h = Borrow(handle);
-  if (h == nullptr) return libusb::kErrorNotFound;
+  if (h == nullptr) return LIBUSB_ERROR_NOT_FOUND;
   const int r = api_->get_configuration(h->dev, config);
   Return(h);
   return r;
@@ -288,12 +289,14 @@ int UsbHost::GetConfiguration(uint32_t handle, int* config) {
 
 int UsbHost::SetConfiguration(uint32_t handle, int value, const std::vector<int>& interfaces) {
   Handle* h = Borrow(handle);
-  if (h == nullptr) return libusb::kErrorNotFound;
+  if (h == nullptr) return LIBUSB_ERROR_NOT_FOUND;
   // As usbmuxd: a kernel driver bound to an interface of the configuration would refuse the
   // change, so detach it first (Linux; elsewhere these calls are absent or NOT_SUPPORTED).
   if (api_->kernel_driver_active != nullptr && api_->detach_kernel_driver != nullptr) {
     for (int number : interfaces) {
-      if (api_->kernel_driver_active(h->dev, number) == 1) api_->detach_kernel_driver(h->dev, number);
+      if (api_->kernel_driver_active(h->dev, number) == 1) {
+        api_->detach_kernel_driver(h->dev, number);
+      }
     }
   }
   const int r = api_->set_configuration(h->dev, value);
@@ -303,7 +306,7 @@ int UsbHost::SetConfiguration(uint32_t handle, int value, const std::vector<int>
 
 int UsbHost::ClaimInterface(uint32_t handle, int interface_number) {
   Handle* h = Borrow(handle);
-  if (h == nullptr) return libusb::kErrorNotFound;
+  if (h == nullptr) return LIBUSB_ERROR_NOT_FOUND;
   if (api_->kernel_driver_active != nullptr && api_->detach_kernel_driver != nullptr &&
       api_->kernel_driver_active(h->dev, interface_number) == 1) {
     api_->detach_kernel_driver(h->dev, interface_number);
@@ -319,7 +322,7 @@ int UsbHost::ClaimInterface(uint32_t handle, int interface_number) {
 
 // ---- transfers ----
 
-void UsbHost::TransferCallback(libusb::Transfer* t) {
+void UsbHost::TransferCallback(libusb_transfer* t) {
   Xfer* x = static_cast<Xfer*>(t->user_data);
   if (x->kind == Xfer::kIn) {
     x->host->OnIn(t, x->handle);
@@ -333,19 +336,19 @@ int UsbHost::SubmitControl(uint32_t handle, uint32_t request, uint8_t request_ty
                            uint16_t w_length, const uint8_t* out, size_t out_length,
                            unsigned int timeout_ms) {
   const bool is_in = (request_type & 0x80) != 0;
-  if (!is_in && out_length != w_length) return libusb::kErrorInvalidParam;
+  if (!is_in && out_length != w_length) return LIBUSB_ERROR_INVALID_PARAM;
   std::lock_guard<std::mutex> lock(mu_);
   auto found = handles_.find(handle);
-  if (found == handles_.end() || found->second->closing) return libusb::kErrorNotFound;
+  if (found == handles_.end() || found->second->closing) return LIBUSB_ERROR_NOT_FOUND;
   Handle* h = found->second;
-  auto* buffer = static_cast<unsigned char*>(std::malloc(libusb::kControlSetupSize + w_length));
-  libusb::Transfer* t = api_->alloc_transfer(0);
+  auto* buffer = static_cast<unsigned char*>(std::malloc(LIBUSB_CONTROL_SETUP_SIZE + w_length));
+  libusb_transfer* t = api_->alloc_transfer(0);
   Xfer* x = new (std::nothrow) Xfer{this, h, request, Xfer::kControl};
   if (buffer == nullptr || t == nullptr || x == nullptr) {
     std::free(buffer);
     if (t != nullptr) api_->free_transfer(t);
     delete x;
-    return libusb::kErrorNoMem;
+    return LIBUSB_ERROR_NO_MEM;
   }
   // The setup packet, little-endian (libusb_fill_control_setup).
   buffer[0] = request_type;
@@ -356,13 +359,13 @@ int UsbHost::SubmitControl(uint32_t handle, uint32_t request, uint8_t request_ty
   buffer[5] = w_index >> 8;
   buffer[6] = w_length & 0xFF;
   buffer[7] = w_length >> 8;
-  if (!is_in && w_length > 0) std::memcpy(buffer + libusb::kControlSetupSize, out, w_length);
+  if (!is_in && w_length > 0) std::memcpy(buffer + LIBUSB_CONTROL_SETUP_SIZE, out, w_length);
   t->dev_handle = h->dev;
   t->flags = 0;
   t->endpoint = 0;
-  t->type = libusb::kTransferTypeControl;
+  t->type = LIBUSB_TRANSFER_TYPE_CONTROL;
   t->timeout = timeout_ms;
-  t->length = static_cast<int>(libusb::kControlSetupSize + w_length);
+  t->length = static_cast<int>(LIBUSB_CONTROL_SETUP_SIZE + w_length);
   t->callback = &UsbHost::TransferCallback;
   t->user_data = x;
   t->buffer = buffer;
@@ -386,13 +389,13 @@ int UsbHost::StartIn(uint32_t handle, uint8_t in_endpoint, uint8_t out_endpoint,
   if (count < 1 || count > kMaxInTransfers || size < 1 || size > kMaxInTransferSize ||
       buffers < count || buffers > kInBuffersPerTransfer * kMaxInTransfers || region == nullptr ||
       max_packet < 1 || (in_endpoint & 0x80) == 0 || (out_endpoint & 0x80) != 0) {
-    return libusb::kErrorInvalidParam;
+    return LIBUSB_ERROR_INVALID_PARAM;
   }
   std::lock_guard<std::mutex> lock(mu_);
   auto found = handles_.find(handle);
-  if (found == handles_.end() || found->second->closing) return libusb::kErrorNotFound;
+  if (found == handles_.end() || found->second->closing) return LIBUSB_ERROR_NOT_FOUND;
   Handle* h = found->second;
-  if (h->in_started) return libusb::kErrorBusy;
+  if (h->in_started) return LIBUSB_ERROR_BUSY;
   h->in_started = true;
   *adopted = true;
   h->in_endpoint = in_endpoint;
@@ -401,20 +404,20 @@ int UsbHost::StartIn(uint32_t handle, uint8_t in_endpoint, uint8_t out_endpoint,
   h->in_size = size;
   h->in_count = count;
   for (uint32_t i = 0; i < buffers; i++) {
-    libusb::Transfer* t = api_->alloc_transfer(0);
+    libusb_transfer* t = api_->alloc_transfer(0);
     // `request` holds the buffer's index (kUsbInData aux2, ReturnIn).
     Xfer* x = new (std::nothrow) Xfer{this, h, i, Xfer::kIn};
     if (t == nullptr || x == nullptr) {
       if (t != nullptr) api_->free_transfer(t);
       delete x;
-      EndIn(h, libusb::kTransferError);
-      return libusb::kErrorNoMem;
+      EndIn(h, LIBUSB_TRANSFER_ERROR);
+      return LIBUSB_ERROR_NO_MEM;
     }
     // Bulk IN with no timeout, as usbmuxd's RX loops, reading straight into the receiver's memory.
     t->dev_handle = h->dev;
     t->flags = 0;
     t->endpoint = in_endpoint;
-    t->type = libusb::kTransferTypeBulk;
+    t->type = LIBUSB_TRANSFER_TYPE_BULK;
     t->timeout = 0;
     t->length = static_cast<int>(size);
     t->callback = &UsbHost::TransferCallback;
@@ -429,7 +432,7 @@ int UsbHost::StartIn(uint32_t handle, uint8_t in_endpoint, uint8_t out_endpoint,
 }
 
 // With mu_ held.
-int UsbHost::SubmitIn(Handle* h, libusb::Transfer* t) {
+int UsbHost::SubmitIn(Handle* h, libusb_transfer* t) {
   t->actual_length = 0;
   const int r = api_->submit_transfer(t);
   if (r == 0) {
@@ -443,10 +446,10 @@ int UsbHost::SubmitIn(Handle* h, libusb::Transfer* t) {
 // pipe and is returned.
 int UsbHost::RefillIn(Handle* h) {
   while (!h->closing && !h->in_ended && h->in_active < h->in_count && !h->spare.empty()) {
-    libusb::Transfer* t = h->spare.back();
+    libusb_transfer* t = h->spare.back();
     const int r = SubmitIn(h, t);
     if (r != 0) {
-      EndIn(h, r == libusb::kErrorNoDevice ? libusb::kTransferNoDevice : libusb::kTransferError);
+      EndIn(h, r == LIBUSB_ERROR_NO_DEVICE ? LIBUSB_TRANSFER_NO_DEVICE : LIBUSB_TRANSFER_ERROR);
       return r;
     }
     h->spare.pop_back();
@@ -454,11 +457,11 @@ int UsbHost::RefillIn(Handle* h) {
   return 0;
 }
 
-void UsbHost::OnIn(libusb::Transfer* t, Handle* h) {
+void UsbHost::OnIn(libusb_transfer* t, Handle* h) {
   std::lock_guard<std::mutex> lock(mu_);
   h->in_flight--;
   h->in_active--;
-  if (t->status != libusb::kTransferCompleted) {
+  if (t->status != LIBUSB_TRANSFER_COMPLETED) {
     // NO_DEVICE on unplug, CANCELLED on close, ERROR/STALL/OVERFLOW on a broken pipe: the pipe is
     // over either way (usbmuxd marks the device dead on a failed RX callback, usbmux.md §1.7).
     h->spare.push_back(t);
@@ -512,30 +515,30 @@ void UsbHost::ReturnIn(const std::vector<InReturn>& returns) {
 }
 
 int UsbHost::SubmitOut(uint32_t handle, uint32_t request, uint8_t* data, uint32_t length) {
-  if (length > kMaxOutTransfer) return libusb::kErrorInvalidParam;
+  if (length > kMaxOutTransfer) return LIBUSB_ERROR_INVALID_PARAM;
   std::lock_guard<std::mutex> lock(mu_);
   auto found = handles_.find(handle);
-  if (found == handles_.end() || found->second->closing) return libusb::kErrorNotFound;
+  if (found == handles_.end() || found->second->closing) return LIBUSB_ERROR_NOT_FOUND;
   Handle* h = found->second;
-  if (!h->in_started) return libusb::kErrorInvalidParam;  // endpoints not known yet
+  if (!h->in_started) return LIBUSB_ERROR_INVALID_PARAM;  // endpoints not known yet
   // usbmuxd's ZLP rule (usbmux.md §1.4): a packet that is a whole number of wMaxPacketSize
   // packets is followed by a zero-length transfer, which ends the device's read there.
   const bool zlp = length > 0 && length % h->max_packet == 0;
-  libusb::Transfer* t = api_->alloc_transfer(0);
+  libusb_transfer* t = api_->alloc_transfer(0);
   Xfer* x = new (std::nothrow) Xfer{this, h, request, Xfer::kOut};
-  libusb::Transfer* z = zlp ? api_->alloc_transfer(0) : nullptr;
+  libusb_transfer* z = zlp ? api_->alloc_transfer(0) : nullptr;
   Xfer* zx = zlp ? new (std::nothrow) Xfer{this, h, request, Xfer::kZlp} : nullptr;
   if (t == nullptr || x == nullptr || (zlp && (z == nullptr || zx == nullptr))) {
     if (t != nullptr) api_->free_transfer(t);
     if (z != nullptr) api_->free_transfer(z);
     delete x;
     delete zx;
-    return libusb::kErrorNoMem;
+    return LIBUSB_ERROR_NO_MEM;
   }
   t->dev_handle = h->dev;
   t->flags = 0;
   t->endpoint = h->out_endpoint;
-  t->type = libusb::kTransferTypeBulk;
+  t->type = LIBUSB_TRANSFER_TYPE_BULK;
   t->timeout = 0;
   t->length = static_cast<int>(length);
   t->callback = &UsbHost::TransferCallback;
@@ -547,7 +550,7 @@ int UsbHost::SubmitOut(uint32_t handle, uint32_t request, uint8_t* data, uint32_
       if (z != nullptr) api_->free_transfer(z);
       delete x;
       delete zx;
-      return libusb::kErrorNoMem;
+      return LIBUSB_ERROR_NO_MEM;
     }
     std::memcpy(x->owned, data, length);
     data = x->owned;
@@ -566,9 +569,8 @@ int UsbHost::SubmitOut(uint32_t handle, uint32_t request, uint8_t* data, uint32_
   h->others.insert(t);
   h->in_flight++;
   if (zlp) {
-    // Field by field, never `*z = *t`: libusb allocates a transfer for 0 iso packets, smaller than
-    // this struct's declaration with iso_packet_desc[1], so a whole-struct copy writes 8 bytes past
-    // the allocation (found by AddressSanitizer).
+    // Field by field, never `*z = *t`: t is submitted already, and libusb may be writing its
+    // status and actual_length on the event thread right now.
     z->dev_handle = t->dev_handle;
     z->flags = t->flags;
     z->endpoint = t->endpoint;
@@ -593,7 +595,7 @@ int UsbHost::SubmitOut(uint32_t handle, uint32_t request, uint8_t* data, uint32_
   return 0;
 }
 
-void UsbHost::OnOther(libusb::Transfer* t, Xfer* x) {
+void UsbHost::OnOther(libusb_transfer* t, Xfer* x) {
   std::lock_guard<std::mutex> lock(mu_);
   Handle* h = x->handle;
   h->in_flight--;
@@ -608,12 +610,12 @@ void UsbHost::OnOther(libusb::Transfer* t, Xfer* x) {
     e.status = t->status;
     e.length = static_cast<uint32_t>(t->actual_length);
     if (x->kind == Xfer::kControl) {
-      if (e.length > 0 && t->status == libusb::kTransferCompleted) {
+      if (e.length > 0 && t->status == LIBUSB_TRANSFER_COMPLETED) {
         e.data = static_cast<uint8_t*>(std::malloc(e.length));
         if (e.data != nullptr) {
-          std::memcpy(e.data, t->buffer + libusb::kControlSetupSize, e.length);
+          std::memcpy(e.data, t->buffer + LIBUSB_CONTROL_SETUP_SIZE, e.length);
         } else {
-          e.status = libusb::kTransferError;
+          e.status = LIBUSB_TRANSFER_ERROR;
           e.length = 0;
         }
       } else {
@@ -631,12 +633,12 @@ int UsbHost::Close(uint32_t handle) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     auto found = handles_.find(handle);
-    if (found == handles_.end()) return libusb::kErrorNotFound;
+    if (found == handles_.end()) return LIBUSB_ERROR_NOT_FOUND;
     Handle* h = found->second;
     if (h->closing) return 0;
     h->closing = true;
-    for (libusb::Transfer* t : h->in_transfers) api_->cancel_transfer(t);
-    for (libusb::Transfer* t : h->others) api_->cancel_transfer(t);
+    for (libusb_transfer* t : h->in_transfers) api_->cancel_transfer(t);
+    for (libusb_transfer* t : h->others) api_->cancel_transfer(t);
   }
   Wake();
   return 0;
@@ -675,7 +677,7 @@ void UsbHost::Reap() {
 void UsbHost::FreeHandle(Handle* h) {
   if (h->claimed >= 0) api_->release_interface(h->dev, h->claimed);
   api_->close(h->dev);
-  for (libusb::Transfer* t : h->in_transfers) {
+  for (libusb_transfer* t : h->in_transfers) {
     // The buffers are the receiver's region (StartIn), not ours to free.
     delete static_cast<Xfer*>(t->user_data);
     api_->free_transfer(t);

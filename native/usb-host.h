@@ -83,7 +83,7 @@ struct UsbEvent {
 class UsbHost {
  public:
   // A host on `api`; the libusb context is created by Start. Null when out of memory.
-  static std::shared_ptr<UsbHost> Create(const libusb::Api* api);
+  static std::shared_ptr<UsbHost> Create(const LibusbApi* api);
   ~UsbHost();
   UsbHost(const UsbHost&) = delete;
   UsbHost& operator=(const UsbHost&) = delete;
@@ -152,34 +152,35 @@ class UsbHost {
   struct Handle {
     uint32_t id = 0;
     uint32_t device = 0;
-    libusb::DeviceHandle* dev = nullptr;
+    libusb_device_handle* dev = nullptr;
     int claimed = -1;
     uint8_t in_endpoint = 0;
     uint8_t out_endpoint = 0;
     uint32_t max_packet = 64;
     uint32_t in_size = 0;
-    uint32_t in_count = 0;                           // IN transfers to keep in flight
-    uint32_t in_active = 0;                          // IN transfers in flight
-    std::vector<libusb::Transfer*> in_transfers;     // all of them; index = buffer number
-    std::vector<libusb::Transfer*> spare;            // idle: neither in flight nor with the receiver
-    std::unordered_set<libusb::Transfer*> others;  // OUT, ZLP and control transfers in flight
-    uint32_t in_flight = 0;                          // every submitted transfer not yet called back
-    uint32_t busy = 0;                               // blocking calls under way on a worker
+    uint32_t in_count = 0;                        // IN transfers to keep in flight
+    uint32_t in_active = 0;                       // IN transfers in flight
+    std::vector<libusb_transfer*> in_transfers;   // all of them; index = buffer number
+    std::vector<libusb_transfer*> spare;          // idle: neither in flight nor with the receiver
+    std::unordered_set<libusb_transfer*> others;  // OUT, ZLP and control transfers in flight
+    uint32_t in_flight = 0;                       // every submitted transfer not yet called back
+    uint32_t busy = 0;                            // blocking calls under way on a worker
     bool in_started = false;
     bool in_ended = false;
     bool closing = false;
   };
 
-  explicit UsbHost(const libusb::Api* api);
+  explicit UsbHost(const LibusbApi* api);
 
-  static int HotplugCallback(libusb::Context* ctx, libusb::Device* device, int event, void* self);
-  static void TransferCallback(libusb::Transfer* transfer);
-  void OnHotplug(libusb::Device* device, int event);
-  void Arrived(libusb::Device* device);
-  void OnIn(libusb::Transfer* t, Handle* h);
-  void OnOther(libusb::Transfer* t, Xfer* x);
+  static int HotplugCallback(libusb_context* ctx, libusb_device* device,
+                             libusb_hotplug_event event, void* self);
+  static void TransferCallback(libusb_transfer* transfer);
+  void OnHotplug(libusb_device* device, int event);
+  void Arrived(libusb_device* device);
+  void OnIn(libusb_transfer* t, Handle* h);
+  void OnOther(libusb_transfer* t, Xfer* x);
   void EndIn(Handle* h, int status);
-  int SubmitIn(Handle* h, libusb::Transfer* t);
+  int SubmitIn(Handle* h, libusb_transfer* t);
   int RefillIn(Handle* h);
   void Push(UsbEvent e);
   void Run();
@@ -191,8 +192,8 @@ class UsbHost {
   void Return(Handle* h);
   void FreeHandle(Handle* h);
 
-  const libusb::Api* api_;
-  libusb::Context* ctx_;  // set by Start, under mu_
+  const LibusbApi* api_;
+  libusb_context* ctx_;  // set by Start, under mu_
   std::function<void()> notify_;
   std::mutex start_mu_;
   std::mutex mu_;
@@ -205,13 +206,13 @@ class UsbHost {
   bool stopped_ = false;
   bool hotplug_ = false;
   bool leaked_ = false;
-  libusb::HotplugCallbackHandle hotplug_handle_ = 0;
+  libusb_hotplug_callback_handle hotplug_handle_ = 0;
   std::thread thread_;
   uint32_t next_device_ = 1;
   uint32_t next_handle_ = 1;
   uint32_t opening_ = 0;  // Open calls under way on workers
-  std::unordered_map<uint32_t, libusb::Device*> devices_;
-  std::unordered_map<libusb::Device*, uint32_t> device_ids_;
+  std::unordered_map<uint32_t, libusb_device*> devices_;
+  std::unordered_map<libusb_device*, uint32_t> device_ids_;
   std::unordered_map<uint32_t, Handle*> handles_;
 };
 

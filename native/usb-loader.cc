@@ -20,8 +20,8 @@ std::map<std::string, std::unique_ptr<LoadedLibusb>>& Loaded() {
   static auto* loaded = new std::map<std::string, std::unique_ptr<LoadedLibusb>>();
   return *loaded;
 }
-std::vector<std::unique_ptr<libusb::Api>>& Tables() {
-  static auto* tables = new std::vector<std::unique_ptr<libusb::Api>>();
+std::vector<std::unique_ptr<LibusbApi>>& Tables() {
+  static auto* tables = new std::vector<std::unique_ptr<LibusbApi>>();
   return *tables;
 }
 
@@ -48,7 +48,7 @@ LoadedLibusb Open(const std::string& path) {
     result.error = why != nullptr ? why : "dlopen failed";
     return result;
   }
-  auto api = std::make_unique<libusb::Api>();
+  auto api = std::make_unique<LibusbApi>();
   std::string missing;
   bool ok = true;
   ok &= Bind(lib, "libusb_init", &api->init, &missing);

@@ -12,7 +12,7 @@ namespace muxwire {
 // A loaded libusb: its function table and where it came from. Libraries are never unloaded
 // (libusb keeps threads and state of its own), so a loaded library lives for the process.
 struct LoadedLibusb {
-  const libusb::Api* api = nullptr;
+  const LibusbApi* api = nullptr;
   std::string path;
   std::string error;  // why it did not load, when api is null
 };

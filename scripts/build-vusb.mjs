@@ -31,10 +31,12 @@ const sources = readdirSync(src).filter((f) => f.endsWith('.c')).sort().map((f) 
 if (sources.length === 0) skip('no C sources in native/vusb');
 
 const target = join(out, 'libusb-1.0.so.0');
-// Up to date: nothing newer than the library among the sources and headers.
+// Up to date: nothing newer than the library among the sources and headers, the libusb ABI header
+// it shares with the addon (native/libusb-abi.h) among them.
 if (existsSync(target) && !process.argv.includes('--force')) {
   const built = statSync(target).mtimeMs;
   const inputs = readdirSync(src).filter((f) => /\.[ch]$/.test(f)).map((f) => statSync(join(src, f)).mtimeMs);
+  inputs.push(statSync(join(root, 'native', 'libusb-abi.h')).mtimeMs);
   inputs.push(statSync(fileURLToPath(import.meta.url)).mtimeMs);
   if (inputs.every((m) => m <= built)) process.exit(0);
 }

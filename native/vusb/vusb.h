@@ -22,7 +22,16 @@
 #include <stdbool.h>
 #include <sys/types.h>
 
-#include "libusb-abi.h"
+#include "../libusb-abi.h"
+
+/* On the definition of every libusb function this library exports: the build hides everything
+ * else (-fvisibility=hidden), so only the libusb ABI is visible to the programs that load it. */
+#define VUSB_API __attribute__((visibility("default")))
+
+/* The version libusb_get_version reports: the libusb release whose ABI this library follows. */
+#define VUSB_LIBUSB_MAJOR 1
+#define VUSB_LIBUSB_MINOR 0
+#define VUSB_LIBUSB_MICRO 26
 
 /* ---- the wire (DESIGN.md "vusb") ---- */
 enum vusb_msg_type {

@@ -1,5 +1,5 @@
 /*
- * A libusb program for testing native/vusb: built against the library's own ABI header and run by
+ * A libusb program for testing native/vusb: built against the tree's libusb ABI header and run by
  * test/vusb/vusb-library.test.ts with MUXWIRE_VUSB_DIR pointing at a bus directory served by
  * wire-test-device.ts. It prints one line per observation; the test asserts on them.
  *
@@ -19,7 +19,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "../../native/vusb/libusb-abi.h"
+#include "../../native/libusb-abi.h"
 
 #define IN_SIZE 16384
 #define IN_COUNT 3
