@@ -109,6 +109,8 @@ export const FIGURES = {
   rssGrowth: { title: 'daemon RSS growth, 32-connection run', unit: 'MiB', better: 'lower' },
   cpuPerGB: { title: 'daemon CPU per GB moved', unit: 's/GB', better: 'lower' },
   farCpuPerGB: { title: 'device side CPU per GB moved (sim or ceiling server)', unit: 's/GB', better: 'lower' },
+  concurrentDaemonCpuPerGB: { title: '32 connections: daemon CPU per GB', unit: 's/GB', better: 'lower' },
+  concurrentCpuPerGB: { title: '32 connections: CPU per GB of daemon + device + clients', unit: 's/GB', better: 'lower' },
 } as const;
 export type FigureId = keyof typeof FIGURES;
 
@@ -149,6 +151,8 @@ interface Entry {
   readonly result: ContenderResult;
   readonly tally: CpuTally;
   readonly farTally: CpuTally;
+  /** The 32-connection runs only: daemon, device side (sim) and the bench's clients (this process). */
+  readonly concurrentTally: { daemon: CpuTally; far: CpuTally; clients: CpuTally };
   session?: LockdownHandle;
   /** AFC file size for this daemon, from our client's warm-up pull. */
   afcBytes?: number;
@@ -169,7 +173,8 @@ export async function runE2e(cfg: E2eConfig, workDir: string, log: Log): Promise
       try {
         const c = await startContender(spec.id, { workDir });
         result.notes.push(...c.notes);
-        entries.push({ c, result, tally: { seconds: 0, bytes: 0 }, farTally: { seconds: 0, bytes: 0 }, pulled: new Set() });
+        const zero = (): CpuTally => ({ seconds: 0, bytes: 0 });
+        entries.push({ c, result, tally: zero(), farTally: zero(), concurrentTally: { daemon: zero(), far: zero(), clients: zero() }, pulled: new Set() });
       } catch (err) {
         const message = (err as Error).message.split('\n')[0]!;
         result.unavailable = err instanceof ContenderUnavailable ? `not available: ${message}` : `failed: ${message}`;
@@ -344,8 +349,19 @@ async function measureConcurrent(entries: readonly Entry[], cfg: E2eConfig, log:
       ...concurrent,
       async run(e, w) {
         const sampler = e.c.relayPid !== undefined ? new RssSampler(e.c.relayPid) : undefined;
+        const t = e.concurrentTally;
+        const daemon0 = e.c.relayPid !== undefined ? cpuSeconds(e.c.relayPid) : undefined;
+        const far0 = e.c.simPid !== undefined ? cpuSeconds(e.c.simPid) : undefined;
+        const clients0 = process.cpuUsage();
         try {
-          return await concurrent.run(e, w);
+          const rate = await concurrent.run(e, w);
+          const bytes = per(w.bytes) * cfg.connections;
+          tallyCpu(t.daemon, e.c.relayPid, daemon0, bytes);
+          tallyCpu(t.far, e.c.simPid, far0, bytes);
+          const used = process.cpuUsage(clients0);
+          t.clients.seconds += (used.user + used.system) / 1e6;
+          t.clients.bytes += bytes;
+          return rate;
         } finally {
           if (sampler) growths.set(e, [...(growths.get(e) ?? []), sampler.stop().growth / MiB]);
         }
@@ -362,6 +378,13 @@ async function measureConcurrent(entries: readonly Entry[], cfg: E2eConfig, log:
     fig.rssGrowth = e.c.relayPid === undefined ? { missing: 'no daemon process to measure' } : g?.length ? { summary: summarize(g) } : { missing: 'not measured: the 32-connection run failed' };
     fig.cpuPerGB = e.c.relayPid !== undefined ? perGB(e.tally) : { missing: 'no daemon process to measure' };
     fig.farCpuPerGB = perGB(e.farTally);
+    // While every process is CPU-bound on a shared machine, the aggregate is inversely
+    // proportional to the CPU all of them spend per GB (bench/README.md, "32 connections").
+    const t = e.concurrentTally;
+    if (e.c.relayPid !== undefined) fig.concurrentDaemonCpuPerGB = perGB(t.daemon);
+    if (t.daemon.bytes > 0 && t.far.bytes > 0) {
+      fig.concurrentCpuPerGB = perGB({ seconds: t.daemon.seconds + t.far.seconds + t.clients.seconds, bytes: t.clients.bytes });
+    }
   }
 }
 

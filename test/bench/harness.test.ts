@@ -85,16 +85,19 @@ describe('bench harness', () => {
     const [ours, direct] = results;
     assert.equal(ours?.id, 'muxwire-js');
     assert.equal(ours.unavailable, undefined, lines.join('\n'));
-    for (const id of ['download', 'upload', 'concurrent', 'connectMedian', 'connectOpenMedian', 'lockdownMedian', 'afcPullMuxwire', 'afcPushMuxwire', 'afcPullAppium', 'afcPushAppium', 'rssGrowth', 'cpuPerGB', 'farCpuPerGB'] as const) {
+    for (const id of ['download', 'upload', 'concurrent', 'connectMedian', 'connectOpenMedian', 'lockdownMedian', 'afcPullMuxwire', 'afcPushMuxwire', 'afcPullAppium', 'afcPushAppium', 'rssGrowth', 'cpuPerGB', 'farCpuPerGB', 'concurrentDaemonCpuPerGB', 'concurrentCpuPerGB'] as const) {
       const s = ours.figures[id]?.summary;
       assert.ok(s && Number.isFinite(s.median), `${id}: ${ours.figures[id]?.missing ?? 'no summary'}`);
     }
+    // The 32-connection CPU of all three processes includes the daemon's.
+    assert.ok(ours.figures.concurrentCpuPerGB!.summary!.median > ours.figures.concurrentDaemonCpuPerGB!.summary!.median);
     assert.equal(ours.figures.download!.summary!.runs.length, TINY.repeats);
     assert.ok(ours.figures.download!.bytesPerRun! >= TINY.minBytes);
     assert.equal(direct?.id, 'direct');
     assert.ok(direct.figures.download?.summary, direct.figures.download?.missing);
     assert.match(direct.figures.lockdownMedian?.missing ?? '', /not measured/);
     assert.match(direct.figures.cpuPerGB?.missing ?? '', /no daemon/);
+    assert.equal(direct.figures.concurrentDaemonCpuPerGB, undefined, 'a ceiling has no daemon');
 
     const report: BenchReport = { version: 1, startedAt: '', seconds: 0, mode: 'quick', machine: machineInfo(), e2e: results };
     const text = formatReport(report);
