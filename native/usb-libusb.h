@@ -14,43 +14,43 @@
 namespace muxwire {
 
 // A slot for libusb_<name>, filled by dlsym.
-#define MUXWIRE_LIBUSB_SLOT(name) decltype(&::libusb_##name) name
+#define LIBUSB_API_SLOT(name) decltype(&::libusb_##name) name
 
 // The functions, as pointers filled by dlsym. Optional ones may be null (older libusb, or a
 // platform without kernel drivers to detach).
 struct LibusbApi {
-  MUXWIRE_LIBUSB_SLOT(init);
-  MUXWIRE_LIBUSB_SLOT(exit);
-  MUXWIRE_LIBUSB_SLOT(has_capability);
-  MUXWIRE_LIBUSB_SLOT(error_name);
-  MUXWIRE_LIBUSB_SLOT(get_device_list);
-  MUXWIRE_LIBUSB_SLOT(free_device_list);
-  MUXWIRE_LIBUSB_SLOT(ref_device);
-  MUXWIRE_LIBUSB_SLOT(unref_device);
-  MUXWIRE_LIBUSB_SLOT(get_device_descriptor);
-  MUXWIRE_LIBUSB_SLOT(get_bus_number);
-  MUXWIRE_LIBUSB_SLOT(get_device_address);
-  MUXWIRE_LIBUSB_SLOT(get_device_speed);
-  MUXWIRE_LIBUSB_SLOT(open);
-  MUXWIRE_LIBUSB_SLOT(close);
-  MUXWIRE_LIBUSB_SLOT(get_configuration);
-  MUXWIRE_LIBUSB_SLOT(set_configuration);
-  MUXWIRE_LIBUSB_SLOT(claim_interface);
-  MUXWIRE_LIBUSB_SLOT(release_interface);
-  MUXWIRE_LIBUSB_SLOT(alloc_transfer);
-  MUXWIRE_LIBUSB_SLOT(submit_transfer);
-  MUXWIRE_LIBUSB_SLOT(cancel_transfer);
-  MUXWIRE_LIBUSB_SLOT(free_transfer);
-  MUXWIRE_LIBUSB_SLOT(handle_events_timeout_completed);
-  MUXWIRE_LIBUSB_SLOT(hotplug_register_callback);
-  MUXWIRE_LIBUSB_SLOT(hotplug_deregister_callback);
+  LIBUSB_API_SLOT(init);
+  LIBUSB_API_SLOT(exit);
+  LIBUSB_API_SLOT(has_capability);
+  LIBUSB_API_SLOT(error_name);
+  LIBUSB_API_SLOT(get_device_list);
+  LIBUSB_API_SLOT(free_device_list);
+  LIBUSB_API_SLOT(ref_device);
+  LIBUSB_API_SLOT(unref_device);
+  LIBUSB_API_SLOT(get_device_descriptor);
+  LIBUSB_API_SLOT(get_bus_number);
+  LIBUSB_API_SLOT(get_device_address);
+  LIBUSB_API_SLOT(get_device_speed);
+  LIBUSB_API_SLOT(open);
+  LIBUSB_API_SLOT(close);
+  LIBUSB_API_SLOT(get_configuration);
+  LIBUSB_API_SLOT(set_configuration);
+  LIBUSB_API_SLOT(claim_interface);
+  LIBUSB_API_SLOT(release_interface);
+  LIBUSB_API_SLOT(alloc_transfer);
+  LIBUSB_API_SLOT(submit_transfer);
+  LIBUSB_API_SLOT(cancel_transfer);
+  LIBUSB_API_SLOT(free_transfer);
+  LIBUSB_API_SLOT(handle_events_timeout_completed);
+  LIBUSB_API_SLOT(hotplug_register_callback);
+  LIBUSB_API_SLOT(hotplug_deregister_callback);
   // Optional.
-  MUXWIRE_LIBUSB_SLOT(interrupt_event_handler);
-  MUXWIRE_LIBUSB_SLOT(kernel_driver_active);
-  MUXWIRE_LIBUSB_SLOT(detach_kernel_driver);
+  LIBUSB_API_SLOT(interrupt_event_handler);
+  LIBUSB_API_SLOT(kernel_driver_active);
+  LIBUSB_API_SLOT(detach_kernel_driver);
 };
 
-#undef MUXWIRE_LIBUSB_SLOT
+#undef LIBUSB_API_SLOT
 
 }  // namespace muxwire
 
