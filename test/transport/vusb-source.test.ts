@@ -62,6 +62,23 @@ function next(src: VusbSource, event: 'attach' | 'detach', timeoutMs = 15000): P
   });
 }
 
+/**
+ * A device plugged into a fresh bus directory (its mux echoes unless `echo: false`), and a
+ * started source that has attached it.
+ */
+async function attachedDevice(
+  opts: { echo?: boolean; device?: Partial<ConstructorParameters<typeof SimUsbDevice>[0]>; inTransferSize?: number } = {},
+): Promise<{ dir: string; dev: SimUsbDevice; mux: EchoMux; src: VusbSource; link: DeviceLink }> {
+  const dir = busDir();
+  const { dev, mux } = device(dir, opts.device);
+  if (opts.echo === false) mux.echo = false;
+  await dev.plug();
+  const src = source(dir, opts.inTransferSize !== undefined ? { inTransferSize: opts.inTransferSize } : {});
+  const attached = next(src, 'attach');
+  await src.start();
+  return { dir, dev, mux, src, link: await attached };
+}
+
 async function until(cond: () => boolean, what: string, timeoutMs = 15000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!cond()) {
@@ -93,13 +110,7 @@ function sendAndWait(link: DeviceLink, packet: Buffer): Promise<void> {
 
 describe('VusbSource', () => {
   test('attaches a device already plugged in and reads its identity as usbmuxd would', async () => {
-    const dir = busDir();
-    const { dev } = device(dir);
-    await dev.plug();
-    const src = source(dir);
-    const attached = next(src, 'attach');
-    await src.start();
-    const link = await attached;
+    const { dev, link } = await attachedDevice();
     assert.equal(link.info.serialNumber, UDID_8_16, 'the 24-character serial gets its dash back');
     assert.equal(link.info.productId, 0x12a8);
     assert.equal(link.info.speed, 480_000_000);
@@ -169,14 +180,7 @@ describe('VusbSource', () => {
   });
 
   test('packets go out as one OUT transfer each, with a ZLP after a multiple of 512 bytes', async () => {
-    const dir = busDir();
-    const { dev, mux } = device(dir);
-    mux.echo = false;
-    await dev.plug();
-    const src = source(dir);
-    const attached = next(src, 'attach');
-    await src.start();
-    const link = await attached;
+    const { dev, mux, link } = await attachedDevice({ echo: false });
     start(link);
     await sendAndWait(link, Buffer.alloc(512, 1));
     await sendAndWait(link, Buffer.alloc(100, 2));
@@ -190,14 +194,7 @@ describe('VusbSource', () => {
   });
 
   test('at SuperSpeed the ZLP rule follows the 1024-byte packet size', async () => {
-    const dir = busDir();
-    const { dev, mux } = device(dir, { speed: 'super' });
-    mux.echo = false;
-    await dev.plug();
-    const src = source(dir);
-    const attached = next(src, 'attach');
-    await src.start();
-    const link = await attached;
+    const { dev, mux, link } = await attachedDevice({ echo: false, device: { speed: 'super' } });
     start(link);
     await sendAndWait(link, Buffer.alloc(512));
     await sendAndWait(link, Buffer.alloc(2048));
@@ -207,14 +204,7 @@ describe('VusbSource', () => {
   });
 
   test('a 40000-byte device write completes IN transfers of 16384, 16384 and 7232 bytes (usbmuxd\'s size)', async () => {
-    const dir = busDir();
-    const { dev, mux } = device(dir);
-    mux.echo = false;
-    await dev.plug();
-    const src = source(dir, { inTransferSize: 16384 });
-    const attached = next(src, 'attach');
-    await src.start();
-    const link = await attached;
+    const { mux, link } = await attachedDevice({ echo: false, inTransferSize: 16384 });
     const state = start(link);
     const write = Buffer.alloc(40000);
     for (let i = 0; i < write.length; i++) write[i] = (i * 7) & 0xff;
@@ -227,28 +217,16 @@ describe('VusbSource', () => {
   });
 
   test('the IN transfer size is an option', async () => {
-    const dir = busDir();
-    const { dev, mux } = device(dir);
-    mux.echo = false;
-    await dev.plug();
-    const src = source(dir, { inTransferSize: 32768 });
-    const attached = next(src, 'attach');
-    await src.start();
-    const state = start(await attached);
+    const { mux, link } = await attachedDevice({ echo: false, inTransferSize: 32768 });
+    const state = start(link);
     mux.onTransmit(Buffer.alloc(100000));
     await until(() => state.chunks.length === 4, 'four transfers');
     assert.deepEqual(state.chunks.map((c) => c.length), [32768, 32768, 32768, 1696]);
   });
 
   test('by default a device\'s largest packet (49152 bytes) arrives in one IN transfer', async () => {
-    const dir = busDir();
-    const { dev, mux } = device(dir);
-    mux.echo = false;
-    await dev.plug();
-    const src = source(dir);
-    const attached = next(src, 'attach');
-    await src.start();
-    const state = start(await attached);
+    const { mux, link } = await attachedDevice({ echo: false });
+    const state = start(link);
     mux.onTransmit(Buffer.alloc(49152));
     mux.onTransmit(Buffer.alloc(100000));
     await until(() => state.chunks.length === 4, 'four transfers');
@@ -256,14 +234,7 @@ describe('VusbSource', () => {
   });
 
   test('bytes the device writes before start() wait for it', async () => {
-    const dir = busDir();
-    const { dev, mux } = device(dir);
-    mux.echo = false;
-    await dev.plug();
-    const src = source(dir);
-    const attached = next(src, 'attach');
-    await src.start();
-    const link = await attached;
+    const { mux, link } = await attachedDevice({ echo: false });
     mux.onTransmit(Buffer.from('early'));
     await new Promise((r) => setTimeout(r, 20));
     const state = start(link);
@@ -272,13 +243,7 @@ describe('VusbSource', () => {
   });
 
   test('echoed packets come back intact through both directions', async () => {
-    const dir = busDir();
-    const { dev } = device(dir);
-    await dev.plug();
-    const src = source(dir);
-    const attached = next(src, 'attach');
-    await src.start();
-    const link = await attached;
+    const { link } = await attachedDevice();
     const state = start(link);
     const sent: Buffer[] = [];
     for (let i = 0; i < 20; i++) {
@@ -292,13 +257,7 @@ describe('VusbSource', () => {
   });
 
   test('unplugging detaches: onClose runs once, then the source emits detach', async () => {
-    const dir = busDir();
-    const { dev } = device(dir);
-    await dev.plug();
-    const src = source(dir);
-    const attached = next(src, 'attach');
-    await src.start();
-    const link = await attached;
+    const { dev, src, link } = await attachedDevice();
     const state = start(link);
     const detached = next(src, 'detach');
     await dev.unplug();
@@ -310,13 +269,7 @@ describe('VusbSource', () => {
   });
 
   test('removing the socket file detaches the device even while its connection is open', async () => {
-    const dir = busDir();
-    const { dev } = device(dir);
-    await dev.plug();
-    const src = source(dir);
-    const attached = next(src, 'attach');
-    await src.start();
-    const link = await attached;
+    const { dev, src, link } = await attachedDevice();
     const state = start(link);
     const detached = next(src, 'detach');
     await rm(dev.socketPath);
@@ -364,13 +317,8 @@ describe('VusbSource', () => {
   });
 
   test('stop() detaches every attached device and releases it', async () => {
-    const dir = busDir();
-    const { dev } = device(dir);
-    await dev.plug();
-    const src = source(dir);
-    const attached = next(src, 'attach');
-    await src.start();
-    const state = start(await attached);
+    const { dev, src, link } = await attachedDevice();
+    const state = start(link);
     let detaches = 0;
     src.on('detach', () => detaches++);
     await src.stop();
