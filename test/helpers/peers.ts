@@ -15,6 +15,8 @@ import { accessSync, constants, statSync } from 'node:fs';
 import { delimiter, isAbsolute, join } from 'node:path';
 import assert from 'node:assert/strict';
 import type { TestContext } from 'node:test';
+import type { ChildProcess } from 'node:child_process';
+import { connect, createServer, type Socket } from 'node:net';
 
 const found = new Map<string, string | undefined>();
 
@@ -76,4 +78,29 @@ export function requireCondition(t: TestContext, ok: boolean, reason: string): b
   if (peersRequired()) assert.fail(`${reason} (MUXWIRE_REQUIRE_PEERS=1)`);
   t.skip(reason);
   return false;
+}
+
+/** A TCP port on 127.0.0.1 that was free a moment ago (for a peer such as iproxy to listen on). */
+export async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as { port: number }).port;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
+/** Connects to a port a peer process (iproxy) listens on, retrying while it starts; fails once it exits. */
+export async function connectWithRetry(port: number, proxy: ChildProcess): Promise<Socket> {
+  const deadline = Date.now() + 15_000;
+  for (;;) {
+    try {
+      return await new Promise<Socket>((resolve, reject) => {
+        const s = connect(port, '127.0.0.1', () => resolve(s));
+        s.once('error', reject);
+      });
+    } catch (err) {
+      if (proxy.exitCode !== null || Date.now() > deadline) throw err;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
 }

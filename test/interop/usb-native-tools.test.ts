@@ -8,11 +8,11 @@
  */
 import { after, before, describe, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { connect, createServer, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -21,7 +21,7 @@ import { UsbmuxClient } from '../../src/client/usbmux-client.js';
 import { SimulatedDevice } from '../../src/sim/simulator.js';
 import { encodeCount } from '../../src/sim/bench-services.js';
 import type { UsbSource } from '../../src/transport/usb-source.js';
-import { requirePeer } from '../helpers/peers.js';
+import { connectWithRetry, freePort, requirePeer } from '../helpers/peers.js';
 import { BACKENDS, makeSource, requireBackend, type Backend } from '../transport/usb-backends.js';
 
 const run = promisify(execFile);
@@ -191,28 +191,6 @@ for (const backend of BACKENDS) {
   });
 }
 
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as { port: number }).port;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
-
-async function connectWithRetry(port: number, proxy: ChildProcess): Promise<Socket> {
-  const deadline = Date.now() + 15_000;
-  for (;;) {
-    try {
-      return await new Promise<Socket>((resolve, reject) => {
-        const s = connect(port, '127.0.0.1', () => resolve(s));
-        s.once('error', reject);
-      });
-    } catch (err) {
-      if (proxy.exitCode !== null || Date.now() > deadline) throw err;
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  }
-}
 
 /**
  * Sends `total` bytes to an echo peer with at most `inFlight` unechoed, checks the SHA-256 of what

@@ -7,16 +7,15 @@
  */
 import { after, before, describe, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { connect, createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { SimulatedDevice } from '../../src/sim/simulator.js';
-import { requireCondition, requirePeer } from '../helpers/peers.js';
+import { connectWithRetry, freePort, requireCondition, requirePeer } from '../helpers/peers.js';
 import { startUsbmuxd, usbmuxdUnavailable, type RunningUsbmuxd } from '../helpers/usbmuxd-ns.js';
 
 const run = promisify(execFile);
@@ -89,29 +88,6 @@ function firstDevice(): Promise<SimulatedDevice> {
   return first;
 }
 
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as { port: number }).port;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
-
-/** Connects to iproxy's listening port, retrying while it starts. */
-async function connectWithRetry(port: number, proxy: ChildProcess): Promise<Socket> {
-  const deadline = Date.now() + 15_000;
-  for (;;) {
-    try {
-      return await new Promise<Socket>((resolve, reject) => {
-        const s = connect(port, '127.0.0.1', () => resolve(s));
-        s.once('error', reject);
-      });
-    } catch (err) {
-      if (proxy.exitCode !== null || Date.now() > deadline) throw err;
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  }
-}
 
 describe('Debian usbmuxd with the vusb libusb library', () => {
   test('sees a simulated device plugged in after it started', async (t) => {
