@@ -1,0 +1,280 @@
+// libusb's events on the JS thread's libuv loop (usb-loop.h).
+#include "usb-loop.h"
+
+#include <poll.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <new>
+#include <vector>
+
+namespace muxwire {
+namespace {
+
+// Where libusb's pollfds do not cover its timeouts, the timer fires at least this often, as the
+// event thread's handle_events timeout did: a deadline set on another thread (a worker's
+// synchronous call noticing a new device) is then met this late at worst.
+constexpr uint64_t kLongestWaitMs = 100;
+
+template <typename T>
+void FreeHandle(uv_handle_t* handle) {
+  delete reinterpret_cast<T*>(handle);
+}
+
+template <typename T>
+void CloseHandle(T*& handle) {
+  if (handle == nullptr) return;
+  uv_close(reinterpret_cast<uv_handle_t*>(handle), &FreeHandle<T>);
+  handle = nullptr;
+}
+
+struct PollWork {
+  uv_work_t req;
+  std::shared_ptr<UsbHost> host;
+  std::shared_ptr<std::atomic<bool>> busy;
+};
+
+}  // namespace
+
+struct UsbLoop::Watch {
+  uv_poll_t handle;
+  int fd;
+};
+
+std::shared_ptr<UsbLoop> UsbLoop::Attach(uv_loop_t* loop, std::shared_ptr<UsbHost> host,
+                                         std::function<void()> deliver) {
+  const LibusbApi* api = host->api();
+  if (loop == nullptr || host->context() == nullptr || api->get_pollfds == nullptr ||
+      api->set_pollfd_notifiers == nullptr || api->get_next_timeout == nullptr) {
+    return nullptr;
+  }
+  std::shared_ptr<UsbLoop> self(new (std::nothrow) UsbLoop(loop, host, std::move(deliver)));
+  if (!self) return nullptr;
+  UsbLoop* me = self.get();
+  me->check_ = new uv_check_t;
+  me->timer_ = new uv_timer_t;
+  me->async_ = new uv_async_t;
+  uv_check_init(loop, me->check_);
+  uv_timer_init(loop, me->timer_);
+  uv_async_init(loop, me->async_, &UsbLoop::OnAsync);
+  for (uv_handle_t* h : {reinterpret_cast<uv_handle_t*>(me->check_),
+                         reinterpret_cast<uv_handle_t*>(me->timer_),
+                         reinterpret_cast<uv_handle_t*>(me->async_)}) {
+    h->data = me;
+    uv_unref(h);
+  }
+  me->async_open_ = true;
+  // Notifiers first, then the list: a change between the two is seen twice, never missed.
+  api->set_pollfd_notifiers(me->ctx_, &UsbLoop::OnAdded, &UsbLoop::OnRemoved, me);
+  if (!me->Resync()) {
+    me->Detach();
+    return nullptr;
+  }
+  me->timeouts_in_pollfds_ =
+      api->pollfds_handle_timeouts != nullptr && api->pollfds_handle_timeouts(me->ctx_) == 1;
+  if (host->polls()) {
+    me->poll_timer_ = new uv_timer_t;
+    uv_timer_init(loop, me->poll_timer_);
+    me->poll_timer_->data = me;
+    uv_unref(reinterpret_cast<uv_handle_t*>(me->poll_timer_));
+    uv_timer_start(me->poll_timer_, &UsbLoop::OnPollTimer, kPollIntervalMs, kPollIntervalMs);
+  }
+  host->SetWake([me] { me->Wake(); });
+  // Whatever libusb_init and hotplug registration left pending (vusb's ENUMERATE arrivals).
+  me->RequestRound();
+  return self;
+}
+
+UsbLoop::UsbLoop(uv_loop_t* loop, std::shared_ptr<UsbHost> host, std::function<void()> deliver)
+    : loop_(loop),
+      host_(std::move(host)),
+      api_(host_->api()),
+      ctx_(host_->context()),
+      deliver_(std::move(deliver)),
+      thread_(std::this_thread::get_id()) {}
+
+UsbLoop::~UsbLoop() {
+  Detach();
+}
+
+void UsbLoop::Detach() {
+  if (detached_) return;
+  detached_ = true;
+  // After these return, neither libusb nor the host calls into this object again.
+  api_->set_pollfd_notifiers(ctx_, nullptr, nullptr, nullptr);
+  host_->SetWake(nullptr);
+  {
+    std::lock_guard<std::mutex> lock(async_mu_);
+    async_open_ = false;
+    CloseHandle(async_);
+  }
+  for (auto& [fd, w] : watches_) CloseHandle(w);
+  watches_.clear();
+  CloseHandle(check_);
+  CloseHandle(timer_);
+  CloseHandle(poll_timer_);
+}
+
+// ---- pollfds ----
+
+void UsbLoop::OnAdded(int fd, short events, void* self) {
+  auto* me = static_cast<UsbLoop*>(self);
+  if (me->OnLoopThread()) {
+    me->Start(fd, events);
+  } else {
+    me->stale_ = true;
+    me->Wake();
+  }
+}
+
+void UsbLoop::OnRemoved(int fd, void* self) {
+  auto* me = static_cast<UsbLoop*>(self);
+  if (me->OnLoopThread()) {
+    // Synchronously: libusb closes the descriptor next, and libuv must not watch a closed one.
+    me->Stop(fd);
+  } else {
+    me->stale_ = true;
+    me->Wake();
+  }
+}
+
+void UsbLoop::Start(int fd, short events) {
+  if (detached_) return;
+  Watch* w;
+  auto found = watches_.find(fd);
+  if (found != watches_.end()) {
+    w = found->second;
+  } else {
+    w = new (std::nothrow) Watch;
+    if (w == nullptr) return;
+    w->fd = fd;
+    if (uv_poll_init(loop_, &w->handle, fd) != 0) {
+      delete w;
+      return;
+    }
+    w->handle.data = this;
+    uv_unref(reinterpret_cast<uv_handle_t*>(&w->handle));
+    watches_[fd] = w;
+  }
+  const int flags = ((events & POLLIN) != 0 ? UV_READABLE : 0) |
+                    ((events & POLLOUT) != 0 ? UV_WRITABLE : 0);
+  uv_poll_start(&w->handle, flags, &UsbLoop::OnPoll);
+}
+
+void UsbLoop::Stop(int fd) {
+  auto found = watches_.find(fd);
+  if (found == watches_.end()) return;
+  Watch* w = found->second;
+  watches_.erase(found);
+  CloseHandle(w);
+}
+
+bool UsbLoop::Resync() {
+  const libusb_pollfd** list = api_->get_pollfds(ctx_);
+  if (list == nullptr) return false;
+  std::vector<int> gone;
+  for (auto& [fd, w] : watches_) {
+    bool listed = false;
+    for (const libusb_pollfd** p = list; *p != nullptr; p++) listed |= (*p)->fd == fd;
+    if (!listed) gone.push_back(fd);
+  }
+  for (int fd : gone) Stop(fd);
+  for (const libusb_pollfd** p = list; *p != nullptr; p++) Start((*p)->fd, (*p)->events);
+  if (api_->free_pollfds != nullptr) {
+    api_->free_pollfds(list);
+  } else {
+    std::free(static_cast<void*>(list));
+  }
+  return true;
+}
+
+// ---- rounds ----
+
+void UsbLoop::OnPoll(uv_poll_t* handle, int status, int) {
+  auto* me = static_cast<UsbLoop*>(handle->data);
+  // An error (a descriptor libusb closed behind our back) would fire on every iteration: stop
+  // watching it; the round that follows brings the set up to date.
+  if (status < 0) {
+    uv_poll_stop(handle);
+    me->stale_ = true;
+  }
+  me->RequestRound();
+}
+
+void UsbLoop::OnTimer(uv_timer_t* handle) {
+  static_cast<UsbLoop*>(handle->data)->RequestRound();
+}
+
+void UsbLoop::OnAsync(uv_async_t* handle) {
+  static_cast<UsbLoop*>(handle->data)->RequestRound();
+}
+
+void UsbLoop::Wake() {
+  std::lock_guard<std::mutex> lock(async_mu_);
+  if (async_open_) uv_async_send(async_);
+}
+
+void UsbLoop::RequestRound() {
+  if (detached_ || round_pending_) return;
+  round_pending_ = true;
+  uv_check_start(check_, &UsbLoop::OnCheck);
+}
+
+void UsbLoop::OnCheck(uv_check_t* handle) {
+  static_cast<UsbLoop*>(handle->data)->Round();
+}
+
+void UsbLoop::Round() {
+  round_pending_ = false;
+  uv_check_stop(check_);
+  if (stale_.exchange(false)) Resync();
+  const bool queued = host_->HandleEventsNow();
+  // The deliverer calls into JavaScript, which may stop the host (and detach this) meanwhile.
+  if (queued && !detached_) deliver_();
+  if (!detached_) ArmTimer();
+}
+
+void UsbLoop::Rearm() {
+  if (!detached_) ArmTimer();
+}
+
+void UsbLoop::ArmTimer() {
+  if (timeouts_in_pollfds_) return;
+  uint64_t wait = kLongestWaitMs;
+  timeval tv{0, 0};
+  if (api_->get_next_timeout(ctx_, &tv) == 1) {
+    const uint64_t ms = static_cast<uint64_t>(tv.tv_sec) * 1000 +
+                        (static_cast<uint64_t>(tv.tv_usec) + 999) / 1000;
+    wait = std::min(wait, ms);
+  }
+  uv_timer_start(timer_, &UsbLoop::OnTimer, wait, 0);
+}
+
+// ---- polling for devices (no hotplug) ----
+
+void UsbLoop::OnPollTimer(uv_timer_t* handle) {
+  auto* me = static_cast<UsbLoop*>(handle->data);
+  // One listing at a time: a slow one (vusb waits for devices mid-discovery) is not stacked on.
+  if (me->polling_->exchange(true)) return;
+  auto* work = new (std::nothrow) PollWork{{}, me->host_, me->polling_};
+  if (work == nullptr) {
+    *me->polling_ = false;
+    return;
+  }
+  work->req.data = work;
+  // The work holds the host, not this: it may finish after Detach (PollDevices then does nothing).
+  const int r = uv_queue_work(
+      me->loop_, &work->req,
+      [](uv_work_t* req) { static_cast<PollWork*>(req->data)->host->PollDevices(); },
+      [](uv_work_t* req, int) {
+        auto* done = static_cast<PollWork*>(req->data);
+        *done->busy = false;
+        delete done;
+      });
+  if (r != 0) {
+    *me->polling_ = false;
+    delete work;
+  }
+}
+
+}  // namespace muxwire
