@@ -120,8 +120,12 @@ void UsbHost::Stop() {
   }
   if (hotplug_) api_->hotplug_deregister_callback(ctx_, hotplug_handle_);
   stop_ = true;
-  Wake();
-  if (thread_.joinable()) thread_.join();
+  // The event thread, where there is one, leaves its round (a loop driving the host has been
+  // detached by now, usb-loop.h).
+  if (thread_.joinable()) {
+    Wake();
+    thread_.join();
+  }
 
   // Cancel everything, then handle events here until every transfer has called back and no
   // blocking call is under way (usbmuxd's reap_dead_devices does the same with 1 ms steps).

@@ -1,7 +1,10 @@
 // libusb's events on the JS thread's libuv loop (usb-loop.h).
 #include "usb-loop.h"
 
+#include <fcntl.h>
 #include <poll.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdlib>
@@ -28,6 +31,9 @@ void CloseHandle(T*& handle) {
   handle = nullptr;
 }
 
+// A watch's close callback: the duplicate goes with the handle.
+void FreeWatch(uv_handle_t* handle);
+
 struct PollWork {
   uv_work_t req;
   std::shared_ptr<UsbHost> host;
@@ -36,10 +42,26 @@ struct PollWork {
 
 }  // namespace
 
+// One libusb pollfd. libuv watches a duplicate of libusb's descriptor, never the descriptor
+// itself: libusb may close its own at any time, even on another thread (vusb, when a worker's
+// synchronous call finds a device gone), and until this loop has heard of it, a descriptor
+// number libuv still watched could be handed to a new socket of Node's, which libuv would then
+// confuse with it. The duplicate keeps the number this watch's until the watch is closed.
 struct UsbLoop::Watch {
   uv_poll_t handle;
-  int fd;
+  int own = -1;         // the duplicate libuv watches
+  dev_t dev = 0;        // the open file libusb's descriptor named when the watch began
+  ino_t ino = 0;
+  bool parked = false;  // removed by libusb on this thread; closed at the end of the round
 };
+
+namespace {
+void FreeWatch(uv_handle_t* handle) {
+  auto* w = reinterpret_cast<UsbLoop::Watch*>(handle);
+  close(w->own);
+  delete w;
+}
+}  // namespace
 
 std::shared_ptr<UsbLoop> UsbLoop::Attach(uv_loop_t* loop, std::shared_ptr<UsbHost> host,
                                          std::function<void()> deliver) {
@@ -108,7 +130,7 @@ void UsbLoop::Detach() {
     async_open_ = false;
     CloseHandle(async_);
   }
-  for (auto& [fd, w] : watches_) CloseHandle(w);
+  for (auto& [fd, w] : watches_) CloseWatch(w);
   watches_.clear();
   CloseHandle(check_);
   CloseHandle(timer_);
@@ -130,8 +152,9 @@ void UsbLoop::OnAdded(int fd, short events, void* self) {
 void UsbLoop::OnRemoved(int fd, void* self) {
   auto* me = static_cast<UsbLoop*>(self);
   if (me->OnLoopThread()) {
-    // Synchronously: libusb closes the descriptor next, and libuv must not watch a closed one.
-    me->Stop(fd);
+    // Parked, not closed: libusb reports a change of events as a removal and an addition, which
+    // then revives the watch instead of duplicating the descriptor again.
+    me->Park(fd);
   } else {
     me->stale_ = true;
     me->Wake();
@@ -140,46 +163,79 @@ void UsbLoop::OnRemoved(int fd, void* self) {
 
 void UsbLoop::Start(int fd, short events) {
   if (detached_) return;
-  Watch* w;
+  struct stat st;
+  if (fstat(fd, &st) != 0) return;
+  Watch* w = nullptr;
   auto found = watches_.find(fd);
   if (found != watches_.end()) {
     w = found->second;
-  } else {
+    // The number may name another file by now (closed and reused behind this loop's back).
+    if (w->dev != st.st_dev || w->ino != st.st_ino) {
+      watches_.erase(found);
+      CloseWatch(w);
+      w = nullptr;
+    }
+  }
+  if (w == nullptr) {
     w = new (std::nothrow) Watch;
     if (w == nullptr) return;
-    w->fd = fd;
-    if (uv_poll_init(loop_, &w->handle, fd) != 0) {
+    w->own = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (w->own < 0 || uv_poll_init(loop_, &w->handle, w->own) != 0) {
+      if (w->own >= 0) close(w->own);
       delete w;
       return;
     }
+    w->dev = st.st_dev;
+    w->ino = st.st_ino;
     w->handle.data = this;
     uv_unref(reinterpret_cast<uv_handle_t*>(&w->handle));
     watches_[fd] = w;
   }
+  w->parked = false;
   const int flags = ((events & POLLIN) != 0 ? UV_READABLE : 0) |
                     ((events & POLLOUT) != 0 ? UV_WRITABLE : 0);
   uv_poll_start(&w->handle, flags, &UsbLoop::OnPoll);
 }
 
-void UsbLoop::Stop(int fd) {
+void UsbLoop::Park(int fd) {
   auto found = watches_.find(fd);
   if (found == watches_.end()) return;
-  Watch* w = found->second;
-  watches_.erase(found);
-  CloseHandle(w);
+  uv_poll_stop(&found->second->handle);
+  found->second->parked = true;
+  parked_ = true;
+}
+
+void UsbLoop::Sweep() {
+  if (!parked_) return;
+  parked_ = false;
+  for (auto it = watches_.begin(); it != watches_.end();) {
+    if (it->second->parked) {
+      CloseWatch(it->second);
+      it = watches_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+void UsbLoop::CloseWatch(Watch* w) {
+  uv_close(reinterpret_cast<uv_handle_t*>(&w->handle), &FreeWatch);
 }
 
 bool UsbLoop::Resync() {
   const libusb_pollfd** list = api_->get_pollfds(ctx_);
   if (list == nullptr) return false;
-  std::vector<int> gone;
   for (auto& [fd, w] : watches_) {
     bool listed = false;
     for (const libusb_pollfd** p = list; *p != nullptr; p++) listed |= (*p)->fd == fd;
-    if (!listed) gone.push_back(fd);
+    if (!listed) {
+      uv_poll_stop(&w->handle);
+      w->parked = true;
+      parked_ = true;
+    }
   }
-  for (int fd : gone) Stop(fd);
   for (const libusb_pollfd** p = list; *p != nullptr; p++) Start((*p)->fd, (*p)->events);
+  Sweep();
   if (api_->free_pollfds != nullptr) {
     api_->free_pollfds(list);
   } else {
@@ -192,8 +248,7 @@ bool UsbLoop::Resync() {
 
 void UsbLoop::OnPoll(uv_poll_t* handle, int status, int) {
   auto* me = static_cast<UsbLoop*>(handle->data);
-  // An error (a descriptor libusb closed behind our back) would fire on every iteration: stop
-  // watching it; the round that follows brings the set up to date.
+  // An error would fire on every iteration: stop watching; the round re-reads the set.
   if (status < 0) {
     uv_poll_stop(handle);
     me->stale_ = true;
@@ -231,7 +286,10 @@ void UsbLoop::Round() {
   const bool queued = host_->HandleEventsNow();
   // The deliverer calls into JavaScript, which may stop the host (and detach this) meanwhile.
   if (queued && !detached_) deliver_();
-  if (!detached_) ArmTimer();
+  if (detached_) return;
+  // Descriptors libusb dropped in this round (or since the last) stay dropped: their duplicates go.
+  Sweep();
+  ArmTimer();
 }
 
 void UsbLoop::Rearm() {

@@ -47,8 +47,10 @@ class UsbLoop {
   // Any thread: asks for a round on the next loop iteration.
   void Wake();
 
- private:
+ public:
   struct Watch;
+
+ private:
   UsbLoop(uv_loop_t* loop, std::shared_ptr<UsbHost> host, std::function<void()> deliver);
 
   static void OnAdded(int fd, short events, void* self);
@@ -61,7 +63,9 @@ class UsbLoop {
 
   bool OnLoopThread() const { return std::this_thread::get_id() == thread_; }
   void Start(int fd, short events);
-  void Stop(int fd);
+  void Park(int fd);
+  void Sweep();
+  void CloseWatch(Watch* w);
   // Re-reads libusb_get_pollfds; false when libusb gives none.
   bool Resync();
   void RequestRound();
@@ -77,6 +81,7 @@ class UsbLoop {
   bool timeouts_in_pollfds_ = false;
   bool detached_ = false;
   bool round_pending_ = false;
+  bool parked_ = false;  // some watch is parked (Park)
   std::atomic<bool> stale_{false};  // a notifier ran off the loop's thread
   std::mutex async_mu_;             // orders uv_async_send against the async handle's close
   bool async_open_ = false;         // under async_mu_
