@@ -50,7 +50,7 @@ struct PollWork {
 struct UsbLoop::Watch {
   uv_poll_t handle;
   int own = -1;         // the duplicate libuv watches
-  dev_t dev = 0;        // the open file libusb's descriptor named when the watch began
+  dev_t dev = 0;        // the socket libusb's descriptor named when the watch began
   ino_t ino = 0;
   bool parked = false;  // removed by libusb on this thread; closed at the end of the round
 };
@@ -73,9 +73,19 @@ std::shared_ptr<UsbLoop> UsbLoop::Attach(uv_loop_t* loop, std::shared_ptr<UsbHos
   std::shared_ptr<UsbLoop> self(new (std::nothrow) UsbLoop(loop, host, std::move(deliver)));
   if (!self) return nullptr;
   UsbLoop* me = self.get();
-  me->check_ = new uv_check_t;
-  me->timer_ = new uv_timer_t;
-  me->async_ = new uv_async_t;
+  me->check_ = new (std::nothrow) uv_check_t;
+  me->timer_ = new (std::nothrow) uv_timer_t;
+  me->async_ = new (std::nothrow) uv_async_t;
+  if (me->check_ == nullptr || me->timer_ == nullptr || me->async_ == nullptr) {
+    delete me->check_;
+    delete me->timer_;
+    delete me->async_;
+    me->check_ = nullptr;
+    me->timer_ = nullptr;
+    me->async_ = nullptr;
+    me->detached_ = true;  // nothing to close; the destructor leaves libusb alone
+    return nullptr;
+  }
   uv_check_init(loop, me->check_);
   uv_timer_init(loop, me->timer_);
   uv_async_init(loop, me->async_, &UsbLoop::OnAsync);
@@ -95,7 +105,11 @@ std::shared_ptr<UsbLoop> UsbLoop::Attach(uv_loop_t* loop, std::shared_ptr<UsbHos
   me->timeouts_in_pollfds_ =
       api->pollfds_handle_timeouts != nullptr && api->pollfds_handle_timeouts(me->ctx_) == 1;
   if (host->polls()) {
-    me->poll_timer_ = new uv_timer_t;
+    me->poll_timer_ = new (std::nothrow) uv_timer_t;
+    if (me->poll_timer_ == nullptr) {
+      me->Detach();
+      return nullptr;
+    }
     uv_timer_init(loop, me->poll_timer_);
     me->poll_timer_->data = me;
     uv_unref(reinterpret_cast<uv_handle_t*>(me->poll_timer_));
@@ -169,8 +183,10 @@ void UsbLoop::Start(int fd, short events) {
   auto found = watches_.find(fd);
   if (found != watches_.end()) {
     w = found->second;
-    // The number may name another file by now (closed and reused behind this loop's back).
-    if (w->dev != st.st_dev || w->ino != st.st_ino) {
+    // The number may name another file by now (closed and reused behind this loop's back). Only
+    // a socket's inode tells: eventfds, timerfds and inotify descriptors share one anonymous
+    // inode, so theirs are watched anew (they change rarely, never with each burst of data).
+    if (!S_ISSOCK(st.st_mode) || w->dev != st.st_dev || w->ino != st.st_ino) {
       watches_.erase(found);
       CloseWatch(w);
       w = nullptr;

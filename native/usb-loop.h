@@ -11,7 +11,9 @@
 // Threads. Everything here runs on the loop's thread, except Wake and the pollfd notifiers, which
 // libusb may call on any thread (a worker inside a synchronous call): off the loop's thread a
 // notifier only marks the set stale and wakes the loop (a uv_async_t), which then re-reads
-// libusb_get_pollfds. Every handle is unref'd: the loop alone never keeps Node running.
+// libusb_get_pollfds. libuv watches duplicates of libusb's descriptors (usb-loop.cc, Watch), so a
+// descriptor libusb closes on another thread never leaves libuv watching a number Node reuses.
+// Every handle is unref'd: the loop alone never keeps Node running.
 #ifndef MUXWIRE_NATIVE_USB_LOOP_H_
 #define MUXWIRE_NATIVE_USB_LOOP_H_
 
