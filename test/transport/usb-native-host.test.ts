@@ -301,6 +301,20 @@ for (const eventThread of [false, true]) {
   });
 }
 
+for (const eventThread of [false, true]) {
+  const where = eventThread ? 'on its event thread' : 'on the Node loop';
+  test(`the native host times out a control transfer the device never answers, ${where}, and the next one still completes`, async (t) => {
+    const opened = await openEcho(t, false, () => undefined, { eventThread });
+    if (!opened) return;
+    // Apple's get-mode request (0x45) goes unanswered: only libusb's timeout can end it.
+    opened.device.ignoreControl = (setup) => setup.bRequest === 0x45;
+    const getMode = { bmRequestType: 0xc0, bRequest: 0x45, wValue: 0, wIndex: 0, wLength: 4 };
+    await assert.rejects(opened.handle.control(getMode, undefined, 200), (err) => isMuxwireError(err, 'MUXWIRE_ERR_TIMEOUT'));
+    const config = await opened.handle.control({ bmRequestType: 0x80, bRequest: 0x08, wValue: 0, wIndex: 0, wLength: 1 }, undefined, 5000);
+    assert.deepEqual([...config], [4]);
+  });
+}
+
 test('MUXWIRE_USB_EVENT_THREAD=1 puts the native host\'s events on its event thread', async (t) => {
   if (!requireBackend(t, 'native')) return;
   const { vusbLibraryPath } = await import('./usb-backends.js');
