@@ -19,6 +19,7 @@
         'native/usb-binding.cc',
         'native/usb-host.cc',
         'native/usb-loader.cc',
+        'native/usb-loop.cc',
       ],
       'libraries': [ '-ldl', '-lpthread' ],
       'dependencies': [

@@ -1,11 +1,15 @@
 // N-API glue for the native USB pipeline: argument checks, promises for the calls that may block
 // on the device (run as AsyncWorkers on libuv's pool, never on the JS thread: a simulated device
 // in the same process answers on the JS thread, and real devices take milliseconds), and the
-// batched delivery of events through one thread-safe function that is unref'd, so an idle host
-// does not keep the process alive (as node-usb does).
+// batched delivery of events. libusb's events are handled on the JS thread's loop (usb-loop.h),
+// and a round's events are delivered straight after it; events produced on other threads (a
+// worker's discovery, the event thread where libusb cannot be polled from outside) come through
+// one thread-safe function that is unref'd, so an idle host does not keep the process alive (as
+// node-usb does).
 //
 //   new UsbHost(libusbPath, onEvents)      onEvents(records: Uint32Array, buffers: Array)
-//   .start(poll) -> Promise<1 | 0> (hotplug)          .stop()          .info() -> {path, hotplug}
+//   .start(poll, eventThread) -> Promise<1 | 0> (hotplug)              .stop()
+//   .info() -> {path, hotplug, events: 'loop' | 'thread' | ''}
 //   .open(device) -> Promise<handle>       .getConfiguration(handle) -> Promise<number>
 //   .setConfiguration(handle, value, interfaces) -> Promise   .claimInterface(handle, n) -> Promise
 //   .control(handle, request, bmRequestType, bRequest, wValue, wIndex, wLength, data|null,
@@ -32,15 +36,22 @@
 #include "napi-args.h"
 #include "usb-host.h"
 #include "usb-loader.h"
+#include "usb-loop.h"
 
 namespace muxwire {
 namespace {
 
 // Bumped whenever UsbHost's JS shape changes; src/accel/usb-host.ts checks it.
-constexpr uint32_t kUsbAbiVersion = 5;
+constexpr uint32_t kUsbAbiVersion = 6;
 
 struct Holder {
   std::shared_ptr<UsbHost> host;
+  // onEvents, and the async context it is called in from the loop's rounds (MakeCallback, so
+  // process.nextTick and promise jobs run after it, as after any libuv callback).
+  Napi::FunctionReference callback;
+  std::unique_ptr<Napi::AsyncContext> context;
+  // Set once start() has attached the host to the loop; null with an event thread.
+  std::shared_ptr<UsbLoop> loop;
   std::vector<UsbEvent> scratch;
   std::vector<UsbHost::InReturn> returns;
   // Each handle's IN region: a JS-owned Buffer the IN transfers read into, pinned here from
@@ -64,9 +75,9 @@ void FreeData(Napi::Env, uint8_t* data) {
   std::free(data);
 }
 
-// On the JS thread: one batch of events.
-void CallJs(Napi::Env env, Napi::Function callback, Holder* holder, void*) {
-  if (env == nullptr || holder == nullptr) return;
+// On the JS thread: one batch of events, called from a callback scope (the thread-safe function's)
+// or, with `scoped`, opening one.
+void Deliver(Napi::Env env, Holder* holder, bool scoped) {
   std::vector<UsbEvent>& events = holder->scratch;
   std::vector<UsbHost::InReturn>& returns = holder->returns;
   events.clear();
@@ -99,7 +110,15 @@ void CallJs(Napi::Env env, Napi::Function callback, Holder* holder, void*) {
     if (e.kind == kUsbClosed) closed.push_back(e.handle);
   }
   events.clear();
-  callback.Call({records, buffers});
+  if (scoped) {
+    holder->callback.MakeCallback(env.Global(), {records, buffers}, *holder->context);
+    // As a thread-safe function's call: what onEvents throws is an uncaught exception.
+    if (env.IsExceptionPending()) {
+      napi_fatal_exception(env, env.GetAndClearPendingException().Value());
+    }
+  } else {
+    holder->callback.Call({records, buffers});
+  }
   // JS is done with the batch's IN buffers when onEvents returns (consumers that keep bytes copy
   // them): they go back in flight.
   if (!returns.empty()) holder->host->ReturnIn(returns);
@@ -108,9 +127,16 @@ void CallJs(Napi::Env env, Napi::Function callback, Holder* holder, void*) {
   for (uint32_t handle : closed) holder->regions.erase(handle);
 }
 
+// Events produced off the JS thread.
+void CallJs(Napi::Env env, Napi::Function, Holder* holder, void*) {
+  if (env == nullptr || holder == nullptr) return;
+  Deliver(env, holder, false);
+}
+
 void FinalizeHolder(Napi::Env, void*, Holder* holder) {
   // Environment teardown (or release after stop): no event may be delivered after this, and the
-  // event thread is done with the pool blocks before they are let go.
+  // event handler is done with the pool blocks before they are let go.
+  if (holder->loop) holder->loop->Detach();
   holder->host->Stop();
   DropRegions(holder);
   delete holder;
@@ -123,10 +149,14 @@ using Tsfn = Napi::TypedThreadSafeFunction<Holder, void, CallJs>;
 class BlockingCall : public Napi::AsyncWorker {
  public:
   using Fn = std::function<int(UsbHost*, int*)>;
-  BlockingCall(Napi::Env env, std::shared_ptr<UsbHost> host, Fn fn)
+  // `then` runs on the JS thread with `fn`'s status once it has returned, before the promise
+  // settles.
+  BlockingCall(Napi::Env env, std::shared_ptr<UsbHost> host, Fn fn,
+               std::function<void(Napi::Env, int)> then = nullptr)
       : Napi::AsyncWorker(env, "muxwire.usb"),
         host_(std::move(host)),
         fn_(std::move(fn)),
+        then_(std::move(then)),
         deferred_(Napi::Promise::Deferred::New(env)) {}
 
   Napi::Promise Promise() { return deferred_.Promise(); }
@@ -135,6 +165,7 @@ class BlockingCall : public Napi::AsyncWorker {
 
   void OnOK() override {
     Napi::Env env = Env();
+    if (then_) then_(env, status_);
     if (status_ < 0) {
       Napi::Error err = Napi::Error::New(env, host_->ErrorName(status_));
       err.Set("libusbError", Napi::Number::New(env, status_));
@@ -147,6 +178,7 @@ class BlockingCall : public Napi::AsyncWorker {
  private:
   std::shared_ptr<UsbHost> host_;
   Fn fn_;
+  std::function<void(Napi::Env, int)> then_;
   Napi::Promise::Deferred deferred_;
   int status_ = 0;
   int result_ = 0;
@@ -174,9 +206,13 @@ class UsbHostWrap : public Napi::ObjectWrap<UsbHostWrap> {
 
  private:
   bool Live(const Napi::CallbackInfo& info);
-  Napi::Value Queue(const Napi::CallbackInfo& info, BlockingCall::Fn fn);
+  Napi::Value Queue(const Napi::CallbackInfo& info, BlockingCall::Fn fn,
+                    std::function<void(Napi::Env, int)> then = nullptr);
+  void Attach(Napi::Env env, bool event_thread);
 
   std::shared_ptr<UsbHost> host_;
+  std::shared_ptr<UsbLoop> loop_;  // also in the holder (FinalizeHolder); null before start
+  const char* events_ = "";
   Tsfn tsfn_;
   Holder* holder_ = nullptr;  // owned by tsfn_ (FinalizeHolder); used while !stopped_
   bool released_ = true;
@@ -205,7 +241,9 @@ UsbHostWrap::UsbHostWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<UsbH
     Napi::Error::New(env, "out of memory").ThrowAsJavaScriptException();
     return;
   }
-  auto* holder = new Holder{host_, {}, {}, {}};
+  auto* holder = new Holder{host_, Napi::Persistent(info[1].As<Napi::Function>()),
+                            std::make_unique<Napi::AsyncContext>(env, "muxwire.usb.events"),
+                            nullptr, {}, {}, {}};
   holder_ = holder;
   void (*finalize)(Napi::Env, void*, Holder*) = &FinalizeHolder;
   tsfn_ = Tsfn::New(env, info[1].As<Napi::Function>(), "muxwire.usb.events", 0, 1, holder,
@@ -218,8 +256,9 @@ UsbHostWrap::UsbHostWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<UsbH
 }
 
 UsbHostWrap::~UsbHostWrap() {
-  // Garbage-collected without stop(): stop the thread; the unref'd function is finalized with
+  // Garbage-collected without stop(): stop event handling; the unref'd function is finalized with
   // the environment.
+  if (loop_) loop_->Detach();
   if (host_) host_->Stop();
 }
 
@@ -233,21 +272,56 @@ bool UsbHostWrap::Live(const Napi::CallbackInfo& info) {
 
 Napi::Value UsbHostWrap::Start(const Napi::CallbackInfo& info) {
   if (!Live(info)) return info.Env().Undefined();
-  if (info.Length() != 1 || !info[0].IsBoolean()) {
-    Napi::TypeError::New(info.Env(), "start takes (poll: boolean)").ThrowAsJavaScriptException();
+  if (info.Length() != 2 || !info[0].IsBoolean() || !info[1].IsBoolean()) {
+    Napi::TypeError::New(info.Env(), "start takes (poll: boolean, eventThread: boolean)")
+        .ThrowAsJavaScriptException();
     return info.Env().Undefined();
   }
   const bool poll = info[0].As<Napi::Boolean>().Value();
-  return Queue(info, [poll](UsbHost* host, int* out) {
-    const int r = host->Start(poll);
-    *out = host->hotplug() ? 1 : 0;
-    return r;
-  });
+  const bool event_thread = info[1].As<Napi::Boolean>().Value();
+  // Held until the start has settled: Attach needs this object.
+  Napi::ObjectWrap<UsbHostWrap>::Ref();
+  return Queue(
+      info,
+      [poll](UsbHost* host, int* out) {
+        const int r = host->Start(poll);
+        *out = host->hotplug() ? 1 : 0;
+        return r;
+      },
+      [this, event_thread](Napi::Env env, int status) {
+        if (status == 0) Attach(env, event_thread);
+        Napi::ObjectWrap<UsbHostWrap>::Unref();
+      });
+}
+
+// On the JS thread, once libusb_init has returned (on a worker): events are handled on this
+// thread's loop from now on, or, where libusb cannot be polled from outside or `event_thread`
+// asks for it, on a thread of the host's own.
+void UsbHostWrap::Attach(Napi::Env env, bool event_thread) {
+  if (stopped_) return;
+  if (!event_thread) {
+    uv_loop_t* loop = nullptr;
+    if (napi_get_uv_event_loop(env, &loop) == napi_ok) {
+      Holder* holder = holder_;
+      loop_ = UsbLoop::Attach(loop, host_, [env, holder] {
+        Napi::HandleScope scope(env);
+        Deliver(env, holder, true);
+      });
+    }
+  }
+  if (loop_) {
+    holder_->loop = loop_;
+    events_ = "loop";
+  } else {
+    host_->StartThread();
+    events_ = "thread";
+  }
 }
 
 Napi::Value UsbHostWrap::Stop(const Napi::CallbackInfo& info) {
   if (host_ && !stopped_) {
     stopped_ = true;
+    if (loop_) loop_->Detach();
     host_->Stop();
     DropRegions(holder_);
     if (!released_) {
@@ -263,11 +337,13 @@ Napi::Value UsbHostWrap::Info(const Napi::CallbackInfo& info) {
   Napi::Object o = Napi::Object::New(env);
   o.Set("path", Napi::String::New(env, path_));
   o.Set("hotplug", Napi::Boolean::New(env, host_ && host_->hotplug()));
+  o.Set("events", Napi::String::New(env, events_));
   return o;
 }
 
-Napi::Value UsbHostWrap::Queue(const Napi::CallbackInfo& info, BlockingCall::Fn fn) {
-  auto* call = new BlockingCall(info.Env(), host_, std::move(fn));
+Napi::Value UsbHostWrap::Queue(const Napi::CallbackInfo& info, BlockingCall::Fn fn,
+                               std::function<void(Napi::Env, int)> then) {
+  auto* call = new BlockingCall(info.Env(), host_, std::move(fn), std::move(then));
   Napi::Promise promise = call->Promise();
   call->Queue();
   return promise;
@@ -365,6 +441,8 @@ Napi::Value UsbHostWrap::Control(const Napi::CallbackInfo& info) {
                                      static_cast<uint8_t>(b_request), static_cast<uint16_t>(w_value),
                                      static_cast<uint16_t>(w_index), static_cast<uint16_t>(w_length),
                                      data, size, timeout);
+  // Its timeout is a new deadline the loop's timer may have to meet.
+  if (r == 0 && loop_) loop_->Rearm();
   return Napi::Number::New(env, r);
 }
 

@@ -45,6 +45,11 @@ void UsbHost::SetNotify(std::function<void()> notify) {
   notify_ = std::move(notify);
 }
 
+void UsbHost::SetWake(std::function<void()> wake) {
+  std::lock_guard<std::mutex> lock(wake_mu_);
+  wake_ = std::move(wake);
+}
+
 int UsbHost::Start(bool poll) {
   // Held for the whole start, so a Stop waits for a Start under way instead of racing it.
   std::lock_guard<std::mutex> starting(start_mu_);
@@ -72,8 +77,35 @@ int UsbHost::Start(bool poll) {
     hotplug_ = r == 0;
   }
   if (!hotplug_) Poll();
-  thread_ = std::thread([this] { Run(); });
   return 0;
+}
+
+void UsbHost::StartThread() {
+  std::lock_guard<std::mutex> starting(start_mu_);
+  if (stopped_ || ctx_ == nullptr || thread_.joinable()) return;
+  thread_ = std::thread([this] { Run(); });
+}
+
+bool UsbHost::HandleEventsNow() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopped_ || ctx_ == nullptr) return false;
+    in_round_ = true;
+  }
+  timeval tv{0, 0};
+  api_->handle_events_timeout_completed(ctx_, &tv, nullptr);
+  Reap();
+  std::lock_guard<std::mutex> lock(mu_);
+  in_round_ = false;
+  const bool pending = notify_pending_;
+  notify_pending_ = false;
+  return pending;
+}
+
+void UsbHost::PollDevices() {
+  std::lock_guard<std::mutex> starting(start_mu_);
+  if (stopped_ || ctx_ == nullptr || hotplug_) return;
+  Poll();
 }
 
 void UsbHost::Stop() {
@@ -88,8 +120,12 @@ void UsbHost::Stop() {
   }
   if (hotplug_) api_->hotplug_deregister_callback(ctx_, hotplug_handle_);
   stop_ = true;
-  Wake();
-  if (thread_.joinable()) thread_.join();
+  // The event thread, where there is one, leaves its round (a loop driving the host has been
+  // detached by now, usb-loop.h).
+  if (thread_.joinable()) {
+    Wake();
+    thread_.join();
+  }
 
   // Cancel everything, then handle events here until every transfer has called back and no
   // blocking call is under way (usbmuxd's reap_dead_devices does the same with 1 ms steps).
@@ -139,6 +175,13 @@ void UsbHost::Stop() {
 }
 
 void UsbHost::Wake() {
+  {
+    std::lock_guard<std::mutex> lock(wake_mu_);
+    if (wake_) {
+      wake_();
+      return;
+    }
+  }
   if (api_->interrupt_event_handler != nullptr && ctx_ != nullptr) {
     api_->interrupt_event_handler(ctx_);
   }
@@ -245,8 +288,14 @@ UsbHost::Handle* UsbHost::Borrow(uint32_t id) {
 }
 
 void UsbHost::Return(Handle* h) {
-  std::lock_guard<std::mutex> lock(mu_);
-  h->busy--;
+  bool closing;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    h->busy--;
+    closing = h->closing;
+  }
+  // A handle closed during the call is reaped by the next round: make sure one comes.
+  if (closing) Wake();
 }
 
 int UsbHost::Open(uint32_t device, uint32_t* handle) {
@@ -570,7 +619,7 @@ int UsbHost::SubmitOut(uint32_t handle, uint32_t request, uint8_t* data, uint32_
   h->in_flight++;
   if (zlp) {
     // Field by field, never `*z = *t`: t is submitted already, and libusb may be writing its
-    // status and actual_length on the event thread right now.
+    // status and actual_length in another thread's event handling right now.
     z->dev_handle = t->dev_handle;
     z->flags = t->flags;
     z->endpoint = t->endpoint;
@@ -644,7 +693,7 @@ int UsbHost::Close(uint32_t handle) {
   return 0;
 }
 
-// On the event thread, between rounds of event handling: handles whose transfers have all called
+// After each round of event handling: handles whose transfers have all called
 // back are released and closed (as usbmuxd's reap_dead_devices).
 void UsbHost::Reap() {
   std::vector<Handle*> done;
@@ -688,12 +737,13 @@ void UsbHost::FreeHandle(Handle* h) {
 // ---- events ----
 
 // With mu_ held.
-// On the event thread the JS thread is woken once at the end of the event-handling round (Run), so
-// one batch carries the round's completions instead of the first of them: each wake-up is a write
-// to libuv's eventfd and a context switch, which per event cost as much as the event's work.
+// Events of a round are delivered once, at its end: by HandleEventsNow's caller on the JS thread
+// with no wake-up at all, or, on the event thread, with one wake-up of the JS thread (Run), so one
+// batch carries the round's completions instead of the first of them: each wake-up is a write to
+// libuv's eventfd and a context switch, which per event cost as much as the event's work.
 void UsbHost::Push(UsbEvent e) {
   events_.push_back(e);
-  if (std::this_thread::get_id() == event_thread_) {
+  if (in_round_ || std::this_thread::get_id() == event_thread_) {
     notify_pending_ = true;
   } else if (!notified_.exchange(true) && notify_) {
     notify_();

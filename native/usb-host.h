@@ -1,11 +1,16 @@
-// The native USB pipeline (issue 6), knowing nothing of Node: one libusb context, an event thread
-// running libusb_handle_events, discovery of Apple devices (hotplug, or polling where libusb has no
+// The native USB pipeline (issue 6), knowing nothing of Node: one libusb context and the handling
+// of its events (by the caller's loop, or a thread of its own), discovery of Apple devices (hotplug, or polling where libusb has no
 // hotplug, as usbmuxd: usbmux.md §1.7), device handles, asynchronous control transfers, a set of
 // bulk IN transfers kept in flight per device, and bulk OUT transfers with usbmuxd's zero-length-
 // packet rule (§1.4). usb-binding.cc puts it in front of JavaScript.
 //
-// Everything the event thread learns becomes an event record in a queue; `notify` is called when
-// the queue goes from empty to not empty, and the binding drains it on the JS thread in one batch.
+// libusb's events are handled either by the caller's poll loop (usb-loop.h, on the JS thread: the
+// loop watches libusb's pollfds and calls HandleEventsNow when one is ready, as usbmuxd does), or,
+// where libusb cannot be polled from outside (no pollfd API, Windows) or the caller asks for it, by
+// a thread of the host's own (StartThread). Everything the handler learns becomes an event record
+// in a queue. Records pushed during HandleEventsNow are left for its caller to take; others (a
+// worker's discovery, the event thread's rounds) call `notify` when the queue goes from empty to
+// not empty, and the binding drains it on the JS thread in one batch.
 //
 // Event record (kUsbEventFields u32 each, shared with src/accel/usb-host.ts):
 //   [0] kind     [1] device id   [2] handle id   [3] request id   [4] status (i32)
@@ -22,8 +27,9 @@
 //   kUsbClosed       handle (every transfer finished, interface released, handle closed)
 //
 // Threads. The JS thread submits (libusb_submit_transfer is thread-safe and never blocks); calls
-// that may block on the device (open, get/set configuration, claim) run on worker threads; the
-// event thread runs callbacks and reaps closed handles. One mutex guards the maps, handles and the
+// that may block on the device (open, get/set configuration, claim, device polling) run on worker
+// threads; the event handler (the JS thread's loop, or the event thread) runs callbacks and reaps
+// closed handles. A real libusb may also run callbacks on a worker inside a synchronous call. One mutex guards the maps, handles and the
 // queue; libusb calls that may call back or block are made with it released, except submit and
 // cancel, which never call back synchronously.
 #ifndef MUXWIRE_NATIVE_USB_HOST_H_
@@ -90,10 +96,25 @@ class UsbHost {
 
   // Called (from any thread) when events become available. Set before Start.
   void SetNotify(std::function<void()> notify);
-  // Blocking (call from a worker): creates the libusb context, registers hotplug (or polls, when
-  // libusb has no hotplug or `poll` asks for it) and starts the event thread. Returns a libusb
-  // error or 0.
+  // Called (from any thread, without mu_) when the event handler should run a round: a handle is
+  // closing, or a blocking call on a closing handle returned. Null: libusb_interrupt_event_handler.
+  void SetWake(std::function<void()> wake);
+  // Blocking (call from a worker): creates the libusb context, registers hotplug (or, when libusb
+  // has no hotplug or `poll` asks for it, lists devices once: later polls are the caller's, with
+  // PollDevices, or the event thread's). Returns a libusb error or 0. Events are not handled until
+  // the caller polls the context (usb-loop.h) or calls StartThread.
   int Start(bool poll);
+  // Starts the event thread, which handles events and polls for devices from then on.
+  void StartThread();
+  // One round on the caller's loop: handles the events that are ready (zero timeout), then reaps
+  // closed handles. True when it queued events, which the caller takes with TakeEvents.
+  bool HandleEventsNow();
+  // Blocking (call from a worker): one mark-and-sweep of the device list, for a libusb without
+  // hotplug. Waits for a Stop under way, so it never uses an exited context.
+  void PollDevices();
+  bool polls() const { return started_ && !hotplug_; }
+  libusb_context* context() const { return ctx_; }
+  const LibusbApi* api() const { return api_; }
   // Stops discovery and the thread, cancels every transfer, closes every handle, exits libusb.
   // Idempotent; called by the destructor.
   void Stop();
@@ -200,7 +221,10 @@ class UsbHost {
   std::vector<UsbEvent> events_;
   std::atomic<bool> notified_{false};
   std::thread::id event_thread_;  // under mu_
+  bool in_round_ = false;         // under mu_: HandleEventsNow is under way
   bool notify_pending_ = false;   // under mu_: events pushed this round, JS not yet woken
+  std::mutex wake_mu_;            // held while wake_ is called or replaced
+  std::function<void()> wake_;
   std::atomic<bool> stop_{false};
   bool started_ = false;
   bool stopped_ = false;

@@ -48,6 +48,12 @@ struct LibusbApi {
   LIBUSB_API_SLOT(interrupt_event_handler);
   LIBUSB_API_SLOT(kernel_driver_active);
   LIBUSB_API_SLOT(detach_kernel_driver);
+  // Optional: what an application needs to run libusb's events on its own poll loop (usb-loop.h).
+  LIBUSB_API_SLOT(get_pollfds);
+  LIBUSB_API_SLOT(free_pollfds);
+  LIBUSB_API_SLOT(set_pollfd_notifiers);
+  LIBUSB_API_SLOT(get_next_timeout);
+  LIBUSB_API_SLOT(pollfds_handle_timeouts);
 };
 
 #undef LIBUSB_API_SLOT

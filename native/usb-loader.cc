@@ -83,6 +83,13 @@ LoadedLibusb Open(const std::string& path) {
   Bind(lib, "libusb_interrupt_event_handler", &api->interrupt_event_handler, nullptr);
   Bind(lib, "libusb_kernel_driver_active", &api->kernel_driver_active, nullptr);
   Bind(lib, "libusb_detach_kernel_driver", &api->detach_kernel_driver, nullptr);
+  // Optional: without them (or where get_pollfds returns null, as on Windows) events are handled
+  // on a thread of the host's own.
+  Bind(lib, "libusb_get_pollfds", &api->get_pollfds, nullptr);
+  Bind(lib, "libusb_free_pollfds", &api->free_pollfds, nullptr);
+  Bind(lib, "libusb_set_pollfd_notifiers", &api->set_pollfd_notifiers, nullptr);
+  Bind(lib, "libusb_get_next_timeout", &api->get_next_timeout, nullptr);
+  Bind(lib, "libusb_pollfds_handle_timeouts", &api->pollfds_handle_timeouts, nullptr);
   if (!ok) {
     result.error = path + " lacks " + missing;
     dlclose(lib);

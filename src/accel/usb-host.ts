@@ -3,9 +3,11 @@
  * handles, control transfers as promises, the bulk IN pipeline and bulk OUT sends. This is the only
  * user of the addon's `UsbHost` class; src/transport/ builds device links on it.
  *
- * Events arrive in batches from the addon's event thread (one thread-safe-function call per batch,
- * unref'd so an idle host never keeps Node alive), as a Uint32Array of records and an array of
- * Buffers (control data):
+ * libusb's events are handled on this thread's libuv loop (the addon watches libusb's pollfds, as
+ * usbmuxd does with its poll loop), and each round's events are handed over right after it; where
+ * libusb cannot be polled from outside, or `eventThread` asks for it, a thread of the addon's
+ * handles them and wakes this one per round. Either way events arrive in batches (never keeping an
+ * idle Node alive), as a Uint32Array of records and an array of Buffers (control data):
  *
  * ```
  * record (8 × u32):  0 kind  1 device  2 handle  3 request  4 status (i32)  5 length  6 aux1  7 aux2
@@ -33,7 +35,7 @@ import { log as rootLog, type Logger } from '../log.js';
 import { loadAddon } from './addon-loader.js';
 
 /** Must equal kUsbAbiVersion in native/usb-binding.cc. */
-export const USB_HOST_ABI_VERSION = 5;
+export const USB_HOST_ABI_VERSION = 6;
 const EVENT_FIELDS = 8;
 
 const enum EventKind {
@@ -61,9 +63,9 @@ const STATUS_NAMES = ['COMPLETED', 'ERROR', 'TIMED_OUT', 'CANCELLED', 'STALL', '
 
 /** The raw class the addon exports (native/usb-binding.cc). */
 interface RawUsbHost {
-  start(poll: boolean): Promise<number>;
+  start(poll: boolean, eventThread: boolean): Promise<number>;
   stop(): void;
-  info(): { path: string; hotplug: boolean };
+  info(): { path: string; hotplug: boolean; events: '' | 'loop' | 'thread' };
   open(device: number): Promise<number>;
   getConfiguration(handle: number): Promise<number>;
   setConfiguration(handle: number, value: number, interfaces: number[]): Promise<number>;
@@ -133,6 +135,11 @@ export interface NativeUsbHostOptions {
    * for hosts whose hotplug events never come (containers without udev). Default false.
    */
   readonly poll?: boolean;
+  /**
+   * Handle libusb's events on a thread of the addon's instead of this thread's libuv loop (the
+   * fallback where libusb cannot be polled from outside). Default: MUXWIRE_USB_EVENT_THREAD=1.
+   */
+  readonly eventThread?: boolean;
   readonly log?: Logger;
 }
 
@@ -168,7 +175,7 @@ function rejected(err: unknown, what: string): MuxwireError {
 }
 
 /**
- * One libusb context with its event thread. Events: 'arrived' (UsbArrival), 'left' (device id).
+ * One libusb context and its event handling. Events: 'arrived' (UsbArrival), 'left' (device id).
  */
 export class NativeUsbHost extends EventEmitter {
   readonly #raw: RawUsbHost;
@@ -176,6 +183,7 @@ export class NativeUsbHost extends EventEmitter {
   readonly #handles = new Map<number, NativeUsbHandle>();
   readonly #log: Logger;
   readonly #poll: boolean;
+  readonly #eventThread: boolean;
   #hotplug = false;
   #stopped = false;
 
@@ -201,6 +209,7 @@ export class NativeUsbHost extends EventEmitter {
     super();
     this.#log = options.log ?? rootLog.child({ usb: 'native' });
     this.#poll = options.poll ?? false;
+    this.#eventThread = options.eventThread ?? process.env.MUXWIRE_USB_EVENT_THREAD === '1';
     const path = options.libusbPath ?? process.env.MUXWIRE_LIBUSB_PATH ?? '';
     try {
       this.#raw = new Ctor(path, (records, buffers) => this.#onEvents(records, buffers));
@@ -215,6 +224,14 @@ export class NativeUsbHost extends EventEmitter {
     return this.#raw.info().path;
   }
 
+  /**
+   * Where libusb's events are handled once started: `'loop'` (this thread's libuv loop) or
+   * `'thread'` (a thread of the addon's); `''` before start.
+   */
+  get events(): '' | 'loop' | 'thread' {
+    return this.#raw.info().events;
+  }
+
   /** Whether libusb reports devices through hotplug (else it is polled every second). */
   get hotplug(): boolean {
     return this.#hotplug;
@@ -227,14 +244,14 @@ export class NativeUsbHost extends EventEmitter {
    */
   async start(): Promise<void> {
     try {
-      this.#hotplug = (await this.#raw.start(this.#poll)) === 1;
+      this.#hotplug = (await this.#raw.start(this.#poll, this.#eventThread)) === 1;
     } catch (err) {
       throw new MuxwireError('MUXWIRE_ERR_LIBUSB_UNAVAILABLE', `libusb_init failed: ${(err as Error).message}`, { cause: err });
     }
-    this.#log.debug(`libusb ${this.libusbPath}: ${this.#hotplug ? 'hotplug' : 'polling every 1000 ms'}`);
+    this.#log.debug(`libusb ${this.libusbPath}: ${this.#hotplug ? 'hotplug' : 'polling every 1000 ms'}, events on the ${this.events === 'loop' ? 'Node loop' : 'event thread'}`);
   }
 
-  /** Cancels every transfer, closes every handle and ends the event thread. */
+  /** Cancels every transfer, closes every handle and ends event handling. */
   stop(): void {
     if (this.#stopped) return;
     this.#stopped = true;

@@ -1,6 +1,6 @@
 /**
  * A DeviceLink over the native USB pipeline (src/accel/usb-host.ts): the mux engine's view of one
- * device driven by libusb from the addon's event thread.
+ * device driven by libusb, whose events the addon handles on this thread's libuv loop.
  *
  * IN side: `inTransfers` bulk IN transfers of `inTransferSize` bytes stay in flight (usbmuxd:
  * 3 × 16384, usbmux.md §1.5; UsbSource's default 4 × 49152). libusb reads into buffers JS owns

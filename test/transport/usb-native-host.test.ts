@@ -1,8 +1,9 @@
 /**
  * Choosing the USB backend and the native host's edges: libusb or the addon missing, the fallback
  * to WebUSB and when it is refused, wrong arguments at the native boundary, OUT transfers over
- * the limit, an idle host not keeping Node alive, and the IN buffers libusb reads into (copies
- * for consumers that keep chunks, views for those that borrow).
+ * the limit, an idle host not keeping Node alive, the IN buffers libusb reads into (copies
+ * for consumers that keep chunks, views for those that borrow), and where libusb's events are
+ * handled (the Node loop, or the event thread kept as a fallback).
  */
 import { after, afterEach, before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -188,7 +189,8 @@ for (const backend of BACKENDS) {
 }
 
 /** Opens the echo device's mux interface with the native host and starts its IN pipe. */
-async function openEcho(t: import('node:test').TestContext, borrow: boolean, onChunk: (chunk: Buffer) => void): Promise<{ handle: import('../../src/accel/usb-host.js').NativeUsbHandle; device: WireTestDevice } | undefined> {
+async function openEcho(t: import('node:test').TestContext, borrow: boolean, onChunk: (chunk: Buffer) => void,
+  options: { eventThread?: boolean; onEnd?: (err: Error) => void } = {}): Promise<{ host: NativeUsbHost; handle: import('../../src/accel/usb-host.js').NativeUsbHandle; device: WireTestDevice } | undefined> {
   if (!requireBackend(t, 'native')) return undefined;
   const { vusbLibraryPath } = await import('./usb-backends.js');
   const bus = await mkdtemp(join(root, 'bus-'));
@@ -196,7 +198,7 @@ async function openEcho(t: import('node:test').TestContext, borrow: boolean, onC
   await device.plug();
   cleanups.push(() => device.unplug());
   process.env.MUXWIRE_VUSB_DIR = bus;
-  const host = NativeUsbHost.create({ libusbPath: vusbLibraryPath() });
+  const host = NativeUsbHost.create({ libusbPath: vusbLibraryPath(), eventThread: options.eventThread ?? false });
   cleanups.push(() => host.stop());
   const arrived = new Promise<number>((resolve) => host.once('arrived', (a: { device: number }) => resolve(a.device)));
   await host.start();
@@ -206,9 +208,9 @@ async function openEcho(t: import('node:test').TestContext, borrow: boolean, onC
   handle.startIn({ inEndpoint: MUX_IN, outEndpoint: MUX_OUT, maxPacketSize: 512 }, 2, 4096, {
     borrow,
     onData: onChunk,
-    onEnd: () => undefined,
+    onEnd: options.onEnd ?? (() => undefined),
   });
-  return { handle, device };
+  return { host, handle, device };
 }
 
 /** Packet `i` of the echo tests: small ones (sent untracked) and larger ones, each recognisable. */
@@ -267,4 +269,62 @@ test('the native host hands a borrowing consumer views of the transfers\' own bu
   // One region holds every IN buffer: 2 transfers in flight × 4 buffers each × 4096 bytes.
   assert.equal(buffers.size, 1);
   assert.equal([...buffers][0]!.byteLength, 2 * 4 * 4096);
+});
+
+for (const eventThread of [false, true]) {
+  const where = eventThread ? 'on its event thread when asked' : 'on the Node loop';
+  test(`the native host handles libusb's events ${where}: echoes come back, an unplug ends the IN pipe, close completes`, async (t) => {
+    const received: Buffer[] = [];
+    let all!: () => void;
+    const echoed = new Promise<void>((resolve) => (all = resolve));
+    let ended!: (err: Error) => void;
+    const end = new Promise<Error>((resolve) => (ended = resolve));
+    const N = 40;
+    const opened = await openEcho(t, false, (chunk) => {
+      received.push(chunk);
+      if (received.length === N) all();
+    }, { eventThread, onEnd: (err) => ended(err) });
+    if (!opened) return;
+    // vusb has the pollfd API, so only an explicit request puts the events on a thread.
+    assert.equal(opened.host.events, eventThread ? 'thread' : 'loop');
+    const sent: Array<Error | undefined> = [];
+    for (let i = 0; i < N; i++) opened.handle.send(echoPacket(i), (err) => sent.push(err));
+    await echoed;
+    for (let i = 0; i < N; i++) assert.ok(received[i]!.equals(echoPacket(i)), `chunk ${i}`);
+    assert.equal(sent.length, N);
+    // The device goes away: the pending IN transfers fail, which ends the pipe once, as NO_DEVICE.
+    opened.device.dropConnection();
+    const err = await end;
+    assert.ok(isMuxwireError(err, 'MUXWIRE_ERR_NO_DEVICE'), String(err));
+    await opened.handle.close();
+    assert.equal(opened.handle.closed, true);
+  });
+}
+
+for (const eventThread of [false, true]) {
+  const where = eventThread ? 'on its event thread' : 'on the Node loop';
+  test(`the native host times out a control transfer the device never answers, ${where}, and the next one still completes`, async (t) => {
+    const opened = await openEcho(t, false, () => undefined, { eventThread });
+    if (!opened) return;
+    // Apple's get-mode request (0x45) goes unanswered: only libusb's timeout can end it.
+    opened.device.ignoreControl = (setup) => setup.bRequest === 0x45;
+    const getMode = { bmRequestType: 0xc0, bRequest: 0x45, wValue: 0, wIndex: 0, wLength: 4 };
+    await assert.rejects(opened.handle.control(getMode, undefined, 200), (err) => isMuxwireError(err, 'MUXWIRE_ERR_TIMEOUT'));
+    const config = await opened.handle.control({ bmRequestType: 0x80, bRequest: 0x08, wValue: 0, wIndex: 0, wLength: 1 }, undefined, 5000);
+    assert.deepEqual([...config], [4]);
+  });
+}
+
+test('MUXWIRE_USB_EVENT_THREAD=1 puts the native host\'s events on its event thread', async (t) => {
+  if (!requireBackend(t, 'native')) return;
+  const { vusbLibraryPath } = await import('./usb-backends.js');
+  savedEnv.set('MUXWIRE_USB_EVENT_THREAD', process.env.MUXWIRE_USB_EVENT_THREAD);
+  savedEnv.set('MUXWIRE_VUSB_DIR', process.env.MUXWIRE_VUSB_DIR);
+  process.env.MUXWIRE_USB_EVENT_THREAD = '1';
+  process.env.MUXWIRE_VUSB_DIR = await mkdtemp(join(root, 'bus-'));
+  const host = NativeUsbHost.create({ libusbPath: vusbLibraryPath() });
+  cleanups.push(() => host.stop());
+  assert.equal(host.events, '', 'nothing is handled before start');
+  await host.start();
+  assert.equal(host.events, 'thread');
 });

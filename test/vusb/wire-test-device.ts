@@ -109,6 +109,8 @@ export class WireTestDevice {
   #resolveConnected!: (s: Socket) => void;
   /** When set, BULK_OUT payloads are not echoed (a device that stays silent). */
   silent = false;
+  /** When set and true for a request, the device never answers it (timeout tests). */
+  ignoreControl: ((setup: { bmRequestType: number; bRequest: number }) => boolean) | undefined;
   /** When set, every control reply passes through it first (hostile-device tests). */
   mutateReply: ((setup: { bmRequestType: number; bRequest: number; wValue: number }, data: Buffer | undefined) => Buffer | undefined) | undefined;
 
@@ -182,6 +184,7 @@ export class WireTestDevice {
   #handle(socket: Socket, m: VusbMessage): void {
     if (m.type === VusbMessageType.CONTROL) {
       this.stats.controls++;
+      if (this.ignoreControl?.(m.setup)) return;
       const answer = this.#control(m.setup, m.data);
       const data = this.mutateReply ? this.mutateReply(m.setup, answer.data) : answer.data;
       const status = answer.status;
