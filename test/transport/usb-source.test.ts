@@ -14,7 +14,9 @@ import { DeviceMux } from '../../src/sim/device-mux.js';
 import { SimUsbDevice } from '../../src/sim/usb-device.js';
 import { encodeCount, serveEcho, serveSource, sourcePattern } from '../../src/sim/bench-services.js';
 import { DeviceSession } from '../../src/mux/device-session.js';
-import { BACKENDS, nextAttach, nextDetach, requireBackend, startSource } from './usb-backends.js';
+import type { UsbSourceOptions } from '../../src/transport/usb-source.js';
+import type { DeviceLink } from '../../src/transport/device-link.js';
+import { BACKENDS, nextAttach, nextDetach, requireBackend, startSource, type Backend } from './usb-backends.js';
 
 let root: string;
 const cleanups: Array<() => Promise<void> | void> = [];
@@ -43,6 +45,29 @@ async function plug(bus: string, speed: 'high' | 'super' = 'high', id = udid()):
   await device.plug();
   cleanups.push(() => device.unplug());
   return { device, mux, udid: id };
+}
+
+/**
+ * A device plugged into a fresh bus (serving echo on 7 and source on 19) and a started `backend`
+ * source that has attached it; both undone after the test.
+ */
+async function attachedDevice(
+  backend: Backend,
+  opts: { speed?: 'high' | 'super'; udid?: string; source?: UsbSourceOptions } = {},
+): Promise<{ bus: string; sim: Awaited<ReturnType<typeof plug>>; source: Awaited<ReturnType<typeof startSource>>['source']; link: DeviceLink }> {
+  const bus = await mkdtemp(join(root, 'bus-'));
+  const sim = await plug(bus, opts.speed, opts.udid);
+  const { source, stop } = await startSource(backend, bus, opts.source);
+  cleanups.push(stop);
+  return { bus, sim, source, link: await nextAttach(source) };
+}
+
+/** A DeviceSession on `link`, negotiated, closed after the test. */
+async function readySession(link: DeviceLink): Promise<DeviceSession> {
+  const session = new DeviceSession(link);
+  cleanups.push(() => session.close());
+  await session.ready;
+  return session;
 }
 
 function readExactly(stream: Duplex, bytes: number): Promise<Buffer> {
@@ -100,25 +125,15 @@ for (const backend of BACKENDS) {
 
     test('fixes up a 24-character serial number into the dashed UDID', async (t) => {
       if (!requireBackend(t, backend)) return;
-      const bus = await mkdtemp(join(root, 'bus-'));
-      await plug(bus, 'high', '00008030001C2D3E4F506172');
-      const { source, stop } = await startSource(backend, bus);
-      cleanups.push(stop);
-      const link = await nextAttach(source);
+      const { link } = await attachedDevice(backend, { speed: 'high', udid: '00008030001C2D3E4F506172' });
       assert.equal(link.info.serialNumber, '00008030-001C2D3E4F506172');
       assert.equal(link.info.speed, 480_000_000);
     });
 
     test('carries 8 MiB through an echo connection and sends a ZLP after every packet of whole USB packets', async (t) => {
       if (!requireBackend(t, backend)) return;
-      const bus = await mkdtemp(join(root, 'bus-'));
-      const sim = await plug(bus);
-      const { source, stop } = await startSource(backend, bus);
-      cleanups.push(stop);
-      const link = await nextAttach(source);
-      const session = new DeviceSession(link);
-      cleanups.push(() => session.close());
-      await session.ready;
+      const { link, sim } = await attachedDevice(backend);
+      const session = await readySession(link);
       const conn = await session.connect(7, { timeoutMs: 10_000 });
       cleanups.push(() => { conn.destroy(); });
       const payload = randomBytes(8 * 1024 * 1024);
@@ -134,15 +149,9 @@ for (const backend of BACKENDS) {
 
     test('reads a device stream whose packets span IN transfers, byte for byte', async (t) => {
       if (!requireBackend(t, backend)) return;
-      const bus = await mkdtemp(join(root, 'bus-'));
-      await plug(bus);
       // 4 KiB transfers: every full 49152-byte device packet spans 12 of them.
-      const { source, stop } = await startSource(backend, bus, { inTransferSize: 4096, inTransfers: 5 });
-      cleanups.push(stop);
-      const link = await nextAttach(source);
-      const session = new DeviceSession(link);
-      cleanups.push(() => session.close());
-      await session.ready;
+      const { link } = await attachedDevice(backend, { source: { inTransferSize: 4096, inTransfers: 5 } });
+      const session = await readySession(link);
       const conn = await session.connect(19, { timeoutMs: 10_000 });
       cleanups.push(() => { conn.destroy(); });
       const total = 3 * 1024 * 1024 + 77;
@@ -155,11 +164,7 @@ for (const backend of BACKENDS) {
 
     test('a consumer that keeps IN chunks (stream demux) gets its own copies: a long stream arrives intact', async (t) => {
       if (!requireBackend(t, backend)) return;
-      const bus = await mkdtemp(join(root, 'bus-'));
-      await plug(bus);
-      const { source, stop } = await startSource(backend, bus);
-      cleanups.push(stop);
-      const link = await nextAttach(source);
+      const { source, link } = await attachedDevice(backend);
       // The stream demuxer holds on to the chunks it is given (views of them reach the reader), so
       // memory the link reuses for later transfers must not be what it was given.
       const session = new DeviceSession(link, { demux: 'stream' });
@@ -181,11 +186,7 @@ for (const backend of BACKENDS) {
 
     test('announces a second device while the first stays attached', async (t) => {
       if (!requireBackend(t, backend)) return;
-      const bus = await mkdtemp(join(root, 'bus-'));
-      const a = await plug(bus);
-      const { source, stop } = await startSource(backend, bus);
-      cleanups.push(stop);
-      const first = await nextAttach(source);
+      const { bus, sim: a, source, link: first } = await attachedDevice(backend);
       assert.equal(first.info.serialNumber, a.udid);
       const second = nextAttach(source);
       const b = await plug(bus);
@@ -212,11 +213,7 @@ for (const backend of BACKENDS) {
 
     test('a device unplugged and plugged again is announced again', async (t) => {
       if (!requireBackend(t, backend)) return;
-      const bus = await mkdtemp(join(root, 'bus-'));
-      const first = await plug(bus);
-      const { source, stop } = await startSource(backend, bus);
-      cleanups.push(stop);
-      await nextAttach(source);
+      const { bus, sim: first, source } = await attachedDevice(backend);
       const detached = nextDetach(source);
       await first.device.unplug();
       await detached;
@@ -224,9 +221,7 @@ for (const backend of BACKENDS) {
       const second = await plug(bus, 'high', first.udid);
       const link = await again;
       assert.equal(link.info.serialNumber, second.udid);
-      const session = new DeviceSession(link);
-      cleanups.push(() => session.close());
-      await session.ready;
+      const session = await readySession(link);
       const conn = await session.connect(7, { timeoutMs: 10_000 });
       cleanups.push(() => {
         conn.destroy();
@@ -238,14 +233,8 @@ for (const backend of BACKENDS) {
 
     test('unplugging mid-transfer ends the link and its connections within a second', async (t) => {
       if (!requireBackend(t, backend)) return;
-      const bus = await mkdtemp(join(root, 'bus-'));
-      const sim = await plug(bus);
-      const { source, stop } = await startSource(backend, bus);
-      cleanups.push(stop);
-      const link = await nextAttach(source);
-      const session = new DeviceSession(link);
-      cleanups.push(() => session.close());
-      await session.ready;
+      const { source, link, sim } = await attachedDevice(backend);
+      const session = await readySession(link);
       const conn = await session.connect(19, { timeoutMs: 10_000 });
       cleanups.push(() => { conn.destroy(); });
       // An endless stream: the unplug lands while IN transfers are busy.
