@@ -208,6 +208,12 @@ function tallyCpu(tally: CpuTally, pid: number | undefined, before: number | und
   tally.bytes += bytes;
 }
 
+/** Adds to `into` what `tally` gained since `before` (a copy taken earlier). */
+function addDelta(into: CpuTally, tally: CpuTally, before: CpuTally): void {
+  into.seconds += tally.seconds - before.seconds;
+  into.bytes += tally.bytes - before.bytes;
+}
+
 function perGB(tally: CpuTally): FigureResult {
   return tally.bytes > 0 ? { summary: summarize([tally.seconds / (tally.bytes / 1e9)]), bytesPerRun: tally.bytes } : { missing: 'no process to measure' };
 }
@@ -349,18 +355,19 @@ async function measureConcurrent(entries: readonly Entry[], cfg: E2eConfig, log:
       ...concurrent,
       async run(e, w) {
         const sampler = e.c.relayPid !== undefined ? new RssSampler(e.c.relayPid) : undefined;
+        // The run's share of the daemon's and the device's tallies (which `tracked` adds to), and
+        // this process's CPU over the same run.
         const t = e.concurrentTally;
-        const daemon0 = e.c.relayPid !== undefined ? cpuSeconds(e.c.relayPid) : undefined;
-        const far0 = e.c.simPid !== undefined ? cpuSeconds(e.c.simPid) : undefined;
+        const daemon0 = { ...e.tally };
+        const far0 = { ...e.farTally };
         const clients0 = process.cpuUsage();
         try {
           const rate = await concurrent.run(e, w);
-          const bytes = per(w.bytes) * cfg.connections;
-          tallyCpu(t.daemon, e.c.relayPid, daemon0, bytes);
-          tallyCpu(t.far, e.c.simPid, far0, bytes);
+          addDelta(t.daemon, e.tally, daemon0);
+          addDelta(t.far, e.farTally, far0);
           const used = process.cpuUsage(clients0);
           t.clients.seconds += (used.user + used.system) / 1e6;
-          t.clients.bytes += bytes;
+          t.clients.bytes += per(w.bytes) * cfg.connections;
           return rate;
         } finally {
           if (sampler) growths.set(e, [...(growths.get(e) ?? []), sampler.stop().growth / MiB]);

@@ -330,12 +330,7 @@ export class VusbDecoder {
     if (this.#failed) throw this.#failed;
     if (this.#buffered < VUSB_LENGTH_SIZE) return undefined;
     const length = this.#peekLength();
-    if (length < 1 || length > this.#maxLength) {
-      throw this.#fail(new MuxwireError(
-        'MUXWIRE_ERR_BAD_LENGTH',
-        `vusb message length ${length} outside 1..${this.#maxLength}`,
-      ));
-    }
+    if (length < 1 || length > this.#maxLength) throw this.#fail(badLength(length, this.#maxLength));
     if (this.#buffered < VUSB_LENGTH_SIZE + length) return undefined;
     this.#skip(VUSB_LENGTH_SIZE);
     const frame = this.#take(length);
@@ -501,7 +496,7 @@ export class VusbStreamDecoder {
 
   #checkLength(length: number): number {
     if (length < 1 || length > this.#maxLength) {
-      throw this.#fail(new MuxwireError('MUXWIRE_ERR_BAD_LENGTH', `vusb message length ${length} outside 1..${this.#maxLength}`));
+      throw this.#fail(badLength(length, this.#maxLength));
     }
     return length;
   }
@@ -520,4 +515,9 @@ export class VusbStreamDecoder {
     this.#carry = Buffer.alloc(0);
     return err;
   }
+}
+
+/** The error of both decoders for a declared message length outside 1..max. */
+function badLength(length: number, max: number): MuxwireError {
+  return new MuxwireError('MUXWIRE_ERR_BAD_LENGTH', `vusb message length ${length} outside 1..${max}`);
 }

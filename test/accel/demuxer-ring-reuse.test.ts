@@ -5,25 +5,13 @@
  * is bounded. Run against both implementations, which share the wrapper but not the core.
  */
 import assert from 'node:assert/strict';
-import { describe, test, type TestContext } from 'node:test';
-import type { Accel } from '../../src/accel/accel.js';
+import { describe, test } from 'node:test';
 import type { Demuxer } from '../../src/accel/demuxer.js';
-import { JsAccel } from '../../src/accel/js-accel.js';
-import { NativeAccel } from '../../src/accel/native-accel.js';
 import { encodeMuxPacket, MuxProtocol } from '../../src/protocol/mux-header.js';
 import { encodeTcpHeader, TcpFlag } from '../../src/protocol/tcp-header.js';
-import { nativeBinding } from './native-under-test.js';
+import { accelImplementations } from './native-under-test.js';
 
-const implementations: { name: string; make: (t: TestContext) => Accel | undefined }[] = [
-  { name: 'TypeScript', make: () => new JsAccel() },
-  {
-    name: 'native',
-    make: (t) => {
-      const binding = nativeBinding(t);
-      return binding && new NativeAccel(binding);
-    },
-  },
-];
+const implementations = accelImplementations();
 
 /** A v2 TCP data packet from the device's port `sport` to the host's port `dport`. */
 function tcp(sport: number, dport: number, data: string): Buffer {

@@ -1,28 +1,15 @@
 import assert from 'node:assert/strict';
-import { describe, test, type TestContext } from 'node:test';
-import type { Accel } from '../../src/accel/accel.js';
+import { describe, test } from 'node:test';
 import { DEMUX_EVENT_FIELDS, DemuxEvent, NO_SLOT, SOURCE_TRANSFER } from '../../src/accel/demux-core.js';
 import type { Demuxer } from '../../src/accel/demuxer.js';
 import { selectAccel } from '../../src/accel/index.js';
-import { JsAccel } from '../../src/accel/js-accel.js';
-import { NativeAccel } from '../../src/accel/native-accel.js';
 import { isMuxwireError } from '../../src/errors.js';
 import { encodeMuxPacket, encodeVersionPayload, MuxProtocol } from '../../src/protocol/mux-header.js';
 import { encodeTcpHeader, TcpFlag } from '../../src/protocol/tcp-header.js';
 import { muxHeaderClaiming, seededRandom, testSeed } from './mux-bytes.js';
-import { nativeBinding } from './native-under-test.js';
+import { accelImplementations, nativeBinding } from './native-under-test.js';
 
-const implementations: { name: string; make: (t: TestContext) => Accel | undefined }[] = [
-  { name: 'TypeScript', make: () => new JsAccel() },
-  {
-    name: 'native',
-    make: (t) => {
-      const binding = nativeBinding(t);
-      return binding && new NativeAccel(binding);
-    },
-  },
-  { name: 'as selected for this run', make: () => selectAccel() },
-];
+const implementations = [...accelImplementations(), { name: 'as selected for this run', make: () => selectAccel() }];
 
 /** A TCP packet from the device's port `sport` to the host's port `dport`. */
 function tcp(version: 1 | 2, sport: number, dport: number, data: Buffer | string, opts: { flags?: number; seq?: number; ack?: number; txSeq?: number; rxSeq?: number } = {}): Buffer {

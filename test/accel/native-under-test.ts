@@ -8,6 +8,9 @@ import assert from 'node:assert/strict';
 import type { TestContext } from 'node:test';
 import { loadAddon } from '../../src/accel/addon-loader.js';
 import type { NativeBinding } from '../../src/accel/native-binding.js';
+import type { Accel } from '../../src/accel/accel.js';
+import { JsAccel } from '../../src/accel/js-accel.js';
+import { NativeAccel } from '../../src/accel/native-accel.js';
 
 const load = loadAddon();
 
@@ -27,4 +30,27 @@ export function nativeBinding(t: TestContext): NativeBinding | undefined {
   }
   if (!load.ok) assert.fail(`MUXWIRE_REQUIRE_NATIVE=1 but the addon did not load: ${load.error.message}`);
   return load.binding;
+}
+
+/** One accelerator under test: the TypeScript twin, or the addon's (undefined once `t` is skipped). */
+export interface AccelUnderTest {
+  name: string;
+  make: (t: TestContext) => Accel | undefined;
+}
+
+/**
+ * Both accelerators, for suites that run the same cases against each (mux-scan.test.ts keeps its
+ * own list: it names and routes the native one differently).
+ */
+export function accelImplementations(): AccelUnderTest[] {
+  return [
+    { name: 'TypeScript', make: () => new JsAccel() },
+    {
+      name: 'native',
+      make: (t) => {
+        const binding = nativeBinding(t);
+        return binding && new NativeAccel(binding);
+      },
+    },
+  ];
 }

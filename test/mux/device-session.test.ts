@@ -81,6 +81,20 @@ for (const v of variants) {
     test(`${name} (${v.label})`, { skip: v.skip }, fn);
   };
 
+  /** A connected connection whose reader takes everything, and the bare ACKs the host sends from here on. */
+  const connectedWatchingAcks = async () => {
+    const { device, session } = setup();
+    await session.ready;
+    const { conn, syn } = await connectScripted(device, session);
+    collect(conn);
+    await new Promise((r) => setImmediate(r)); // the handshake's ACK reaches the device first
+    const acks: number[] = [];
+    device.onSegment = (s) => {
+      if (s.flags === ACK && s.data.length === 0) acks.push(s.ack);
+    };
+    return { device, conn, syn, acks };
+  };
+
   vtest('offers VERSION 2.0 with a v1 header, then sends SETUP with tx_seq 0 and rx_seq 0xFFFF', async () => {
     const device = new ScriptedDevice(2);
     const sent: Buffer[] = [];
@@ -258,15 +272,7 @@ for (const v of variants) {
   });
 
   vtest('ACKs small device data after a short delay, in one ACK for what came meanwhile', async () => {
-    const { device, session } = setup();
-    await session.ready;
-    const { conn, syn } = await connectScripted(device, session);
-    collect(conn);
-    await new Promise((r) => setImmediate(r)); // the handshake's ACK reaches the device first
-    const acks: number[] = [];
-    device.onSegment = (s) => {
-      if (s.flags === ACK && s.data.length === 0) acks.push(s.ack);
-    };
+    const { device, conn, syn, acks } = await connectedWatchingAcks();
     for (let i = 0; i < 5; i++) {
       device.send({ sport: syn.dport, dport: syn.sport, seq: 1 + i * 100, ack: 1, flags: ACK, window: 131072 }, Buffer.alloc(100, i));
     }
@@ -278,15 +284,7 @@ for (const v of variants) {
   });
 
   vtest('ACKs at once, with no timer, once the device has used half the window', async (t) => {
-    const { device, session } = setup();
-    await session.ready;
-    const { conn, syn } = await connectScripted(device, session);
-    collect(conn);
-    await new Promise((r) => setImmediate(r)); // the handshake's ACK reaches the device first
-    const acks: number[] = [];
-    device.onSegment = (s) => {
-      if (s.flags === ACK && s.data.length === 0) acks.push(s.ack);
-    };
+    const { device, conn, syn, acks } = await connectedWatchingAcks();
     // Frozen timers: only the at-once rule can send an ACK.
     t.mock.timers.enable({ apis: ['setTimeout'] });
     const settle = async (): Promise<void> => {

@@ -14,6 +14,7 @@ import {
   type VusbMessage,
 } from '../../src/protocol/vusb-wire.js';
 import { isMuxwireError, MuxwireError } from '../../src/errors.js';
+import { Prng } from '../helpers/fuzz.js';
 
 function pattern(n: number, seed = 1): Buffer {
   const b = Buffer.alloc(n);
@@ -50,26 +51,14 @@ function feedReused(decoder: VusbStreamDecoder, wire: Buffer, sizes: () => numbe
   return got;
 }
 
-function seeded(seed: number): () => number {
-  let x = seed >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    return x / 0x100000000;
-  };
-}
-
 test('the same messages byte by byte, and nothing of a fed chunk is kept', () => {
   assert.deepEqual(feedReused(new VusbStreamDecoder(), WIRE, () => 1), SAMPLE);
 });
 
 test('the same messages at random split points through a reused buffer', () => {
   for (let seed = 1; seed <= 40; seed++) {
-    const r = seeded(seed);
-    assert.deepEqual(feedReused(new VusbStreamDecoder(), WIRE, () => 1 + Math.floor(r() * 90000)), SAMPLE, `seed ${seed}`);
+    const r = new Prng(seed);
+    assert.deepEqual(feedReused(new VusbStreamDecoder(), WIRE, () => r.range(1, 90000)), SAMPLE, `seed ${seed}`);
   }
 });
 
@@ -104,14 +93,14 @@ test('a declared length above the limit is refused before the body arrives, and 
 
 test('100,000 seeded mutations: messages or a coded error, never anything else, memory bounded', () => {
   const seed = Number(process.env.MUXWIRE_FUZZ_SEED ?? 0x5eed) >>> 0;
-  const r = seeded(seed);
+  const r = new Prng(seed);
   const small = Buffer.concat(SAMPLE.filter((m) => !('data' in m) || m.data.length < 1000).map(encodeVusbMessage));
   for (let i = 0; i < 100_000; i++) {
     const wire = Buffer.from(small);
-    for (let k = 1 + Math.floor(r() * 4); k > 0; k--) wire[Math.floor(r() * wire.length)] = Math.floor(r() * 256);
+    for (let k = r.range(1, 4); k > 0; k--) wire[r.int(wire.length)] = r.int(256);
     const decoder = new VusbStreamDecoder({ maxLength: 4096 });
     try {
-      feedReused(decoder, wire, () => 1 + Math.floor(r() * 64));
+      feedReused(decoder, wire, () => r.range(1, 64));
     } catch (err) {
       assert.ok(err instanceof MuxwireError, `seed ${seed} case ${i}: ${String(err)}`);
     }
