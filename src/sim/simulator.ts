@@ -25,6 +25,8 @@ import type { DeviceLink } from '../transport/device-link.js';
 import { PID_IPHONE, speedToBitsPerSecond } from '../transport/usb-ids.js';
 import { serveAfc } from './afc-server.js';
 import { serveBenchServices } from './bench-services.js';
+import { DigestCache, MOBILEBACKUP2_SERVICE, serveMobileBackup2, writeBuiltinContent } from './backup/index.js';
+import { isPlistDict } from '../protocol/plist.js';
 import type { BenchPorts, BenchServices } from './bench-services.js';
 import { DeviceMux } from './device-mux.js';
 import { DeviceIdentity } from './identity.js';
@@ -55,6 +57,11 @@ export interface SimulatedDeviceOptions {
   iosVersion?: string;
   /** Host directory served as the media partition over AFC. Default `<stateDir>/Media`, else a fresh temporary directory removed by close(). */
   afcRoot?: string;
+  /**
+   * Host directory of the content mobilebackup2 backs up and restores, `<dir>/<Domain>/<path>`.
+   * Default `<stateDir>/Backup`, else a fresh temporary directory with a small built-in set, removed by close().
+   */
+  backupRoot?: string;
   /** The Trust dialog: `accept` (default), `deny`, `passcode` or `delay:MS`. */
   trust?: TrustMode | string;
   /** Where identity and trusted hosts persist; without it the device forgets them when it closes. */
@@ -88,11 +95,14 @@ export class SimulatedDevice {
   readonly benchPorts: { echo?: number; sink?: number; source?: number };
   /** The directory AFC serves. */
   readonly afcRoot: string;
+  /** The content tree mobilebackup2 backs up and restores. */
+  readonly backupRoot: string;
   readonly productId: number;
   readonly speed: SimUsbSpeed;
 
   readonly #bench: BenchServices | undefined;
   readonly #ownsAfcRoot: boolean;
+  readonly #ownsBackupRoot: boolean;
   readonly #log: Logger;
   readonly #locationId: number;
   #usb: SimUsbDevice | undefined;
@@ -106,6 +116,8 @@ export class SimulatedDevice {
     bench: BenchServices | undefined;
     afcRoot: string;
     ownsAfcRoot: boolean;
+    backupRoot: string;
+    ownsBackupRoot: boolean;
     productId: number;
     speed: SimUsbSpeed;
   }) {
@@ -116,6 +128,8 @@ export class SimulatedDevice {
     this.benchPorts = parts.bench?.ports ?? {};
     this.afcRoot = parts.afcRoot;
     this.#ownsAfcRoot = parts.ownsAfcRoot;
+    this.backupRoot = parts.backupRoot;
+    this.#ownsBackupRoot = parts.ownsBackupRoot;
     this.productId = parts.productId;
     this.speed = parts.speed;
     this.#log = rootLog.child({ sim: parts.identity.udid });
@@ -159,8 +173,42 @@ export class SimulatedDevice {
       ownsAfcRoot = true;
     }
     const root = afcRoot;
+    let backupRoot = opts.backupRoot;
+    let ownsBackupRoot = false;
+    if (backupRoot === undefined && opts.stateDir !== undefined) {
+      backupRoot = join(opts.stateDir, 'Backup');
+      await mkdir(backupRoot, { recursive: true });
+    } else if (backupRoot === undefined) {
+      backupRoot = await mkdtemp(join(tmpdir(), 'muxwire-sim-backup-'));
+      ownsBackupRoot = true;
+      await writeBuiltinContent(backupRoot);
+    }
+    if (!ownsBackupRoot) {
+      await mkdir(backupRoot, { recursive: true }).catch((err: unknown) => {
+        throw new MuxwireError('MUXWIRE_ERR_BAD_ARGUMENT', `backup root ${backupRoot}: ${(err as Error).message}`, { cause: err });
+      });
+    }
+    const contentRoot = backupRoot;
+    const digests = new DigestCache();
+    const backupLog = rootLog.child({ sim: identity.udid, svc: 'mobilebackup2' });
+    // lockdownd is made below; the service reads its values only once a host connects.
+    let lockdowndRef: Lockdownd | undefined;
     const services = createServiceRegistry([
       [AFC_SERVICE, (stream) => void serveAfc(stream, { root, deviceModel: identity.productType })],
+      [
+        MOBILEBACKUP2_SERVICE,
+        (stream) =>
+          void serveMobileBackup2(stream, {
+            root: contentRoot,
+            udid: identity.udid,
+            digests,
+            log: backupLog,
+            lockdownValues: async () => {
+              const r = await lockdowndRef!.values.get(undefined, undefined, true);
+              return 'value' in r && isPlistDict(r.value) ? r.value : {};
+            },
+          }),
+      ],
     ]);
     const lockdownd = new Lockdownd({
       identity,
@@ -170,6 +218,7 @@ export class SimulatedDevice {
       ...(opts.enableServiceSSL !== undefined ? { enableServiceSSL: opts.enableServiceSSL } : {}),
       ...(opts.stateDir !== undefined ? { stateDir: opts.stateDir } : {}),
     });
+    lockdowndRef = lockdownd;
     let bench: BenchServices | undefined;
     try {
       await lockdownd.start();
@@ -177,9 +226,10 @@ export class SimulatedDevice {
     } catch (err) {
       lockdownd.stop();
       if (ownsAfcRoot) await rm(root, { recursive: true, force: true });
+      if (ownsBackupRoot) await rm(contentRoot, { recursive: true, force: true });
       throw err;
     }
-    return new SimulatedDevice({ identity, mux, lockdownd, bench, afcRoot: root, ownsAfcRoot, productId, speed });
+    return new SimulatedDevice({ identity, mux, lockdownd, bench, afcRoot: root, ownsAfcRoot, backupRoot: contentRoot, ownsBackupRoot, productId, speed });
   }
 
   get udid(): string {
@@ -252,6 +302,7 @@ export class SimulatedDevice {
     this.lockdownd.stop();
     this.#bench?.close();
     if (this.#ownsAfcRoot) await rm(this.afcRoot, { recursive: true, force: true });
+    if (this.#ownsBackupRoot) await rm(this.backupRoot, { recursive: true, force: true });
   }
 
   #checkOpen(): void {

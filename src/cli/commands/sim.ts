@@ -28,6 +28,9 @@ options:
   --ios VERSION       ProductVersion, e.g. 17.5 (default)
   --afc-root DIR      directory served over AFC (default: <state-dir>/Media, else a temporary
                       directory removed on exit)
+  --backup-root DIR   the content mobilebackup2 backs up and restores, DIR/<Domain>/<path>
+                      (default: <state-dir>/Backup, else a temporary directory with a small
+                      built-in set, removed on exit; with --count N, each device uses DIR/sim-<i>)
   --trust MODE        answer to Pair: accept (default), deny, passcode (the device is locked
                       with a passcode) or delay:MS (accept after MS milliseconds)
   --state-dir DIR     keep identity and trusted hosts here across runs (with --count N, each
@@ -46,6 +49,7 @@ const OPTIONS = {
   'product-type': { type: 'string' },
   ios: { type: 'string' },
   'afc-root': { type: 'string' },
+  'backup-root': { type: 'string' },
   trust: { type: 'string' },
   'state-dir': { type: 'string' },
   'mux-version': { type: 'string' },
@@ -80,6 +84,10 @@ function deviceOptions(values: Values, index: number, count: number): SimulatedD
   if (values['product-type'] !== undefined) opts.productType = values['product-type'];
   if (values.ios !== undefined) opts.iosVersion = values.ios;
   if (values['afc-root'] !== undefined) opts.afcRoot = resolve(values['afc-root']);
+  if (values['backup-root'] !== undefined) {
+    const dir = resolve(values['backup-root']);
+    opts.backupRoot = count > 1 ? join(dir, `sim-${index}`) : dir;
+  }
   if (values.trust !== undefined) opts.trust = parseTrustMode(values.trust);
   if (values['state-dir'] !== undefined) {
     const dir = resolve(values['state-dir']);
