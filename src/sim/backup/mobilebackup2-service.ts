@@ -107,7 +107,7 @@ export async function serveMobileBackup2(stream: Duplex, ctx: BackupServiceConte
     }
   } catch (err) {
     const e = toMuxwireError(err, 'MUXWIRE_ERR_IO');
-    if (e.code === 'MUXWIRE_ERR_CLOSED') log.debug('host closed the connection');
+    if (connectionGone(e, ch)) log.info(`mobilebackup2: the host went away (${e.message})`);
     else log.warn(`mobilebackup2: ${e.message}`);
   } finally {
     ch.close();
@@ -156,8 +156,8 @@ class BackupSession {
       }
     } catch (err) {
       const e = toMuxwireError(err, 'MUXWIRE_ERR_IO');
-      // A closed connection ends the session; anything else is this operation's failure.
-      if (e.code === 'MUXWIRE_ERR_CLOSED' || e.code === 'MUXWIRE_ERR_BAD_LENGTH') throw e;
+      // A lost connection or broken framing ends the session; anything else is this operation's failure.
+      if (connectionGone(e, this.#ch) || e.code === 'MUXWIRE_ERR_BAD_LENGTH') throw e;
       this.#log.warn(`${String(name)} failed: ${e.message}`);
       return this.#result(e.code === 'MUXWIRE_ERR_NO_SPACE' ? MB2_ERROR_NO_SPACE : MB2_ERROR_FAILED, e.message);
     }
@@ -418,6 +418,11 @@ class BackupSession {
       return ['domain,path,size,fileID', ...rows.map((r) => `${csv(r.domain)},${csv(r.relativePath)},${r.size},${r.fileID}`)].join('\n') + '\n';
     });
   }
+}
+
+/** True when `err` means the host is gone (closed, reset), so nothing more can be sent. */
+function connectionGone(err: MuxwireError, ch: DeviceLinkChannel): boolean {
+  return err.code === 'MUXWIRE_ERR_CLOSED' || err.code === 'MUXWIRE_ERR_CONN_RESET' || ch.stream.destroyed;
 }
 
 function manifestEntry(c: ContentEntry, fileID: string): ManifestEntry {

@@ -1,0 +1,233 @@
+/**
+ * Interop: libimobiledevice's idevicebackup2 (Debian libimobiledevice-utils) backs up and restores
+ * simulated iPhones through our daemon: lockdown session, notification_proxy posts, the AFC sync
+ * lock file, StartService with the EscrowBag, mobilebackup2's DeviceLink exchange. The content is
+ * generated here: a 64 MiB file, an empty one and a few hundred small ones.
+ */
+import { test, describe, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile, spawn } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { mkdir, mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+
+import { MuxDaemon } from '../../src/daemon/mux-daemon.js';
+import { SimulatedDevice } from '../../src/sim/simulator.js';
+import { decodePlist, isPlistDict } from '../../src/protocol/plist.js';
+import { MANIFEST_FLAG_FILE, backupFileId, backupFilePath, readManifestDb } from '../../src/services/backup/manifest-db.js';
+import { requirePeer } from '../helpers/peers.js';
+
+const run = promisify(execFile);
+
+async function sha1(path: string): Promise<string> {
+  const h = createHash('sha1');
+  for await (const c of createReadStream(path)) h.update(c as Buffer);
+  return h.digest('hex');
+}
+
+/** Every file under `root` as "<Domain>/<path>" → SHA-1, and every directory with a trailing '/'. */
+async function tree(root: string): Promise<Map<string, string>> {
+  const out = new Map<string, string>();
+  const walk = async (dir: string, rel: string): Promise<void> => {
+    for (const d of await readdir(dir, { withFileTypes: true })) {
+      const r = rel === '' ? d.name : `${rel}/${d.name}`;
+      if (d.isDirectory()) {
+        out.set(`${r}/`, 'dir');
+        await walk(join(dir, d.name), r);
+      } else out.set(r, await sha1(join(dir, d.name)));
+    }
+  };
+  await walk(root, '');
+  return new Map([...out].sort(([a], [b]) => (a < b ? -1 : 1)));
+}
+
+/** Checks that the backup in `udidDir` holds exactly the files of `root`, byte for byte. */
+async function assertBackupMatches(udidDir: string, root: string): Promise<void> {
+  const want = await tree(root);
+  const rows = readManifestDb(join(udidDir, 'Manifest.db'));
+  const files = rows.filter((r) => r.flags === MANIFEST_FLAG_FILE);
+  const wantFiles = [...want].filter(([k]) => !k.endsWith('/'));
+  assert.equal(files.length, wantFiles.length, 'one Files row per file');
+  for (const [rel, digest] of wantFiles) {
+    const slash = rel.indexOf('/');
+    const domain = rel.slice(0, slash);
+    const relativePath = rel.slice(slash + 1);
+    const id = backupFileId(domain, relativePath);
+    const row = files.find((r) => r.fileID === id);
+    assert.ok(row, `a Files row for ${rel}`);
+    assert.equal(row.domain, domain);
+    assert.equal(row.relativePath, relativePath);
+    assert.equal(await sha1(join(udidDir, backupFilePath(id))), digest, `${rel} byte for byte`);
+  }
+  const dirs = [...want.keys()].filter((k) => k.endsWith('/') && k.indexOf('/') < k.length - 1);
+  for (const d of dirs) {
+    const slash = d.indexOf('/');
+    assert.ok(rows.some((r) => r.domain === d.slice(0, slash) && r.relativePath === d.slice(slash + 1, -1)), `a row for directory ${d}`);
+  }
+}
+
+async function status(udidDir: string): Promise<Record<string, unknown>> {
+  const v = decodePlist(await readFile(join(udidDir, 'Status.plist')));
+  assert.ok(isPlistDict(v));
+  return v;
+}
+
+describe('idevicebackup2 against the simulated mobilebackup2', () => {
+  let dir: string;
+  let R: string;
+  let R2: string;
+  let OUT: string;
+  let daemon: MuxDaemon | undefined;
+  let device: SimulatedDevice | undefined;
+  let device2: SimulatedDevice | undefined;
+  let env: NodeJS.ProcessEnv;
+  let paired = false;
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'muxwire-backup-limd-'));
+    R = join(dir, 'R');
+    R2 = join(dir, 'R2');
+    OUT = join(dir, 'OUT');
+    await mkdir(OUT);
+    await mkdir(R2);
+    await mkdir(join(R, 'MediaDomain/Media/DCIM/100APPLE'), { recursive: true });
+    await writeFile(join(R, 'MediaDomain/Media/DCIM/100APPLE/IMG_0001.MOV'), randomBytes(64 * 1024 * 1024));
+    await mkdir(join(R, 'HomeDomain/Library/SMS'), { recursive: true });
+    await writeFile(join(R, 'HomeDomain/Library/SMS/sms.db-wal'), Buffer.alloc(0));
+    await mkdir(join(R, 'HomeDomain/Library/Empty Folder'), { recursive: true });
+    for (let i = 0; i < 300; i++) {
+      const sub = join(R, `AppDomain-com.example.app${i % 5}`, 'Documents', `d${i % 7}`);
+      await mkdir(sub, { recursive: true });
+      await writeFile(join(sub, `note ${i}.txt`), randomBytes(1 + (i * 37) % 5000));
+    }
+    device = await SimulatedDevice.create({ backupRoot: R, benchPorts: false });
+    device2 = await SimulatedDevice.create({ backupRoot: R2, benchPorts: false });
+    daemon = new MuxDaemon({ socketPath: join(dir, 'usbmuxd.sock'), pairDir: join(dir, 'lockdown'), preflight: true });
+    await daemon.start();
+    daemon.addLink(device.inProcessLink());
+    daemon.addLink(device2.inProcessLink());
+    env = { ...process.env, USBMUXD_SOCKET_ADDRESS: `UNIX:${join(dir, 'usbmuxd.sock')}` };
+  });
+
+  after(async () => {
+    await daemon?.close();
+    await device?.close();
+    await device2?.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  async function pairBoth(): Promise<void> {
+    if (paired) return;
+    for (const d of [device!, device2!]) {
+      for (let i = 0; ; i++) {
+        const { stdout } = await run('idevice_id', ['-l'], { env });
+        if (stdout.includes(d.udid)) break;
+        if (i > 400) assert.fail(`${d.udid} never listed`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      await run('idevicepair', ['-u', d.udid, 'pair'], { env, timeout: 60_000 });
+    }
+    paired = true;
+  }
+
+  function backup(...args: string[]): Promise<{ stdout: string; stderr: string }> {
+    return run('idevicebackup2', args, { env, timeout: 240_000, maxBuffer: 64 * 1024 * 1024 });
+  }
+
+  test('a full backup holds Info, Manifest, Status, Manifest.db and every file under its hashed name', { timeout: 300_000 }, async (t) => {
+    if (!requirePeer(t, 'idevicebackup2', 'idevicepair', 'idevice_id')) return;
+    await pairBoth();
+    const udid = device!.udid;
+    const { stdout } = await backup('-u', udid, 'backup', '--full', OUT);
+    assert.match(stdout, /Full backup mode/);
+    assert.match(stdout, /Backup Successful/);
+    const udidDir = join(OUT, udid);
+    for (const f of ['Info.plist', 'Manifest.plist', 'Status.plist', 'Manifest.db']) assert.ok((await stat(join(udidDir, f))).isFile(), f);
+    const st = await status(udidDir);
+    assert.equal(st.SnapshotState, 'finished');
+    assert.equal(st.IsFullBackup, true);
+    const info = decodePlist(await readFile(join(udidDir, 'Info.plist')));
+    assert.ok(isPlistDict(info));
+    assert.equal(info['Target Identifier'], udid);
+    await assertBackupMatches(udidDir, R);
+    await assert.rejects(stat(join(udidDir, 'Snapshot')), 'the staging folder is gone');
+  });
+
+  test('a second backup after changes is incremental: only changed and new files travel, deleted ones leave', { timeout: 300_000 }, async (t) => {
+    if (!requirePeer(t, 'idevicebackup2', 'idevicepair', 'idevice_id')) return;
+    await pairBoth();
+    const udid = device!.udid;
+    const udidDir = join(OUT, udid);
+    const base = 'AppDomain-com.example.app1/Documents';
+    const changed = join(R, base, 'd1/note 1.txt');
+    const deleted = join(R, base, 'd6/note 6.txt');
+    // Same size, different bytes: only the digest can tell.
+    const old = await readFile(changed);
+    await writeFile(changed, Buffer.from(old.map((b) => b ^ 0xff)));
+    await rm(deleted);
+    await writeFile(join(R, base, 'added.txt'), 'added after the first backup');
+    const { stdout } = await backup('-u', udid, 'backup', OUT);
+    assert.match(stdout, /Incremental backup mode/);
+    // 2 content files and Manifest.db, Manifest.plist, Status.plist.
+    assert.match(stdout, /Received 5 files from device/);
+    assert.equal((await status(udidDir)).IsFullBackup, false);
+    await assertBackupMatches(udidDir, R);
+    await assert.rejects(stat(join(udidDir, backupFilePath(backupFileId('AppDomain-com.example.app1', 'Documents/d6/note 6.txt')))));
+  });
+
+  test('restore --system --no-reboot into a device with an empty backup root leaves exactly the backed-up content', { timeout: 300_000 }, async (t) => {
+    if (!requirePeer(t, 'idevicebackup2', 'idevicepair', 'idevice_id')) return;
+    await pairBoth();
+    const { stdout } = await backup('-u', device2!.udid, '-s', device!.udid, 'restore', '--system', '--no-reboot', OUT);
+    assert.match(stdout, /Restore Successful/);
+    assert.deepEqual(await tree(R2), await tree(R));
+  });
+
+  test('restore into a device whose content differs replaces it with the backup', { timeout: 300_000 }, async (t) => {
+    if (!requirePeer(t, 'idevicebackup2', 'idevicepair', 'idevice_id')) return;
+    await pairBoth();
+    await mkdir(join(R2, 'CameraRollDomain/Media'), { recursive: true });
+    await writeFile(join(R2, 'CameraRollDomain/Media/extra.jpg'), 'not in the backup');
+    await writeFile(join(R2, 'HomeDomain/Library/SMS/sms.db-wal'), 'changed on the device');
+    await rm(join(R2, 'AppDomain-com.example.app0'), { recursive: true });
+    await backup('-u', device2!.udid, '-s', device!.udid, 'restore', '--system', '--no-reboot', OUT);
+    assert.deepEqual(await tree(R2), await tree(R));
+  });
+
+  test('a backup killed midway leaves the previous snapshot whole and restorable', { timeout: 300_000 }, async (t) => {
+    if (!requirePeer(t, 'idevicebackup2', 'idevicepair', 'idevice_id')) return;
+    await pairBoth();
+    const udid = device!.udid;
+    const udidDir = join(OUT, udid);
+    const before = await tree(R);
+    const bigRel = 'Media/DCIM/100APPLE/IMG_0001.MOV';
+    const bigId = backupFileId('MediaDomain', bigRel);
+    // New content for the big file, so the next backup must send it again.
+    await writeFile(join(R, 'MediaDomain', bigRel), randomBytes(64 * 1024 * 1024));
+    const child = spawn('idevicebackup2', ['-u', udid, 'backup', OUT], { env, stdio: 'ignore' });
+    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    let running = true;
+    void exited.then(() => (running = false));
+    const staged = join(udidDir, 'Snapshot', backupFilePath(bigId));
+    while (running) {
+      const st = await stat(staged).catch(() => undefined);
+      if (st && st.size > 0) break;
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    assert.ok(running, 'the backup was still sending the big file when it was killed');
+    child.kill('SIGKILL');
+    await exited;
+    // The finished snapshot still describes the content before the change, byte for byte.
+    assert.equal((await status(udidDir)).SnapshotState, 'finished');
+    await rm(R2, { recursive: true });
+    await mkdir(R2);
+    await backup('-u', device2!.udid, '-s', udid, 'restore', '--system', '--no-reboot', OUT);
+    assert.deepEqual(await tree(R2), before);
+    // And the next backup, uninterrupted, catches up.
+    await backup('-u', udid, 'backup', OUT);
+    await assertBackupMatches(udidDir, R);
+  });
+});
