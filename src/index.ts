@@ -16,6 +16,7 @@ export * from './client/index.js';
 export { LockdownClient } from './lockdown/lockdown-client.js';
 export type { LockdownClientOptions, PairOptions, SessionInfo, ServiceInfo, PairRecordStore } from './lockdown/index.js';
 export * from './services/afc/index.js';
+export * from './services/backup/index.js';
 export { MuxDaemon, PairStore, DEFAULT_PAIR_DIR, DeviceRegistry } from './daemon/index.js';
 export type { MuxDaemonOptions, MuxDaemonStats, DeviceEntry, PreflightHook } from './daemon/index.js';
 export { SimulatedDevice } from './sim/simulator.js';

@@ -8,4 +8,5 @@ export * from './tcp-header.js';
 export * from './mux-decoder.js';
 export * from './plist-frame.js';
 export * from './afc.js';
+export * from './device-link.js';
 export { ByteQueue } from './byte-queue.js';
