@@ -21,12 +21,15 @@ const COMMANDS: Record<string, Command> = {
   unpair: { summary: 'remove the pairing with a device', load: () => import('./commands/unpair.js') },
   forward: { summary: 'forward local TCP ports to device ports', load: () => import('./commands/forward.js') },
   afc: { summary: 'move files over AFC', load: () => import('./commands/afc.js') },
+  backup: { summary: 'back a device up over mobilebackup2', load: () => import('./commands/backup.js') },
+  restore: { summary: 'restore a backup onto a device', load: () => import('./commands/restore.js') },
+  'backup-info': { summary: 'show what a backup directory holds', load: () => import('./commands/backup-info.js') },
   demo: { summary: 'daemon, simulated device, pairing and an AFC transfer end to end', load: () => import('./commands/demo.js') },
   bench: { summary: 'run the benchmarks', load: () => import('./commands/bench.js') },
 };
 
 function usage(): string {
-  const lines = Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(9)} ${c.summary}`);
+  const lines = Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(11)} ${c.summary}`);
   return `usage: muxwire <command> [options]\n\ncommands:\n${lines.join('\n')}\n\nRun 'muxwire <command> --help' for a command's options.`;
 }
 

@@ -17,12 +17,12 @@
  */
 import { EventEmitter, on } from 'node:events';
 import { createReadStream } from 'node:fs';
-import { cp, mkdir, open, readdir, rename, rm, stat, statfs, writeFile } from 'node:fs/promises';
+import { cp, mkdir, open, readFile, readdir, rename, rm, stat, statfs, writeFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { dirname, join } from 'node:path';
 import type { Duplex } from 'node:stream';
 import { MuxwireError, toMuxwireError } from '../../errors.js';
-import { PlistReal, encodeXmlPlist, isPlistDict } from '../../protocol/plist.js';
+import { PlistReal, decodePlist, encodeXmlPlist, isPlistDict } from '../../protocol/plist.js';
 import type { PlistDict, PlistValue } from '../../protocol/plist.js';
 import {
   DL_CODE_ERROR_LOCAL,
@@ -140,8 +140,11 @@ export class BackupClient extends EventEmitter {
   async restore(dir: string, opts: RestoreOptions = {}): Promise<BackupResult> {
     const udid = this.#device.udid;
     const source = opts.sourceUdid ?? udid;
-    const st = await stat(join(dir, source, 'Status.plist')).catch(() => undefined);
-    if (!st) throw new MuxwireError('MUXWIRE_ERR_BAD_MANIFEST', `${join(dir, source)} holds no finished backup (no Status.plist)`);
+    // As idevicebackup2: only a snapshot whose Status.plist says "finished" is restored.
+    const status = await readFile(join(dir, source, 'Status.plist')).then(decodePlist, () => undefined);
+    if (!isPlistDict(status) || status.SnapshotState !== 'finished') {
+      throw new MuxwireError('MUXWIRE_ERR_BAD_MANIFEST', `${join(dir, source)} holds no finished backup (Status.plist missing or not finished)`);
+    }
     return this.#run(dir, opts.signal, async (_lockdown, mb2) => {
       await mb2.send(
         dlProcessMessage({
