@@ -15,6 +15,7 @@ import { promisify } from 'node:util';
 import { MuxDaemon } from '../../src/daemon/mux-daemon.js';
 import { SimulatedDevice } from '../../src/sim/simulator.js';
 import { requirePeer } from '../helpers/peers.js';
+import { pairListed } from '../helpers/backup-tree.js';
 
 const run = promisify(execFile);
 const MAIN = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
@@ -60,15 +61,7 @@ describe('muxwire backup, backup-info and restore', () => {
 
   test('backs up the built-in content, describes it, and restores it onto a second device', { timeout: 300_000 }, async (t) => {
     if (!requirePeer(t, 'idevicepair', 'idevice_id')) return;
-    for (const d of [device!, device2!]) {
-      for (let i = 0; ; i++) {
-        const { stdout } = await run('idevice_id', ['-l'], { env });
-        if (stdout.includes(d.udid)) break;
-        if (i > 400) assert.fail(`${d.udid} never listed`);
-        await new Promise((r) => setTimeout(r, 50));
-      }
-      await run('idevicepair', ['-u', d.udid, 'pair'], { env, timeout: 60_000 });
-    }
+    await pairListed(env, [device!.udid, device2!.udid]);
     const out = join(dir, 'OUT');
     const b = await muxwire('backup', '-u', device!.udid, out, '--full', '--json', '--no-progress');
     const summary = JSON.parse(b.stdout) as { udid: string; files: number; bytes: number };

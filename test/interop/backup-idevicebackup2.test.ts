@@ -6,74 +6,18 @@
  */
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile, spawn } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import { mkdir, mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 
 import { MuxDaemon } from '../../src/daemon/mux-daemon.js';
 import { SimulatedDevice } from '../../src/sim/simulator.js';
 import { decodePlist, isPlistDict } from '../../src/protocol/plist.js';
-import { MANIFEST_FLAG_FILE, backupFileId, backupFilePath, readManifestDb } from '../../src/services/backup/manifest-db.js';
+import { backupFileId, backupFilePath } from '../../src/services/backup/manifest-db.js';
 import { requirePeer } from '../helpers/peers.js';
-
-const run = promisify(execFile);
-
-async function sha1(path: string): Promise<string> {
-  const h = createHash('sha1');
-  for await (const c of createReadStream(path)) h.update(c as Buffer);
-  return h.digest('hex');
-}
-
-/** Every file under `root` as "<Domain>/<path>" → SHA-1, and every directory with a trailing '/'. */
-async function tree(root: string): Promise<Map<string, string>> {
-  const out = new Map<string, string>();
-  const walk = async (dir: string, rel: string): Promise<void> => {
-    for (const d of await readdir(dir, { withFileTypes: true })) {
-      const r = rel === '' ? d.name : `${rel}/${d.name}`;
-      if (d.isDirectory()) {
-        out.set(`${r}/`, 'dir');
-        await walk(join(dir, d.name), r);
-      } else out.set(r, await sha1(join(dir, d.name)));
-    }
-  };
-  await walk(root, '');
-  return new Map([...out].sort(([a], [b]) => (a < b ? -1 : 1)));
-}
-
-/** Checks that the backup in `udidDir` holds exactly the files of `root`, byte for byte. */
-async function assertBackupMatches(udidDir: string, root: string): Promise<void> {
-  const want = await tree(root);
-  const rows = readManifestDb(join(udidDir, 'Manifest.db'));
-  const files = rows.filter((r) => r.flags === MANIFEST_FLAG_FILE);
-  const wantFiles = [...want].filter(([k]) => !k.endsWith('/'));
-  assert.equal(files.length, wantFiles.length, 'one Files row per file');
-  for (const [rel, digest] of wantFiles) {
-    const slash = rel.indexOf('/');
-    const domain = rel.slice(0, slash);
-    const relativePath = rel.slice(slash + 1);
-    const id = backupFileId(domain, relativePath);
-    const row = files.find((r) => r.fileID === id);
-    assert.ok(row, `a Files row for ${rel}`);
-    assert.equal(row.domain, domain);
-    assert.equal(row.relativePath, relativePath);
-    assert.equal(await sha1(join(udidDir, backupFilePath(id))), digest, `${rel} byte for byte`);
-  }
-  const dirs = [...want.keys()].filter((k) => k.endsWith('/') && k.indexOf('/') < k.length - 1);
-  for (const d of dirs) {
-    const slash = d.indexOf('/');
-    assert.ok(rows.some((r) => r.domain === d.slice(0, slash) && r.relativePath === d.slice(slash + 1, -1)), `a row for directory ${d}`);
-  }
-}
-
-async function status(udidDir: string): Promise<Record<string, unknown>> {
-  const v = decodePlist(await readFile(join(udidDir, 'Status.plist')));
-  assert.ok(isPlistDict(v));
-  return v;
-}
+import { assertBackupMatches, backupStatus as status, pairListed, run, tree } from '../helpers/backup-tree.js';
 
 describe('idevicebackup2 against the simulated mobilebackup2', () => {
   let dir: string;
@@ -121,15 +65,7 @@ describe('idevicebackup2 against the simulated mobilebackup2', () => {
 
   async function pairBoth(): Promise<void> {
     if (paired) return;
-    for (const d of [device!, device2!]) {
-      for (let i = 0; ; i++) {
-        const { stdout } = await run('idevice_id', ['-l'], { env });
-        if (stdout.includes(d.udid)) break;
-        if (i > 400) assert.fail(`${d.udid} never listed`);
-        await new Promise((r) => setTimeout(r, 50));
-      }
-      await run('idevicepair', ['-u', d.udid, 'pair'], { env, timeout: 60_000 });
-    }
+    await pairListed(env, [device!.udid, device2!.udid]);
     paired = true;
   }
 
@@ -152,7 +88,7 @@ describe('idevicebackup2 against the simulated mobilebackup2', () => {
     const info = decodePlist(await readFile(join(udidDir, 'Info.plist')));
     assert.ok(isPlistDict(info));
     assert.equal(info['Target Identifier'], udid);
-    await assertBackupMatches(udidDir, R);
+    await assertBackupMatches(udidDir, await tree(R));
     await assert.rejects(stat(join(udidDir, 'Snapshot')), 'the staging folder is gone');
   });
 
@@ -174,7 +110,7 @@ describe('idevicebackup2 against the simulated mobilebackup2', () => {
     // 2 content files and Manifest.db, Manifest.plist, Status.plist.
     assert.match(stdout, /Received 5 files from device/);
     assert.equal((await status(udidDir)).IsFullBackup, false);
-    await assertBackupMatches(udidDir, R);
+    await assertBackupMatches(udidDir, await tree(R));
     await assert.rejects(stat(join(udidDir, backupFilePath(backupFileId('AppDomain-com.example.app1', 'Documents/d6/note 6.txt')))));
   });
 
@@ -228,6 +164,6 @@ describe('idevicebackup2 against the simulated mobilebackup2', () => {
     assert.deepEqual(await tree(R2), before);
     // And the next backup, uninterrupted, catches up.
     await backup('-u', udid, 'backup', OUT);
-    await assertBackupMatches(udidDir, R);
+    await assertBackupMatches(udidDir, await tree(R));
   });
 });

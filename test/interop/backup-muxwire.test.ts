@@ -5,13 +5,10 @@
  */
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 
 import { MuxDaemon } from '../../src/daemon/mux-daemon.js';
 import { SimulatedDevice } from '../../src/sim/simulator.js';
@@ -21,29 +18,7 @@ import type { BackupProgress } from '../../src/services/backup/backup-client.js'
 import { MANIFEST_FLAG_FILE, backupFilePath, readManifestDb } from '../../src/services/backup/manifest-db.js';
 import { isMuxwireError } from '../../src/errors.js';
 import { requirePeer } from '../helpers/peers.js';
-
-const run = promisify(execFile);
-
-async function sha1(path: string): Promise<string> {
-  const h = createHash('sha1');
-  for await (const c of createReadStream(path)) h.update(c as Buffer);
-  return h.digest('hex');
-}
-
-async function tree(root: string): Promise<Map<string, string>> {
-  const out = new Map<string, string>();
-  const walk = async (dir: string, rel: string): Promise<void> => {
-    for (const d of await readdir(dir, { withFileTypes: true })) {
-      const r = rel === '' ? d.name : `${rel}/${d.name}`;
-      if (d.isDirectory()) {
-        out.set(`${r}/`, 'dir');
-        await walk(join(dir, d.name), r);
-      } else out.set(r, await sha1(join(dir, d.name)));
-    }
-  };
-  await walk(root, '');
-  return new Map([...out].sort(([a], [b]) => (a < b ? -1 : 1)));
-}
+import { pairListed, run, sha1, tree } from '../helpers/backup-tree.js';
 
 /** Manifest.db rows without timestamps and inode, plus each file's data digest. */
 async function snapshot(udidDir: string): Promise<unknown[]> {
@@ -105,15 +80,7 @@ describe('BackupClient and idevicebackup2 on one simulated device', () => {
 
   async function pairBoth(): Promise<void> {
     if (paired) return;
-    for (const d of [device!, device2!]) {
-      for (let i = 0; ; i++) {
-        const { stdout } = await run('idevice_id', ['-l'], { env });
-        if (stdout.includes(d.udid)) break;
-        if (i > 400) assert.fail(`${d.udid} never listed`);
-        await new Promise((r) => setTimeout(r, 50));
-      }
-      await run('idevicepair', ['-u', d.udid, 'pair'], { env, timeout: 60_000 });
-    }
+    await pairListed(env, [device!.udid, device2!.udid]);
     paired = true;
   }
 

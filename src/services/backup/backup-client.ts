@@ -210,7 +210,12 @@ export class BackupClient extends EventEmitter {
       return { udid, directory: join(dir, udid), ...tally };
     } catch (err) {
       if (signal?.aborted) throw new MuxwireError('MUXWIRE_ERR_ABORTED', 'the operation was aborted', { cause: err });
-      throw toMuxwireError(err, 'MUXWIRE_ERR_BACKUP');
+      const e = toMuxwireError(err, 'MUXWIRE_ERR_BACKUP');
+      if (['MUXWIRE_ERR_IO', 'MUXWIRE_ERR_CLOSED', 'MUXWIRE_ERR_CONN_RESET', 'MUXWIRE_ERR_NO_DEVICE'].includes(e.code)) {
+        // The device went away (unplugged, reset): say so plainly; its finished snapshot is untouched.
+        throw new MuxwireError('MUXWIRE_ERR_CLOSED', `the connection to ${udid} ended midway (${e.message}); the last finished snapshot is unchanged`, { cause: e });
+      }
+      throw e;
     } finally {
       signal?.removeEventListener('abort', onAbort);
       this.emit('done');
