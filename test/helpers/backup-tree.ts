@@ -9,7 +9,15 @@ import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { promisify } from 'node:util';
+import { openLockdown } from '../../src/client/device-services.js';
+import type { DeviceMuxer } from '../../src/client/device-services.js';
+import type { DeviceInfo } from '../../src/client/device-info.js';
+import { PairStore } from '../../src/daemon/pair-store.js';
+import { DeviceSession } from '../../src/mux/device-session.js';
+import { SimulatedDevice } from '../../src/sim/simulator.js';
 import { decodePlist, isPlistDict } from '../../src/protocol/plist.js';
 import { MANIFEST_FLAG_FILE, backupFileId, backupFilePath, readManifestDb } from '../../src/services/backup/manifest-db.js';
 
@@ -78,4 +86,26 @@ export async function pairListed(env: NodeJS.ProcessEnv, udids: string[]): Promi
     }
     await run('idevicepair', ['-u', udid, 'pair'], { env, timeout: 60_000 });
   }
+}
+
+/** A simulated device with `backupRoot`, reached in-process, paired; its muxer and DeviceInfo. */
+export async function reachInProcess(cleanups: Array<() => Promise<void> | void>, backupRoot: string): Promise<{ device: SimulatedDevice; muxer: DeviceMuxer; info: DeviceInfo; dir: string }> {
+  const dir = await mkdtemp(join(tmpdir(), 'muxwire-sim-backup-'));
+  cleanups.push(() => rm(dir, { recursive: true, force: true }));
+  const device = await SimulatedDevice.create({ backupRoot, benchPorts: false });
+  cleanups.push(() => device.close());
+  const session = new DeviceSession(device.inProcessLink(), { connectTimeoutMs: 10_000 });
+  cleanups.push(() => session.close());
+  await session.ready;
+  const store = new PairStore(join(dir, 'pairs'));
+  const info: DeviceInfo = { deviceId: 1, udid: device.udid, productId: 0x12a8, locationId: 0, connectionType: 'USB', properties: {} };
+  const muxer: DeviceMuxer = {
+    findDevice: async () => info,
+    connect: async (_device, port) => session.connect(port),
+    readBUID: () => store.readBUID(),
+    readPairRecord: (udid) => store.readPairRecord(udid),
+    savePairRecord: (udid, record, id) => store.savePairRecord(udid, record, id),
+  };
+  (await openLockdown(muxer, info, { pairIfNeeded: true })).lockdown.close();
+  return { device, muxer, info, dir };
 }
