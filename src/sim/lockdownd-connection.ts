@@ -228,7 +228,13 @@ export class LockdowndConnection {
     if (!this.#session && !INSECURE_SERVICES.has(name)) return this.#fail('StartService', 'SessionInactive', echo);
     const handler = this.#ctx.services.get(name);
     if (!handler) return this.#fail('StartService', 'InvalidService', echo);
-    // EscrowBag (data) is accepted and needs no check: the simulated keybag is always unlocked.
+    // An EscrowBag unlocks the keybag for services that read protected data (mobilebackup2 sends
+    // the one Pair returned). The simulated keybag needs none, but a bag that is not this host's
+    // cannot unlock it: refused as a real device does.
+    const bag = req.EscrowBag;
+    if (bag !== undefined && (!Buffer.isBuffer(bag) || !this.#session?.host.escrowBag.equals(bag))) {
+      return this.#fail('StartService', 'EscrowLocked', echo);
+    }
     const ssl = this.#session !== undefined && this.#ctx.enableServiceSSL;
     const host = this.#session?.host;
     const key = ssl ? await this.#ctx.identity.deviceKey() : undefined;

@@ -48,6 +48,18 @@ describe('simulated mobilebackup2', () => {
     assert.equal(ok.ProtocolVersion, 2.1);
   });
 
+  test('StartService refuses an EscrowBag that is not the session host\'s with EscrowLocked', { timeout: 60_000 }, async () => {
+    const { muxer, info } = await reachInProcess(cleanups, await tempRoot());
+    const handle = await openLockdown(muxer, info);
+    cleanups.push(() => handle.lockdown.close());
+    await assert.rejects(
+      handle.lockdown.startService('com.apple.mobilebackup2', { escrowBag: Buffer.alloc(32, 1) }),
+      (e: unknown) => isMuxwireError(e, 'MUXWIRE_ERR_LOCKDOWN') && e.detail === 'EscrowLocked',
+    );
+    const ok = await handle.lockdown.startService('com.apple.mobilebackup2', { escrowBag: handle.record!.EscrowBag as Buffer });
+    assert.ok(ok.port > 0);
+  });
+
   test('a restore whose Manifest.db names a path outside the content root fails and changes nothing', { timeout: 60_000 }, async () => {
     const root = await tempRoot();
     await mkdir(join(root, 'HomeDomain'), { recursive: true });
