@@ -25,7 +25,16 @@ import type { DeviceLink } from '../transport/device-link.js';
 import { PID_IPHONE, speedToBitsPerSecond } from '../transport/usb-ids.js';
 import { serveAfc } from './afc-server.js';
 import { serveBenchServices } from './bench-services.js';
-import { DigestCache, MOBILEBACKUP2_SERVICE, serveMobileBackup2, writeBuiltinContent } from './backup/index.js';
+import {
+  DigestCache,
+  INSTALLATION_PROXY_SERVICE,
+  MOBILEBACKUP2_SERVICE,
+  SPRINGBOARD_SERVICE,
+  serveInstallationProxy,
+  serveMobileBackup2,
+  serveSpringboardServices,
+  writeBuiltinContent,
+} from './backup/index.js';
 import { isPlistDict } from '../protocol/plist.js';
 import type { BenchPorts, BenchServices } from './bench-services.js';
 import { DeviceMux } from './device-mux.js';
@@ -209,6 +218,9 @@ export class SimulatedDevice {
             },
           }),
       ],
+      // The apps a backup lists are the AppDomain-<id> domains of the backup content.
+      [INSTALLATION_PROXY_SERVICE, (stream) => serveInstallationProxy(stream, contentRoot)],
+      [SPRINGBOARD_SERVICE, (stream) => serveSpringboardServices(stream, contentRoot)],
     ]);
     const lockdownd = new Lockdownd({
       identity,

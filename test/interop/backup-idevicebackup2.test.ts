@@ -88,6 +88,12 @@ describe('idevicebackup2 against the simulated mobilebackup2', () => {
     const info = decodePlist(await readFile(join(udidDir, 'Info.plist')));
     assert.ok(isPlistDict(info));
     assert.equal(info['Target Identifier'], udid);
+    // The apps come from installation_proxy and their icons from springboardservices.
+    const apps = [0, 1, 2, 3, 4].map((i) => `com.example.app${i}`);
+    assert.deepEqual(info['Installed Applications'], apps);
+    const entry = (info.Applications as Record<string, Record<string, unknown>>)['com.example.app3']!;
+    assert.ok(Buffer.isBuffer(entry.ApplicationSINF) && Buffer.isBuffer(entry.iTunesMetadata));
+    assert.ok(Buffer.isBuffer(entry.PlaceholderIcon) && entry.PlaceholderIcon.subarray(0, 8).equals(Buffer.from('89504e470d0a1a0a', 'hex')), 'a PNG icon');
     await assertBackupMatches(udidDir, await tree(R));
     await assert.rejects(stat(join(udidDir, 'Snapshot')), 'the staging folder is gone');
   });

@@ -6,7 +6,7 @@
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -17,6 +17,7 @@ import { BackupClient } from '../../src/services/backup/backup-client.js';
 import type { BackupProgress } from '../../src/services/backup/backup-client.js';
 import { MANIFEST_FLAG_FILE, backupFilePath, readManifestDb } from '../../src/services/backup/manifest-db.js';
 import { isMuxwireError } from '../../src/errors.js';
+import { decodePlist, isPlistDict } from '../../src/protocol/plist.js';
 import { requirePeer } from '../helpers/peers.js';
 import { pairListed, run, sha1, tree } from '../helpers/backup-tree.js';
 
@@ -55,6 +56,8 @@ describe('BackupClient and idevicebackup2 on one simulated device', () => {
     await mkdir(join(R, 'MediaDomain/Media/DCIM'), { recursive: true });
     await writeFile(join(R, 'MediaDomain/Media/DCIM/IMG_0002.MOV'), randomBytes(24 * 1024 * 1024));
     await writeFile(join(R, 'MediaDomain/Media/empty'), '');
+    await mkdir(join(R, 'AppDomain-com.example.reader/Documents'), { recursive: true });
+    await writeFile(join(R, 'AppDomain-com.example.reader/Documents/book.txt'), 'chapter one');
     for (let i = 0; i < 120; i++) {
       const sub = join(R, `HomeDomain/Library/f${i % 6}`);
       await mkdir(sub, { recursive: true });
@@ -62,6 +65,9 @@ describe('BackupClient and idevicebackup2 on one simulated device', () => {
     }
     device = await SimulatedDevice.create({ backupRoot: R, benchPorts: false });
     device2 = await SimulatedDevice.create({ backupRoot: R2, benchPorts: false });
+    // A media-partition file both tools copy into Info.plist's "iTunes Files".
+    await mkdir(join(device.afcRoot, 'iTunes_Control/iTunes'), { recursive: true });
+    await writeFile(join(device.afcRoot, 'iTunes_Control/iTunes/iTunesPrefs'), randomBytes(300));
     const socket = join(dir, 'usbmuxd.sock');
     daemon = new MuxDaemon({ socketPath: socket, pairDir: join(dir, 'lockdown'), preflight: true });
     await daemon.start();
@@ -108,6 +114,17 @@ describe('BackupClient and idevicebackup2 on one simulated device', () => {
     assert.equal(seen.at(-1)!.percent, 100);
     assert.deepEqual(iterated, seen);
     assert.deepEqual(await snapshot(join(ours, udid)), await snapshot(join(theirs, udid)));
+    // Info.plist: the same device fields and the same apps (with icons), GUID and date aside.
+    const info = async (d: string): Promise<Record<string, unknown>> => {
+      const v = decodePlist(await readFile(join(d, udid, 'Info.plist')));
+      assert.ok(isPlistDict(v));
+      const { GUID: _g, 'Last Backup Date': _d, ...rest } = v;
+      return rest;
+    };
+    const mine = await info(ours);
+    assert.deepEqual(mine['Installed Applications'], ['com.example.reader']);
+    assert.deepEqual(Object.keys(mine['iTunes Files'] as object), ['iTunesPrefs']);
+    assert.deepEqual(mine, await info(theirs));
   });
 
   test('idevicebackup2 restores a muxwire backup, and muxwire restores an idevicebackup2 backup', { timeout: 300_000 }, async (t) => {

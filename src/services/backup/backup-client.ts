@@ -44,6 +44,8 @@ import type { DeviceMuxer, LockdownHandle } from '../../client/device-services.j
 import type { DeviceInfo } from '../../client/device-info.js';
 import { AfcClient } from '../afc/afc-client.js';
 import { DeviceLinkChannel } from './device-link-channel.js';
+import { listBackupApps } from './app-list.js';
+import type { BackupApps } from './app-list.js';
 
 /** Progress of a running operation. */
 export interface BackupProgress {
@@ -124,8 +126,8 @@ export class BackupClient extends EventEmitter {
   async backup(dir: string, opts: BackupOptions = {}): Promise<BackupResult> {
     const udid = this.#device.udid;
     await mkdir(join(dir, udid), { recursive: true });
-    return this.#run(dir, opts.signal, async (lockdown, mb2) => {
-      await writeInfoPlist(join(dir, udid, 'Info.plist'), udid, lockdown);
+    return this.#run(dir, opts.signal, async (lockdown, mb2, afc) => {
+      await writeInfoPlist(join(dir, udid, 'Info.plist'), udid, lockdown, await listBackupApps(this.#mux, lockdown), afc!);
       await mb2.send(
         dlProcessMessage({
           MessageName: 'Backup',
@@ -162,7 +164,11 @@ export class BackupClient extends EventEmitter {
     });
   }
 
-  async #run(dir: string, signal: AbortSignal | undefined, request: (lockdown: LockdownHandle, mb2: DeviceLinkChannel) => Promise<void>): Promise<BackupResult> {
+  async #run(
+    dir: string,
+    signal: AbortSignal | undefined,
+    request: (lockdown: LockdownHandle, mb2: DeviceLinkChannel, afc: AfcClient) => Promise<void>,
+  ): Promise<BackupResult> {
     signal?.throwIfAborted();
     const mux = this.#mux;
     const udid = this.#device.udid;
@@ -204,7 +210,7 @@ export class BackupClient extends EventEmitter {
         }
       }
       await post('com.apple.itunes-mobdev.syncDidStart');
-      await request(lockdown, mb2);
+      await request(lockdown, mb2, afc);
       const tally = await new DeviceRequests(mb2, dir, (p) => this.emit('progress', p)).serve();
       mb2.close();
       return { udid, directory: join(dir, udid), ...tally };
@@ -246,20 +252,52 @@ async function versionExchange(ch: DeviceLinkChannel): Promise<void> {
 }
 
 /** Writes Info.plist as idevicebackup2 does, from the device's lockdown values (atomically). */
-async function writeInfoPlist(path: string, udid: string, lockdown: LockdownHandle): Promise<void> {
+/** Files of the media partition Info.plist carries, as idevicebackup2 reads them. */
+const ITUNES_FILES = [
+  'ApertureAlbumPrefs', 'IC-Info.sidb', 'IC-Info.sidv', 'PhotosFolderAlbums', 'PhotosFolderName', 'PhotosFolderPrefs',
+  'VoiceMemos.plist', 'iPhotoAlbumPrefs', 'iTunesApplicationIDs', 'iTunesPrefs', 'iTunesPrefs.plist',
+];
+/** Largest such file taken into Info.plist (they are small; a bound on what a device can make us hold). */
+const MAX_INFO_FILE = 16 * 1024 * 1024;
+
+/** A small AFC file's content, or undefined when it is absent, not a file, or too large. */
+async function afcSmallFile(afc: AfcClient, path: string): Promise<Buffer | undefined> {
+  const st = await afc.stat(path).catch(() => undefined);
+  if (!st || st.type !== 'file' || st.size > MAX_INFO_FILE) return undefined;
+  const h = await afc.open(path, 'r');
+  try {
+    const parts: Buffer[] = [];
+    for (let got = 0; got < st.size; ) {
+      const b = await afc.read(h, Math.min(1024 * 1024, st.size - got));
+      if (b.length === 0) break;
+      parts.push(b);
+      got += b.length;
+    }
+    return Buffer.concat(parts);
+  } finally {
+    await afc.close(h).catch(() => undefined);
+  }
+}
+
+async function writeInfoPlist(path: string, udid: string, lockdown: LockdownHandle, apps: BackupApps, afc: AfcClient): Promise<void> {
   const all = await lockdown.lockdown.getValue({});
   const v: PlistDict = isPlistDict(all) ? all : {};
   const itunes = await lockdown.lockdown.getValue({ domain: 'com.apple.iTunes' }).catch(() => ({}));
   const minItunes = await lockdown.lockdown.getValue({ domain: 'com.apple.mobile.iTunes', key: 'MinITunesVersion' }).catch(() => '10.0.1');
+  const itunesFiles: PlistDict = {};
+  for (const name of ITUNES_FILES) {
+    const data = await afcSmallFile(afc, `/iTunes_Control/iTunes/${name}`);
+    if (data) itunesFiles[name] = data;
+  }
   const info: PlistDict = {
-    Applications: {},
+    Applications: apps.applications,
     'Build Version': v.BuildVersion,
     'Device Name': v.DeviceName,
     'Display Name': v.DeviceName,
     GUID: randomBytes(16).toString('hex').toUpperCase(),
     ICCID: v.IntegratedCircuitCardIdentity,
     IMEI: v.InternationalMobileEquipmentIdentity,
-    'Installed Applications': [],
+    'Installed Applications': apps.installed,
     'Last Backup Date': new Date(),
     MEID: v.MobileEquipmentIdentifier,
     'Phone Number': typeof v.PhoneNumber === 'string' ? v.PhoneNumber : undefined,
@@ -269,7 +307,8 @@ async function writeInfoPlist(path: string, udid: string, lockdown: LockdownHand
     'Target Identifier': udid,
     'Target Type': 'Device',
     'Unique Identifier': udid.toUpperCase(),
-    'iTunes Files': {},
+    'iBooks Data 2': await afcSmallFile(afc, '/Books/iBooksData2.plist'),
+    'iTunes Files': itunesFiles,
     'iTunes Settings': isPlistDict(itunes) ? itunes : {},
     'iTunes Version': typeof minItunes === 'string' ? minItunes : '10.0.1',
   };
