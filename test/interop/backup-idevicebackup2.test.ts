@@ -120,6 +120,22 @@ describe('idevicebackup2 against the simulated mobilebackup2', () => {
     await assert.rejects(stat(join(udidDir, backupFilePath(backupFileId('AppDomain-com.example.app1', 'Documents/d6/note 6.txt')))));
   });
 
+  test('info, list and unback read the snapshot through the device', { timeout: 300_000 }, async (t) => {
+    if (!requirePeer(t, 'idevicebackup2', 'idevicepair', 'idevice_id')) return;
+    await pairBoth();
+    const udid = device!.udid;
+    const info = await backup('-u', udid, 'info', OUT);
+    assert.match(info.stdout, new RegExp(`Unique Identifier: ${udid.toUpperCase()}`));
+    assert.match(info.stdout, new RegExp(`Product Type: ${device!.identity.productType.replace(/[,.]/g, '\\$&')}`));
+    const list = await backup('-u', udid, 'list', OUT);
+    assert.match(list.stdout, /^domain,path,size,fileID$/m);
+    assert.match(list.stdout, /^HomeDomain,Library\/SMS\/sms\.db-wal,0,[0-9a-f]{40}$/m);
+    assert.match(list.stdout, new RegExp(`^MediaDomain,Media/DCIM/100APPLE/IMG_0001\\.MOV,${64 * 1024 * 1024},`, 'm'));
+    await backup('-u', udid, 'unback', OUT);
+    assert.deepEqual(await tree(join(OUT, '_unback_')), await tree(R));
+    await rm(join(OUT, '_unback_'), { recursive: true });
+  });
+
   test('restore --system --no-reboot into a device with an empty backup root leaves exactly the backed-up content', { timeout: 300_000 }, async (t) => {
     if (!requirePeer(t, 'idevicebackup2', 'idevicepair', 'idevice_id')) return;
     await pairBoth();

@@ -151,6 +151,9 @@ class BackupSession {
           return this.#result(0, undefined, await this.#info(source));
         case 'List':
           return this.#result(0, undefined, await this.#list(source));
+        case 'Unback':
+          await this.#unback(source);
+          return this.#result(0);
         default:
           return this.#result(MB2_ERROR_UNSUPPORTED, `${String(name)} is not supported`);
       }
@@ -404,6 +407,53 @@ class BackupSession {
         .filter((k) => info[k] !== undefined)
         .map((k) => `${k}: ${info[k] instanceof Date ? (info[k] as Date).toISOString() : String(info[k])}`);
       return lines.join('\n') + '\n';
+    });
+  }
+
+  /**
+   * Unback: the snapshot unpacked on the host as `_unback_/<Domain>/<path>`. Each batch of files is
+   * fetched into the device's work folder, checked against the manifest, and sent back under its
+   * readable name (the device never holds more than one batch on disk, and no file in memory).
+   */
+  async #unback(source: string): Promise<void> {
+    const host = this.#host;
+    await this.#withWorkDir(async (work) => {
+      const dbName = `${source}/Manifest.db`;
+      const got = await host.downloadFiles([dbName], () => join(work, 'Manifest.db'));
+      if (!got.has(dbName)) throw new MuxwireError('MUXWIRE_ERR_BAD_MANIFEST', `the host has no ${dbName}`);
+      const rows = readManifestDb(join(work, 'Manifest.db'));
+      const entries = rows.filter((r) => r.flags === MANIFEST_FLAG_FILE || r.flags === MANIFEST_FLAG_DIRECTORY);
+      for (const r of entries) {
+        // The same checks as a restore: an unsafe name is refused before anything is written.
+        contentPath(work, r.domain, r.relativePath);
+        if (!/^[0-9a-f]{40}$/.test(r.fileID)) throw new MuxwireError('MUXWIRE_ERR_BAD_MANIFEST', `a fileID that is not 40 hex digits: ${r.fileID}`);
+      }
+      const out = (r: ManifestEntry): string => (r.relativePath === '' ? `_unback_/${r.domain}` : `_unback_/${r.domain}/${r.relativePath}`);
+      const dirs = new Set<string>(['_unback_']);
+      for (const r of entries) {
+        const target = out(r);
+        const parent = r.flags === MANIFEST_FLAG_DIRECTORY ? target : target.slice(0, target.lastIndexOf('/'));
+        for (let p = parent; p.includes('/'); p = p.slice(0, p.lastIndexOf('/'))) dirs.add(p);
+      }
+      for (const d of [...dirs].sort()) await host.createDirectory(d);
+      const files = entries.filter((r) => r.flags === MANIFEST_FLAG_FILE);
+      for (let i = 0; i < files.length; i += BATCH) {
+        const batch = files.slice(i, i + BATCH);
+        const byName = new Map(batch.map((r) => [`${source}/${backupFilePath(r.fileID)}`, r]));
+        const fetched = await host.downloadFiles([...byName.keys()], (name) => join(work, byName.get(name)!.fileID));
+        for (const [name, r] of byName) {
+          const f = fetched.get(name);
+          if (!f || f.size !== r.size) throw new MuxwireError('MUXWIRE_ERR_BAD_MANIFEST', `${name} is missing or does not match Manifest.db`);
+        }
+        const results = await host.uploadFiles(
+          batch.map((r) => ({ deviceName: `${r.domain}/${r.relativePath}`, backupPath: out(r), path: join(work, r.fileID) })),
+          0,
+          (i / files.length) * 100,
+        );
+        const failed = results.findIndex((r) => !r.ok);
+        if (failed >= 0) throw new MuxwireError('MUXWIRE_ERR_IO', `could not send ${out(batch[failed]!)}`);
+        for (const r of batch) await rm(join(work, r.fileID), { force: true });
+      }
     });
   }
 
