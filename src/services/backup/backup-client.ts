@@ -15,7 +15,7 @@
  * (`syncWillStart`, `syncLockRequest`, `syncDidStart`, `syncDidFinish`) and the exclusive AFC lock
  * on `/com.apple.itunes.lock_sync`, so other sync tools see the device busy.
  */
-import { EventEmitter, on } from 'node:events';
+import { EventEmitter } from 'node:events';
 import { createReadStream } from 'node:fs';
 import { cp, mkdir, open, readFile, readdir, rename, rm, stat, statfs, writeFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
@@ -106,19 +106,38 @@ export class BackupClient extends EventEmitter {
     this.#device = device;
   }
 
-  /** Progress events as an async iterator, until `signal` aborts or the next `done` event. */
+  /**
+   * Progress events as an async iterator that ends when the operation does (or when `signal`
+   * aborts). Every event emitted after the call is delivered, in order, even if the consumer is
+   * slower than the operation; they are small, and one operation emits at most one per MiB moved
+   * and one per file.
+   */
   async *progress(signal?: AbortSignal): AsyncGenerator<BackupProgress> {
-    const ac = new AbortController();
-    const stop = (): void => ac.abort();
-    this.once('done', stop);
-    signal?.addEventListener('abort', stop, { once: true });
+    const queue: BackupProgress[] = [];
+    let ended = false;
+    let wake: (() => void) | undefined;
+    const onProgress = (p: BackupProgress): void => {
+      queue.push(p);
+      wake?.();
+    };
+    const onEnd = (): void => {
+      ended = true;
+      wake?.();
+    };
+    this.on('progress', onProgress);
+    this.once('done', onEnd);
+    signal?.addEventListener('abort', onEnd, { once: true });
     try {
-      for await (const [p] of on(this, 'progress', { signal: ac.signal })) yield p as BackupProgress;
-    } catch (err) {
-      if ((err as Error).name !== 'AbortError') throw err;
+      for (;;) {
+        while (queue.length > 0) yield queue.shift()!;
+        if (ended) return;
+        await new Promise<void>((resolve) => (wake = resolve));
+        wake = undefined;
+      }
     } finally {
-      this.off('done', stop);
-      signal?.removeEventListener('abort', stop);
+      this.off('progress', onProgress);
+      this.off('done', onEnd);
+      signal?.removeEventListener('abort', onEnd);
     }
   }
 
