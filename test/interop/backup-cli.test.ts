@@ -6,7 +6,7 @@
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -15,6 +15,7 @@ import { promisify } from 'node:util';
 import { MuxDaemon } from '../../src/daemon/mux-daemon.js';
 import { SimulatedDevice } from '../../src/sim/simulator.js';
 import { requirePeer } from '../helpers/peers.js';
+import { backupFileId, backupFilePath } from '../../src/services/backup/manifest-db.js';
 import { pairListed } from '../helpers/backup-tree.js';
 
 const run = promisify(execFile);
@@ -81,6 +82,20 @@ describe('muxwire backup, backup-info and restore', () => {
     const r = await muxwire('restore', '-u', device2!.udid, '--source', device!.udid, '--no-reboot', out);
     assert.match(r.stdout, /restore of .* done/);
     assert.deepEqual(await files(join(dir, 'R2')), await files(device!.backupRoot));
+  });
+
+  test('a forced full backup over a previous one drops what the device no longer has', { timeout: 300_000 }, async (t) => {
+    if (!requirePeer(t, 'idevicepair', 'idevice_id')) return;
+    const out = join(dir, 'OUT');
+    const udid = device!.udid;
+    const gone = backupFilePath(backupFileId('AppDomain-com.example.notes', 'Documents/todo.txt'));
+    assert.ok((await stat(join(out, udid, gone))).isFile(), 'backed up the first time');
+    await rm(join(device!.backupRoot, 'AppDomain-com.example.notes/Documents/todo.txt'));
+    await muxwire('backup', '-u', udid, out, '--full', '--no-progress');
+    await assert.rejects(stat(join(out, udid, gone)));
+    const info = JSON.parse((await muxwire('backup-info', out, '-u', udid, '--json')).stdout) as Record<string, unknown>[];
+    assert.equal(info[0]!.files, (await files(device!.backupRoot)).length);
+    assert.equal(info[0]!.isFullBackup, true);
   });
 
   test('a missing backup directory is one line with a code and exit status 1', async () => {

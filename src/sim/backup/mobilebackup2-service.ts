@@ -241,15 +241,16 @@ class BackupSession {
     const host = this.#host;
     await this.#withWorkDir(async (work) => {
       const content = await walkContent(ctx.root);
-      const previous = forceFull ? undefined : await this.#previous(target, work);
-      const full = previous === undefined;
+      // Read even for a forced full backup: what it lists and the device no longer has must go.
+      const previous = await this.#previous(target, work);
+      const full = forceFull || previous === undefined;
       const entries = new Map<string, ManifestEntry>();
       const toUpload: { entry: ContentEntry; fileID: string }[] = [];
       for (const c of content) {
         const fileID = backupFileId(c.domain, c.relativePath);
         const entry = manifestEntry(c, fileID);
         if (c.flags === MANIFEST_FLAG_FILE) {
-          const prev = previous?.get(fileID);
+          const prev = full ? undefined : previous?.get(fileID);
           if (prev?.digest && prev.size === Number(c.stat.size) && prev.digest.equals(await ctx.digests.digest(c.path, c.stat))) {
             entry.digest = prev.digest;
           } else {
