@@ -116,6 +116,12 @@ class Demuxer {
   void Emit(uint32_t source, uint32_t offset, const uint8_t* packet, uint32_t length,
             uint32_t* record);
   int64_t Fail(uint32_t offset, uint32_t length, uint32_t* events);
+  // Appends `n` bytes of the packet being reassembled (never past its end): headers to staging,
+  // the payload to staging or, once StartStream said so, straight to its connection's ring.
+  void Append(const uint8_t* data, size_t n);
+  // With the headers staged: whether the payload can go straight to its connection's ring (a TCP
+  // packet, not an RST, for an open connection without the sink fast path, that fits).
+  bool StartStream();
 
   int version_;
   uint32_t max_packet_;
@@ -126,6 +132,13 @@ class Demuxer {
   // Which staging buffer receives the packet being reassembled, and how much of it is there.
   int current_ = 0;
   uint32_t staged_ = 0;
+  // The payload of the packet being reassembled goes to ring `stream_slot_` from position
+  // `stream_write_` on (published when the packet is complete); `orphaned_` once that connection
+  // closed, after which the rest of the payload is dropped.
+  bool streaming_ = false;
+  bool orphaned_ = false;
+  uint32_t stream_slot_ = 0;
+  uint32_t stream_write_ = 0;
   bool failed_ = false;
   uint32_t failed_offset_ = 0;
   uint32_t failed_length_ = 0;

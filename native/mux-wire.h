@@ -26,6 +26,8 @@ constexpr size_t kMuxHeaderSizeV2 = 16;
 // before the rest of a v2 header has arrived.
 constexpr size_t kMuxLengthFieldEnd = 8;
 constexpr size_t kTcpHeaderSize = 20;
+// The RST bit of the TCP-like header's flags byte (offset 13).
+constexpr uint8_t kTcpFlagRst = 0x04;
 // usbmuxd's DEV_MRU: the largest device→host packet it reassembles (reference/usbmux.md §2.5).
 constexpr uint32_t kMaxMuxPacket = 65536;
 

@@ -23,6 +23,7 @@
 import { MuxwireError } from '../errors.js';
 import {
   DEMUX_EVENT_FIELDS,
+  DemuxEvent,
   DemuxField,
   OFFSET_EARLIER,
   SOURCE_TRANSFER,
@@ -30,6 +31,9 @@ import {
   type RawDemuxerConstructor,
 } from './demux-core.js';
 import { SCAN_BAD_LENGTH } from './accel.js';
+
+/** The RST bit of the TCP-like header's flags: an RST's payload is read from its packet. */
+const TCP_FLAG_RST = 0x04;
 
 export interface DemuxerOptions {
   /** Mux header version of the packets to come (1 until VERSION negotiates 2). */
@@ -188,13 +192,22 @@ export class Demuxer {
     return result;
   }
 
-  /** A view of event `i`'s whole packet (header included), valid until the next push. */
+  /**
+   * A view of event `i`'s packet, valid until the next push: the whole packet for PACKET events
+   * and RSTs (whose payload is their reason), the mux and TCP headers only for the other TCP
+   * events, whose payload is read from the connection's ring. (The payload of a packet that spans
+   * transfers goes straight to the ring, so staging holds its headers alone.)
+   */
   packet(i: number): Buffer {
     if (!Number.isInteger(i) || i < 0 || i >= this.#count) throw new RangeError(`no event ${i}`);
     const r = i * DEMUX_EVENT_FIELDS;
-    const source = this.#events[r + DemuxField.SOURCE]!;
-    const offset = this.#events[r + DemuxField.OFFSET]!;
-    const length = this.#events[r + DemuxField.LENGTH]!;
+    const ev = this.#events;
+    const source = ev[r + DemuxField.SOURCE]!;
+    const offset = ev[r + DemuxField.OFFSET]!;
+    let length = ev[r + DemuxField.LENGTH]!;
+    if (ev[r + DemuxField.KIND] !== DemuxEvent.PACKET && (ev[r + DemuxField.FLAGS]! & TCP_FLAG_RST) === 0) {
+      length -= ev[r + DemuxField.PAYLOAD_LENGTH]!;
+    }
     const from = source === SOURCE_TRANSFER ? this.#transfer : this.#staging[source - 1]!;
     return Buffer.from(from.buffer, from.byteOffset + offset, length);
   }
