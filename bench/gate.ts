@@ -8,9 +8,9 @@
 import { readFileSync } from 'node:fs';
 import type { ContenderId } from './contenders.js';
 import type { FigureId } from './e2e.js';
-import type { DemuxCase, DemuxRow } from './micro.js';
+import { roundRatios, type DemuxCase, type DemuxRow } from './micro.js';
 import { figureValue, type BenchReport, type GateOutcome } from './report.js';
-import { median } from './stats.js';
+import { median, summarize } from './stats.js';
 
 interface BaseThreshold {
   id: string;
@@ -67,17 +67,26 @@ function limitText(t: Threshold): string {
   return [t.min !== undefined ? `≥ ${t.min}` : '', t.max !== undefined ? `≤ ${t.max}` : ''].filter(Boolean).join(' ');
 }
 
+/**
+ * A demux ratio per matching case: the median of its per-round ratios (both tasks of a ratio are
+ * timed in the same interleaved rounds), then the worst case, or the cases' median. The detail
+ * names the case and the spread of its rounds.
+ */
 function demuxValue(rows: readonly DemuxRow[], t: DemuxThreshold): { value?: number; detail?: string } {
   const matching = rows.filter((r) => Object.entries(t.select).every(([k, v]) => r.demuxCase[k as keyof DemuxCase] === v));
   if (matching.length === 0) return { detail: 'no demux case matches' };
   const values = matching
-    .map((r) => ({ value: t.ratio === 'native÷ts' ? r.ns.ts! / r.ns.native! : r.ns.memcpy! / r.ns.native!, name: r.name }))
+    .map((r) => {
+      const s = summarize(t.ratio === 'native÷ts' ? roundRatios(r, 'native', 'ts') : roundRatios(r, 'native', 'memcpy'));
+      return { value: s.median, name: r.name, spread: `${s.min.toFixed(2)}..${s.max.toFixed(2)} over ${s.runs.length} rounds` };
+    })
     .sort((a, b) => a.value - b.value);
   const worst = values[0]!;
+  const all = values.map((v) => v.value.toFixed(2)).join(' ');
   if (t.aggregate === 'median') {
-    return { value: median(values.map((v) => v.value)), detail: `median of ${values.length}; worst ${worst.value.toFixed(2)} (${worst.name})` };
+    return { value: median(values.map((v) => v.value)), detail: `median of ${values.length} cases (${all}); worst ${worst.value.toFixed(2)} (${worst.name}, ${worst.spread})` };
   }
-  return { value: worst.value, detail: `worst of ${values.length}: ${worst.name}` };
+  return { value: worst.value, detail: `worst of ${values.length} cases (${all}): ${worst.name}, rounds ${worst.spread}` };
 }
 
 /** Checks every threshold against `report`. */
