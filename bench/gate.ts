@@ -9,7 +9,7 @@ import { readFileSync } from 'node:fs';
 import type { ContenderId } from './contenders.js';
 import type { FigureId } from './e2e.js';
 import { roundRatios, type DemuxCase, type DemuxRow } from './micro.js';
-import { figureValue, type BenchReport, type GateOutcome } from './report.js';
+import { figureRuns, figureValue, type BenchReport, type GateOutcome } from './report.js';
 import { median, summarize } from './stats.js';
 
 interface BaseThreshold {
@@ -89,6 +89,19 @@ function demuxValue(rows: readonly DemuxRow[], t: DemuxThreshold): { value?: num
   return { value: worst.value, detail: `worst of ${values.length} cases (${all}): ${worst.name}, rounds ${worst.spread}` };
 }
 
+/**
+ * The spread of an e2e ratio: the ratio of each round (the contenders' runs of one figure are
+ * interleaved, run i of each in round i), as min..max, or of the figure itself without `against`.
+ */
+function roundSpread(report: BenchReport, t: E2eThreshold): string | undefined {
+  const mine = figureRuns(report, t.contender, t.figure);
+  if (!mine || mine.length === 0) return undefined;
+  const theirs = t.against ? figureRuns(report, t.against, t.againstFigure ?? t.figure) : mine.map(() => 1);
+  if (!theirs || theirs.length !== mine.length) return undefined;
+  const s = summarize(mine.map((v, i) => v / theirs[i]!));
+  return `rounds ${s.min.toFixed(2)}..${s.max.toFixed(2)} over ${s.runs.length}`;
+}
+
 /** Checks every threshold against `report`. */
 export function checkGate(gate: GateFile, report: BenchReport): GateOutcome[] {
   const out: GateOutcome[] = [];
@@ -108,6 +121,7 @@ export function checkGate(gate: GateFile, report: BenchReport): GateOutcome[] {
         missing = `${who}: ${r?.unavailable ?? r?.figures[t.figure]?.missing ?? 'not measured'}`;
       } else {
         value = mine / theirs;
+        detail = roundSpread(report, t);
       }
     }
     const base = { id: t.id, description: t.why, limit: limitText(t), why: t.why };
@@ -117,7 +131,7 @@ export function checkGate(gate: GateFile, report: BenchReport): GateOutcome[] {
     }
     const ok = (t.min === undefined || value >= t.min) && (t.max === undefined || value <= t.max);
     const status = ok ? 'pass' : t.advisory ? 'miss' : 'fail';
-    const note = !ok && t.advisory ? `target not enforced: ${t.advisory}` : detail;
+    const note = !ok && t.advisory ? `${detail ? `${detail}; ` : ''}target not enforced: ${t.advisory}` : detail;
     out.push({ ...base, value, status, ...(note ? { detail: note } : {}) });
   }
   return out;

@@ -55,6 +55,11 @@ export function figureValue(report: BenchReport, who: ContenderId, id: FigureId)
   return v !== undefined && Number.isFinite(v) ? v : undefined;
 }
 
+/** Every measured run of a contender's figure, in round order (the warm-up is not among them). */
+export function figureRuns(report: BenchReport, who: ContenderId, id: FigureId): readonly number[] | undefined {
+  return report.e2e?.find((r) => r.id === who)?.figures[id]?.summary?.runs;
+}
+
 function fmt(n: number | undefined, digits?: number): string {
   if (n === undefined || !Number.isFinite(n)) return '—';
   const d = digits ?? (Math.abs(n) >= 100 ? 0 : Math.abs(n) >= 10 ? 1 : 2);

@@ -20,6 +20,7 @@ const TINY: E2eConfig = {
   repeats: 2,
   targetSeconds: 0.05,
   warmupBytes: 256 * 1024,
+  warmupSeconds: 0,
   minBytes: 1024 * 1024,
   maxBytes: 2 * 1024 * 1024,
   connections: 4,
