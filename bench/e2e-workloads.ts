@@ -156,6 +156,28 @@ export async function concurrentDownload(open: Opener, connections: number, byte
 }
 
 /**
+ * Full-duplex echo: `connections` connections to the device's echo service at once, each writing
+ * `bytesEach` pattern bytes while it reads them back, checked as they arrive. A relay must read
+ * both directions while it writes either: libimobiledevice's iproxy 2.0.2 does not (its worker
+ * drops a send buffer after a 1 s write timeout while it is not reading the other way), which is
+ * why duplex is driven by this client and never through iproxy. Rate: bytes each way over the
+ * time until the last echoed byte is in.
+ */
+export async function duplexEcho(open: Opener, connections: number, bytesEach: number): Promise<Transfer> {
+  const socks: Socket[] = [];
+  try {
+    for (let i = 0; i < connections; i++) socks.push(await open('echo'));
+    const t0 = performance.now();
+    const all = socks.map((s, i) => Promise.all([receivePattern(s, bytesEach, `echo connection ${i + 1} of ${connections}`), sendPattern(s, bytesEach)]));
+    const total = connections * bytesEach;
+    await deadline(Promise.all(all), guardMs(2 * total), `${connections} full-duplex echoes of ${bytesEach} bytes`);
+    return { bytes: total, seconds: (performance.now() - t0) / 1000 };
+  } finally {
+    for (const s of socks) s.destroy();
+  }
+}
+
+/**
  * Connect latency: `samples` connections opened one after another; each time runs from the call
  * until the tunnel is usable (for a daemon: Connect sent → Result 0 read), in milliseconds. A
  * closing connection's teardown happens between samples, outside the timing.

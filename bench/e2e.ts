@@ -22,6 +22,7 @@ import {
   concurrentDownload,
   connectLatency,
   download,
+  duplexEcho,
   loadAppiumAfc,
   lockdownRoundTrips,
   mbps,
@@ -35,6 +36,8 @@ import { cpuSeconds, RssSampler } from './proc-stats.js';
 import { quantile, summarize, type Summary } from './stats.js';
 
 const MiB = 1024 * 1024;
+/** Connections of the many-connection duplex figure. */
+const DUPLEX_CONNECTIONS = 8;
 
 export interface E2eConfig {
   /** Measured runs per figure (after one warm-up). */
@@ -66,7 +69,7 @@ export interface E2eConfig {
 }
 
 /** Groups of figures that `--figures` can select: each group is measured as a whole. */
-export const FIGURE_GROUPS = ['download', 'upload', 'concurrent', 'connect', 'lockdown', 'afc'] as const;
+export const FIGURE_GROUPS = ['download', 'upload', 'duplex', 'concurrent', 'connect', 'lockdown', 'afc'] as const;
 export type FigureGroup = (typeof FIGURE_GROUPS)[number];
 
 export const FULL_E2E: E2eConfig = {
@@ -103,6 +106,8 @@ export const QUICK_E2E: E2eConfig = {
 export const FIGURES = {
   download: { title: 'download, 1 connection', unit: 'MB/s', better: 'higher' },
   upload: { title: 'upload, 1 connection', unit: 'MB/s', better: 'higher' },
+  duplex: { title: 'full-duplex echo, 1 connection (each way)', unit: 'MB/s', better: 'higher' },
+  duplex8: { title: 'full-duplex echo, 8 connections (aggregate each way)', unit: 'MB/s', better: 'higher' },
   concurrent: { title: 'download, 32 connections (aggregate)', unit: 'MB/s', better: 'higher' },
   connectMedian: { title: 'connect latency, median', unit: 'ms', better: 'lower' },
   connectP99: { title: 'connect latency, p99', unit: 'ms', better: 'lower' },
@@ -339,6 +344,12 @@ async function measureAll(entries: readonly Entry[], cfg: E2eConfig, log: Log): 
   const wants = (g: FigureGroup): boolean => !cfg.figures || cfg.figures.includes(g);
   if (wants('download')) await interleave(entries, throughputPlan('download', cfg, (e, n) => download(e.c.open, n)), log);
   if (wants('upload')) await interleave(entries, throughputPlan('upload', cfg, (e, n) => upload(e.c.open, n)), log);
+  if (wants('duplex')) {
+    await interleave(entries, throughputPlan('duplex', cfg, (e, n) => duplexEcho(e.c.open, 1, n)), log);
+    // Eight connections share the run's bytes, in whole 64 KiB blocks each.
+    const each = (n: number): number => Math.max(64 * 1024, Math.floor(n / DUPLEX_CONNECTIONS / 65536) * 65536);
+    await interleave(entries, throughputPlan('duplex8', cfg, (e, n) => duplexEcho(e.c.open, DUPLEX_CONNECTIONS, each(n))), log);
+  }
   if (wants('concurrent')) await measureConcurrent(entries, cfg, log);
   if (wants('connect')) await measureConnect(entries, cfg, log);
   if (wants('lockdown') || wants('afc')) await measureLockdownAndAfc(entries, cfg, log, wants('lockdown'), wants('afc'));

@@ -161,7 +161,7 @@ export function formatReport(report: BenchReport): string {
     out.push('END TO END (each contender in fresh processes, same simulated device; medians of the measured runs, warm-up excluded)');
     out.push(formatE2e(report));
     for (const r of report.e2e) {
-      const sizes = (['download', 'upload', 'concurrent', 'afcPullMuxwire'] as const)
+      const sizes = (['download', 'upload', 'duplex', 'duplex8', 'concurrent', 'afcPullMuxwire'] as const)
         .map((id) => (r.figures[id]?.bytesPerRun ? `${id} ${Math.round(r.figures[id]!.bytesPerRun! / 2 ** 20)} MiB` : undefined))
         .filter((x) => x !== undefined);
       const notes = [...r.notes, ...(sizes.length ? [`per run: ${sizes.join(', ')}`] : [])];
