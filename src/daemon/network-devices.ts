@@ -30,25 +30,47 @@ export interface NetworkDevicesOptions {
   hosts: string[];
 }
 
-/** A NetworkSource whose devices are identified through `pairStore`. */
+/**
+ * A NetworkSource whose devices are identified through `pairStore`, and tried again whenever a
+ * record is saved (a device paired over USB is then listed on the network at once).
+ */
+export class PairedNetworkSource extends NetworkSource {
+  readonly #pairStore: PairStore;
+  readonly #onSaved = (): void => this.retry();
+
+  constructor(pairStore: PairStore, opts: NetworkDevicesOptions) {
+    super({ mdns: opts.mdns, hosts: opts.hosts, identify: (c) => identify(pairStore, c) });
+    this.#pairStore = pairStore;
+  }
+
+  override async start(): Promise<void> {
+    this.#pairStore.on('saved', this.#onSaved);
+    await super.start();
+  }
+
+  override async stop(): Promise<void> {
+    this.#pairStore.off('saved', this.#onSaved);
+    await super.stop();
+  }
+}
+
+/** The daemon's network source (`--network`, `--network-device`). */
 export function createNetworkSource(pairStore: PairStore, opts: NetworkDevicesOptions): NetworkSource {
-  return new NetworkSource({
-    mdns: opts.mdns,
-    hosts: opts.hosts,
-    identify: async (c) => {
-      if (c.mac !== undefined) {
-        const udid = await udidForWifiMac(pairStore, c.mac);
-        if (udid === undefined) log.info(`${c.serviceName}: no pair record has WiFiMACAddress ${c.mac}; not listed (pair over USB first)`);
-        return udid === undefined ? undefined : { udid, mac: c.mac };
-      }
-      const who = await askLockdownd(c);
-      if ((await pairStore.readPairRecordData(who.udid)) === undefined) {
-        log.info(`${c.host}: no pair record for ${who.udid}; not listed (pair over USB first)`);
-        return undefined;
-      }
-      return who;
-    },
-  });
+  return new PairedNetworkSource(pairStore, opts);
+}
+
+async function identify(pairStore: PairStore, c: NetworkCandidate): Promise<{ udid: string; mac?: string } | undefined> {
+  if (c.mac !== undefined) {
+    const udid = await udidForWifiMac(pairStore, c.mac);
+    if (udid === undefined) log.info(`${c.serviceName}: no pair record has WiFiMACAddress ${c.mac}; not listed (pair over USB first)`);
+    return udid === undefined ? undefined : { udid, mac: c.mac };
+  }
+  const who = await askLockdownd(c);
+  if ((await pairStore.readPairRecordData(who.udid)) === undefined) {
+    log.info(`${c.host}: no pair record for ${who.udid}; not listed (pair over USB first)`);
+    return undefined;
+  }
+  return who;
 }
 
 /** The UDID of the pair record whose WiFiMACAddress is `mac` (case-insensitive), if any. */

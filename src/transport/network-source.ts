@@ -26,7 +26,7 @@ import type { Answer } from 'dns-packet';
 import { log as rootLog } from '../log.js';
 import type { Logger } from '../log.js';
 import type { DeviceSource } from './device-link.js';
-import { encodeNetworkAddress, ipv6Bytes } from './network-address.js';
+import { encodeNetworkAddress, ipv6Bytes } from '../protocol/network-address.js';
 import { NetworkLink } from './network-link.js';
 import { MOBDEV2_SERVICE, macFromInstance, mobdev2FullName, mobdev2Instance } from './mobdev2.js';
 
@@ -121,6 +121,16 @@ export class NetworkSource extends EventEmitter implements DeviceSource {
     }
     for (const t of this.#timers) t.unref();
     this.#probeAll();
+  }
+
+  /**
+   * Tries again, now, every device found but not attached (the daemon calls it when a pair record
+   * is saved: a device paired over USB is then listed on the network at once, not at the next
+   * browse).
+   */
+  retry(): void {
+    if (!this.#running) return;
+    for (const t of this.#tracked.values()) if (t.link === undefined) void this.#tryAttach(t);
   }
 
   async stop(): Promise<void> {
