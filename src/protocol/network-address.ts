@@ -66,11 +66,7 @@ export function decodeNetworkAddress(data: Buffer): NetworkAddress | undefined {
   if (data[1] === AF_INET || (data[0] === AF_INET && data[1] === 0)) family = 4;
   else if (data[1] === BSD_AF_INET6 || (data[0] === 10 && data[1] === 0)) family = 6;
   if (family === 4) return { address: `${data[4]}.${data[5]}.${data[6]}.${data[7]}`, family, scopeId: 0 };
-  if (family === 6 && data.length >= 28) {
-    const groups: string[] = [];
-    for (let i = 0; i < 8; i++) groups.push(data.readUInt16BE(8 + 2 * i).toString(16));
-    return { address: compressIpv6(groups), family, scopeId: data.readUInt32LE(24) };
-  }
+  if (family === 6 && data.length >= 28) return { address: formatIpv6(data.subarray(8, 24)), family, scopeId: data.readUInt32LE(24) };
   return undefined;
 }
 
@@ -97,8 +93,10 @@ export function ipv6Bytes(text: string): Buffer {
   return out;
 }
 
-/** RFC 5952 text: the longest run of two or more zero groups becomes `::`. */
-function compressIpv6(groups: string[]): string {
+/** The RFC 5952 text of 16 address bytes: the longest run of two or more zero groups becomes `::`. */
+export function formatIpv6(bytes: Buffer): string {
+  const groups: string[] = [];
+  for (let i = 0; i < 8; i++) groups.push(bytes.readUInt16BE(2 * i).toString(16));
   let best = -1;
   let bestLen = 1;
   for (let i = 0; i < 8; ) {

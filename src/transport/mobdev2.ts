@@ -7,6 +7,7 @@
  * daemon both use these names, so they live here, with the multicast options for both.
  */
 import { MuxwireError } from '../errors.js';
+import { formatIpv6 } from '../protocol/network-address.js';
 
 /** The DNS-SD service type of lockdownd over Wi-Fi. */
 export const MOBDEV2_SERVICE = '_apple-mobdev2._tcp.local';
@@ -20,8 +21,7 @@ const MAC = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
 /** The EUI-64 link-local address of a MAC (fe80::, universal/local bit flipped, ff:fe inserted). */
 export function linkLocalFromMac(mac: string): string {
   const b = macBytes(mac);
-  const g = (hi: number, lo: number): string => ((hi << 8) | lo).toString(16);
-  return `fe80::${g(b[0]! ^ 0x02, b[1]!)}:${g(b[2]!, 0xff)}:${g(0xfe, b[3]!)}:${g(b[4]!, b[5]!)}`;
+  return formatIpv6(Buffer.from([0xfe, 0x80, 0, 0, 0, 0, 0, 0, b[0]! ^ 0x02, b[1]!, b[2]!, 0xff, 0xfe, b[3]!, b[4]!, b[5]!]));
 }
 
 /** `<mac>@<link-local>`: the instance label an iPhone advertises. */
