@@ -28,6 +28,8 @@ let ns: NetworkNamespace | undefined;
 let nsError = '';
 let sim: NsProcess;
 let udid = '';
+/** A second device, at ::1 and not advertised: the daemon has it by address (--network-device). */
+let udid6 = '';
 
 before(async () => {
   dir = await mkdtemp(join(tmpdir(), 'muxwire-interop-network-'));
@@ -40,11 +42,14 @@ before(async () => {
   }
   ns.env = { ...process.env, USBMUXD_SOCKET_ADDRESS: `UNIX:${join(dir, 'usbmuxd')}` };
   const bus = join(dir, 'bus');
-  const daemon = ns.start(process.execPath, [CLI, 'daemon', '--socket', join(dir, 'usbmuxd'), '--pair-dir', join(dir, 'lockdown'), '--vusb-dir', bus, '--no-usb', '--no-preflight', '--network']);
+  const daemon = ns.start(process.execPath, [CLI, 'daemon', '--socket', join(dir, 'usbmuxd'), '--pair-dir', join(dir, 'lockdown'), '--vusb-dir', bus, '--no-usb', '--no-preflight', '--network', '--network-device', '::1']);
   await daemon.line(/^muxwire daemon: listening on /);
   sim = ns.start(process.execPath, [CLI, 'sim', '--vusb-dir', bus, '--network', DEVICE_ADDRESS, '--ios', '16.4.1', '--name', 'Wi-Fi Phone']);
   udid = (await sim.line(/^muxwire sim: ready (\S+) /))[1]!;
   await sim.line(/^muxwire sim: network \S+ 127\.0\.0\.2 /);
+  const sim6 = ns.start(process.execPath, [CLI, 'sim', '--vusb-dir', bus, '--network', '::1', '--no-mdns', '--ios', '17.2']);
+  udid6 = (await sim6.line(/^muxwire sim: ready (\S+) /))[1]!;
+  await sim6.line(/^muxwire sim: network \S+ ::1 /);
 });
 
 after(async () => {
@@ -76,9 +81,9 @@ test('idevice_id -n lists the device once it is paired over USB', async (t) => {
   const pair = await ns!.run('idevicepair', ['-u', udid, 'pair']);
   assert.equal(pair.code, 0, pair.stdout + pair.stderr);
   const listed = await waitForListing(['idevice_id', '-n'], (out) => out.includes(udid));
-  assert.deepEqual(listed.trim().split('\n'), [udid]);
+  assert.deepEqual(listed.trim().split('\n'), [udid], 'only the paired device is on the network list');
   const both = await ns!.run('idevice_id', []);
-  assert.deepEqual(both.stdout.trim().split('\n').sort(), [`${udid} (Network)`, `${udid} (USB)`]);
+  assert.deepEqual(both.stdout.trim().split('\n').filter((l) => l.startsWith(udid)).sort(), [`${udid} (Network)`, `${udid} (USB)`]);
 });
 
 test('ideviceinfo -n -u UDID -k ProductVersion prints the simulated version', async (t) => {
@@ -102,7 +107,8 @@ test('muxwire list --json shows the USB and the network entry of the same device
   if (!ready(t)) return;
   const r = await ns!.run(process.execPath, [CLI, 'list', '--json']);
   assert.equal(r.code, 0, r.stderr);
-  const devices = JSON.parse(r.stdout) as Array<{ udid: string; connectionType: string; networkAddress?: string; serviceName?: string }>;
+  const all = JSON.parse(r.stdout) as Array<{ udid: string; connectionType: string; networkAddress?: string; serviceName?: string }>;
+  const devices = all.filter((d) => d.udid === udid);
   assert.deepEqual(devices.map((d) => [d.udid, d.connectionType]).sort(), [
     [udid, 'Network'],
     [udid, 'USB'],
@@ -110,6 +116,20 @@ test('muxwire list --json shows the USB and the network entry of the same device
   const network = devices.find((d) => d.connectionType === 'Network')!;
   assert.equal(network.networkAddress, DEVICE_ADDRESS);
   assert.match(network.serviceName!, /^[0-9a-f:]{17}@fe80::[0-9a-f:]+\._apple-mobdev2\._tcp\.local$/);
+});
+
+test('a device given by IPv6 address is listed once paired, and ideviceinfo -n reaches it through the sockaddr_in6', async (t) => {
+  if (!ready(t)) return;
+  await waitForListing(['idevice_id', '-l'], (out) => out.includes(udid6));
+  const pair = await ns!.run('idevicepair', ['-u', udid6, 'pair']);
+  assert.equal(pair.code, 0, pair.stdout + pair.stderr);
+  await waitForListing(['idevice_id', '-n'], (out) => out.includes(udid6));
+  const r = await ns!.run('ideviceinfo', ['-n', '-u', udid6, '-k', 'ProductVersion']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.stdout.trim(), '17.2');
+  const list = await ns!.run(process.execPath, [CLI, 'list', '-n', '--json']);
+  const entry = (JSON.parse(list.stdout) as Array<{ udid: string; networkAddress?: string }>).find((d) => d.udid === udid6);
+  assert.equal(entry?.networkAddress, '::1');
 });
 
 test('muxwire info -n and afc -n push and pull 64 MiB over the network path', async (t) => {
@@ -132,9 +152,9 @@ test('taking the network side down detaches the network entry; the USB entry sta
   sim.child.kill('SIGUSR1');
   await sim.line(/^muxwire sim: network down /);
   // Documented: at once on the mDNS goodbye, within 13 s by the probe without one.
-  await waitForListing(['idevice_id', '-n'], (out) => out.trim() === '');
+  await waitForListing(['idevice_id', '-n'], (out) => !out.includes(udid));
   const usb = await ns!.run('idevice_id', ['-l']);
-  assert.deepEqual(usb.stdout.trim().split('\n'), [udid]);
+  assert.ok(usb.stdout.trim().split('\n').includes(udid), usb.stdout);
   // And back: announced again, listed again.
   sim.child.kill('SIGUSR2');
   await sim.line(/^muxwire sim: network \S+ 127\.0\.0\.2 /);
