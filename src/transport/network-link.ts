@@ -46,6 +46,13 @@ export interface NetworkLinkOptions {
   log?: Logger;
 }
 
+/** See NetworkLink.stats(). */
+export interface NetworkLinkStats {
+  connections: number;
+  queuedToHost: number;
+  unwrittenToDevice: number;
+}
+
 /** One mux connection ↔ one TCP socket. */
 interface Bridge {
   key: number;
@@ -84,9 +91,19 @@ export class NetworkLink implements DeviceLink {
     this.#log = opts.log ?? rootLog.child({ net: opts.info.serialNumber });
   }
 
-  /** Open TCP connections to the device (tests, diagnostics). */
-  get connectionCount(): number {
-    return this.#bridges.size;
+  /**
+   * Buffered bytes over every connection (tests, diagnostics): device bytes waiting for the host's
+   * window (at most one socket read each once the socket is paused) and host bytes the TCP sockets
+   * have not written yet (bounded by RECEIVE_WINDOW each, the window the host is told).
+   */
+  stats(): NetworkLinkStats {
+    let toHost = 0;
+    let toDevice = 0;
+    for (const b of this.#bridges.values()) {
+      toHost += b.queued;
+      toDevice += b.socket.writableLength;
+    }
+    return { connections: this.#bridges.size, queuedToHost: toHost, unwrittenToDevice: toDevice };
   }
 
   start(handlers: DeviceLinkHandlers): void {
