@@ -22,7 +22,7 @@ import type { Answer } from 'dns-packet';
 import { MuxwireError } from '../errors.js';
 import { log as rootLog } from '../log.js';
 import type { Logger } from '../log.js';
-import { MOBDEV2_SERVICE, mobdev2FullName, mobdev2Instance } from '../transport/mobdev2.js';
+import { MOBDEV2_SERVICE, mdnsReady, mobdev2FullName, mobdev2Instance } from '../transport/mobdev2.js';
 import type { ConnectionHandler } from './device-mux.js';
 import type { DevicePorts, PortObserver } from './device-ports.js';
 import { LOCKDOWN_PORT } from './lockdownd.js';
@@ -128,10 +128,16 @@ export class SimNetworkSide implements PortObserver {
   async #advertise(): Promise<void> {
     const mdns = makeMdns({ interface: this.address, bind: '0.0.0.0', loopback: true, reuseAddr: true });
     this.#mdns = mdns;
-    mdns.on('error', (err: Error) => this.#log.warn(`mDNS: ${err.message}`));
     mdns.on('warning', (err: Error) => this.#log.debug(`mDNS: ${err.message}`));
     mdns.on('query', (query: QueryPacket) => this.#answer(mdns, query));
-    await new Promise<void>((resolve) => mdns.once('ready', () => resolve()));
+    try {
+      await mdnsReady(mdns);
+    } catch (err) {
+      this.#mdns = undefined;
+      await this.stop();
+      throw err;
+    }
+    mdns.on('error', (err: Error) => this.#log.warn(`mDNS: ${err.message}`));
     // Announce (RFC 6762 §8.3): twice, a second apart; later answers come from queries.
     mdns.respond({ answers: this.#records(1) });
     const again = setTimeout(() => {

@@ -6,6 +6,7 @@
  * pair record whose `WiFiMACAddress` is that MAC; the daemon does the same. The simulator and the
  * daemon both use these names, so they live here, with the multicast options for both.
  */
+import type { MulticastDNS } from 'multicast-dns';
 import { MuxwireError } from '../errors.js';
 import { formatIpv6 } from '../protocol/network-address.js';
 
@@ -47,6 +48,24 @@ export function normalizeMac(mac: string): string {
   const m = mac.toLowerCase();
   if (!MAC.test(m)) throw new MuxwireError('MUXWIRE_ERR_BAD_ARGUMENT', `'${mac}' is not a MAC address`);
   return m;
+}
+
+/**
+ * Resolves once a multicast-dns instance has bound its socket; rejects with MUXWIRE_ERR_LISTEN
+ * (and destroys it) when the bind fails, e.g. port 5353 held without address reuse.
+ */
+export function mdnsReady(mdns: MulticastDNS): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const onError = (err: Error): void => {
+      mdns.destroy();
+      reject(new MuxwireError('MUXWIRE_ERR_LISTEN', `cannot use mDNS (UDP ${MDNS_PORT}): ${err.message}`, { cause: err }));
+    };
+    mdns.once('error', onError);
+    mdns.once('ready', () => {
+      mdns.off('error', onError);
+      resolve();
+    });
+  });
 }
 
 function macBytes(mac: string): number[] {

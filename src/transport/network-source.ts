@@ -28,7 +28,8 @@ import type { Logger } from '../log.js';
 import type { DeviceSource } from './device-link.js';
 import { encodeNetworkAddress, ipv6Bytes } from '../protocol/network-address.js';
 import { NetworkLink } from './network-link.js';
-import { MOBDEV2_SERVICE, macFromInstance, mobdev2FullName, mobdev2Instance } from './mobdev2.js';
+import { MOBDEV2_SERVICE, macFromInstance, mdnsReady, mobdev2FullName, mobdev2Instance } from './mobdev2.js';
+import { MuxwireError } from '../errors.js';
 
 /** lockdownd's TCP port on a network device. */
 export const NETWORK_LOCKDOWN_PORT = 62078;
@@ -97,7 +98,7 @@ export class NetworkSource extends EventEmitter implements DeviceSource {
     this.#log = opts.log ?? rootLog.child({ src: 'network' });
     for (const host of opts.hosts ?? []) {
       const family = isIP(host);
-      if (family === 0) throw new TypeError(`'${host}' is not an IP address`);
+      if (family === 0) throw new MuxwireError('MUXWIRE_ERR_BAD_ADDRESS', `a network device is given by IP address, not '${host}'`);
     }
   }
 
@@ -150,10 +151,10 @@ export class NetworkSource extends EventEmitter implements DeviceSource {
   async #browse(): Promise<void> {
     const mdns = makeMdns({ bind: '0.0.0.0', loopback: true, reuseAddr: true });
     this.#mdns = mdns;
-    mdns.on('error', (err: Error) => this.#log.warn(`mDNS: ${err.message}`));
     mdns.on('warning', (err: Error) => this.#log.debug(`mDNS: ${err.message}`));
     mdns.on('response', (packet: ResponsePacket) => this.#onResponse(packet));
-    await new Promise<void>((resolve) => mdns.once('ready', () => resolve()));
+    await mdnsReady(mdns);
+    mdns.on('error', (err: Error) => this.#log.warn(`mDNS: ${err.message}`));
     this.#query();
   }
 
@@ -172,8 +173,9 @@ export class NetworkSource extends EventEmitter implements DeviceSource {
         this.#addresses.set(name, list.slice(-4));
       }
     }
-    if (this.#srv.size > MAX_CANDIDATES) this.#srv.delete(this.#srv.keys().next().value!);
-    if (this.#addresses.size > MAX_CANDIDATES) this.#addresses.delete(this.#addresses.keys().next().value!);
+    // Oldest first out: the caches stay bounded whatever the LAN sends.
+    while (this.#srv.size > MAX_CANDIDATES) this.#srv.delete(this.#srv.keys().next().value!);
+    while (this.#addresses.size > MAX_CANDIDATES) this.#addresses.delete(this.#addresses.keys().next().value!);
     for (const r of records) {
       if (r.type !== 'PTR' || r.name.toLowerCase() !== MOBDEV2_SERVICE) continue;
       const instance = r.data;
