@@ -21,11 +21,11 @@ export interface DeviceLinkInfo {
 
 /** What a network device's record carries instead of the USB fields. */
 export interface NetworkDeviceInfo {
-  /** `NetworkAddress`: the sockaddr in Apple's layout (transport/network-address.ts). */
+  /** `NetworkAddress`: the sockaddr in Apple's layout (protocol/network-address.ts). */
   networkAddress: Buffer;
   /** `EscapedFullServiceName`: the mDNS instance, `<wifi-mac>@<link-local>._apple-mobdev2._tcp.local`. */
   serviceName: string;
-  /** `InterfaceIndex`: the interface the device was found on (0 when added by address). */
+  /** `InterfaceIndex`: the interface whose subnet holds the address (0 when none does). */
   interfaceIndex: number;
 }
 
