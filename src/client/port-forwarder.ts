@@ -9,7 +9,7 @@ import { EventEmitter } from 'node:events';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { MuxwireError } from '../errors.js';
 import { log } from '../log.js';
-import type { DeviceInfo } from './device-info.js';
+import type { ConnectionType, DeviceInfo } from './device-info.js';
 
 export interface ForwardPair {
   localPort: number;
@@ -18,7 +18,7 @@ export interface ForwardPair {
 
 /** What the forwarder needs from a muxer: the UsbmuxClient and embedded mode both fit. */
 export interface ForwardMux {
-  findDevice(udid?: string): Promise<DeviceInfo>;
+  findDevice(udid?: string, options?: { connection?: ConnectionType }): Promise<DeviceInfo>;
   connect(device: DeviceInfo, port: number): Promise<Socket | NodeJS.ReadWriteStream>;
 }
 
@@ -27,6 +27,8 @@ export interface PortForwarderOptions {
   pairs: ForwardPair[];
   /** UDID of the device to reach; default: the first USB device at each accept. */
   udid?: string;
+  /** Which entry of a device on USB and on the network at once (default: USB first). */
+  connection?: ConnectionType;
   /** Address to bind; default 127.0.0.1. */
   host?: string;
 }
@@ -107,7 +109,7 @@ export class PortForwarder extends EventEmitter {
     };
     local.once('close', done);
     try {
-      const device = await this.#options.mux.findDevice(this.#options.udid);
+      const device = await this.#options.mux.findDevice(this.#options.udid, this.#options.connection !== undefined ? { connection: this.#options.connection } : {});
       remote = await this.#options.mux.connect(device, pair.devicePort);
       if (local.destroyed) {
         (remote as Socket).destroy?.();

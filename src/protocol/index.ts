@@ -9,3 +9,4 @@ export * from './mux-decoder.js';
 export * from './plist-frame.js';
 export * from './afc.js';
 export { ByteQueue } from './byte-queue.js';
+export * from './network-address.js';

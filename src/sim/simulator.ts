@@ -32,6 +32,8 @@ import type { DeviceKeyPool } from './identity.js';
 import { InProcessLink } from './in-process-link.js';
 import { Lockdownd } from './lockdownd.js';
 import { createServiceRegistry } from './service-registry.js';
+import { DevicePorts } from './device-ports.js';
+import { SimNetworkSide } from './network-side.js';
 import type { TrustMode } from './sim-pairing.js';
 import { simSpeedToUsbSpeed } from './usb-descriptors.js';
 import type { SimUsbSpeed } from './usb-descriptors.js';
@@ -84,6 +86,8 @@ export class SimulatedDevice {
   readonly identity: DeviceIdentity;
   readonly mux: DeviceMux;
   readonly lockdownd: Lockdownd;
+  /** The listening ports every link serves (lockdownd, started services). */
+  readonly ports: DevicePorts;
   /** Ports of the bench services (absent when turned off). */
   readonly benchPorts: { echo?: number; sink?: number; source?: number };
   /** The directory AFC serves. */
@@ -97,11 +101,13 @@ export class SimulatedDevice {
   readonly #locationId: number;
   #usb: SimUsbDevice | undefined;
   #link: InProcessLink | undefined;
+  #network: SimNetworkSide | undefined;
   #closed = false;
 
   private constructor(parts: {
     identity: DeviceIdentity;
     mux: DeviceMux;
+    ports: DevicePorts;
     lockdownd: Lockdownd;
     bench: BenchServices | undefined;
     afcRoot: string;
@@ -112,6 +118,7 @@ export class SimulatedDevice {
     this.identity = parts.identity;
     this.mux = parts.mux;
     this.lockdownd = parts.lockdownd;
+    this.ports = parts.ports;
     this.#bench = parts.bench;
     this.benchPorts = parts.bench?.ports ?? {};
     this.afcRoot = parts.afcRoot;
@@ -162,9 +169,10 @@ export class SimulatedDevice {
     const services = createServiceRegistry([
       [AFC_SERVICE, (stream) => void serveAfc(stream, { root, deviceModel: identity.productType })],
     ]);
+    const ports = new DevicePorts(mux);
     const lockdownd = new Lockdownd({
       identity,
-      mux,
+      mux: ports,
       services,
       ...(opts.trust !== undefined ? { trust: opts.trust } : {}),
       ...(opts.enableServiceSSL !== undefined ? { enableServiceSSL: opts.enableServiceSSL } : {}),
@@ -179,7 +187,7 @@ export class SimulatedDevice {
       if (ownsAfcRoot) await rm(root, { recursive: true, force: true });
       throw err;
     }
-    return new SimulatedDevice({ identity, mux, lockdownd, bench, afcRoot: root, ownsAfcRoot, productId, speed });
+    return new SimulatedDevice({ identity, mux, ports, lockdownd, bench, afcRoot: root, ownsAfcRoot, productId, speed });
   }
 
   get udid(): string {
@@ -244,11 +252,48 @@ export class SimulatedDevice {
     return link;
   }
 
+  /** The network side while it runs (`startNetwork`). */
+  get network(): SimNetworkSide | undefined {
+    return this.#network;
+  }
+
+  /**
+   * Puts the device on the network at `address` (network-side.ts): lockdownd and its services on
+   * TCP there, advertised over mDNS unless `advertise` is false. The USB side is not affected.
+   */
+  async startNetwork(address: string, opts: { advertise?: boolean } = {}): Promise<SimNetworkSide> {
+    this.#checkOpen();
+    if (this.#network) throw this.#busy(`it is on the network at ${this.#network.address}`);
+    const side = new SimNetworkSide(this.ports, {
+      address,
+      wifiMac: this.identity.wifiAddress,
+      hostName: `muxwire-${this.udid.slice(-8).toLowerCase()}`,
+      log: this.#log.child({ net: address }),
+      ...opts,
+    });
+    this.#network = side;
+    try {
+      await side.start();
+    } catch (err) {
+      this.#network = undefined;
+      throw err;
+    }
+    return side;
+  }
+
+  /** Takes the device off the network (mDNS goodbye, listeners and connections closed). */
+  async stopNetwork(): Promise<void> {
+    const side = this.#network;
+    this.#network = undefined;
+    await side?.stop();
+  }
+
   /** Unplugs, stops lockdownd and the bench services, and removes a temporary media directory. */
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
     await this.unplug();
+    await this.stopNetwork();
     this.lockdownd.stop();
     this.#bench?.close();
     if (this.#ownsAfcRoot) await rm(this.afcRoot, { recursive: true, force: true });

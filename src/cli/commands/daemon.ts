@@ -1,6 +1,7 @@
 /**
  * `muxwire daemon`: the usbmuxd-compatible daemon (DESIGN.md "The command").
  */
+import { isIP } from 'node:net';
 import { resolve as resolvePath } from 'node:path';
 import { parseArgs } from 'node:util';
 import { MuxwireError } from '../../errors.js';
@@ -35,6 +36,11 @@ options:
                         js (WebUSB through the usb package), auto (native when the addon and
                         libusb load, else js). MUXWIRE_NO_NATIVE=1 forces js
   --no-preflight        do not check pairing when a device appears
+  --network             also list network (Wi-Fi) devices found over mDNS (_apple-mobdev2._tcp)
+                        that have a pair record (its WiFiMACAddress names the device), as
+                        ConnectionType Network; Connect to one is relayed over TCP
+  --network-device HOST also list the device at IP address HOST (repeatable, no mDNS needed;
+                        it needs a pair record too)
   -v, --verbose         debug logging (-v -v: trace, every packet)
   -h, --help            this text
 
@@ -59,6 +65,8 @@ export async function run(argv: string[]): Promise<number> {
         'no-usb': { type: 'boolean' },
         backend: { type: 'string' },
         'no-preflight': { type: 'boolean' },
+        network: { type: 'boolean' },
+        'network-device': { type: 'string', multiple: true },
         verbose: { type: 'boolean', short: 'v', multiple: true },
         help: { type: 'boolean', short: 'h' },
       },
@@ -97,6 +105,10 @@ export async function run(argv: string[]): Promise<number> {
       simulate = Number(o.simulate);
       if (!/^\d+$/.test(o.simulate) || simulate > 1024) throw new MuxwireError('MUXWIRE_ERR_BAD_ARGUMENT', `--simulate takes a count from 0 to 1024, not '${o.simulate}'`);
     }
+    const networkHosts = o['network-device'] ?? [];
+    for (const host of networkHosts) {
+      if (isIP(host) === 0) throw new MuxwireError('MUXWIRE_ERR_BAD_ARGUMENT', `--network-device takes an IP address, not '${host}'`);
+    }
     if (o['no-socket'] && listen.length === 0) throw new MuxwireError('MUXWIRE_ERR_BAD_ARGUMENT', '--no-socket needs at least one --listen');
 
     const pairDir = o['pair-dir'] ?? DEFAULT_PAIR_DIR;
@@ -131,6 +143,10 @@ export async function run(argv: string[]): Promise<number> {
       const { VusbSource } = await import('../../transport/vusb-source.js');
       const source: DeviceSource = new VusbSource({ dir: o['vusb-dir'] });
       await daemon.addSource(source);
+    }
+    if (o.network || networkHosts.length > 0) {
+      const { createNetworkSource } = await import('../../daemon/network-devices.js');
+      await daemon.addSource(createNetworkSource(daemon.pairStore, { mdns: o.network === true, hosts: networkHosts }));
     }
     if (simulate > 0) {
       const { SimulatedDevice } = await import('../../sim/simulator.js');
