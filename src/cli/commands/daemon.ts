@@ -9,7 +9,7 @@ import { reportFailure } from '../main.js';
 import { MuxDaemon } from '../../daemon/mux-daemon.js';
 import { DEFAULT_PAIR_DIR } from '../../daemon/pair-store.js';
 import { tuneV8ForDaemon } from '../../daemon/v8-tuning.js';
-import { DEFAULT_SOCKET_PATH, parseListenAddress } from '../../daemon/server.js';
+import { DEFAULT_SOCKET_PATH, parseListenAddress, takeListenFds } from '../../daemon/server.js';
 import type { TcpAddress } from '../../daemon/server.js';
 import type { DeviceSource } from '../../transport/device-link.js';
 
@@ -37,6 +37,10 @@ options:
   --no-preflight        do not check pairing when a device appears
   -v, --verbose         debug logging (-v -v: trace, every packet)
   -h, --help            this text
+
+Under socket activation (LISTEN_FDS and LISTEN_PID, as systemd passes them; see 'muxwire service')
+the inherited sockets are served instead of the default socket; --socket and --listen still add
+their own.
 
 Prints 'muxwire daemon: listening on <address>' when ready. SIGINT/SIGTERM reset every device
 connection, close every client and remove the socket file.
@@ -97,13 +101,15 @@ export async function run(argv: string[]): Promise<number> {
       simulate = Number(o.simulate);
       if (!/^\d+$/.test(o.simulate) || simulate > 1024) throw new MuxwireError('MUXWIRE_ERR_BAD_ARGUMENT', `--simulate takes a count from 0 to 1024, not '${o.simulate}'`);
     }
-    if (o['no-socket'] && listen.length === 0) throw new MuxwireError('MUXWIRE_ERR_BAD_ARGUMENT', '--no-socket needs at least one --listen');
+    const listenFds = takeListenFds();
+    if (o['no-socket'] && listen.length === 0 && listenFds.length === 0) throw new MuxwireError('MUXWIRE_ERR_BAD_ARGUMENT', '--no-socket needs at least one --listen');
 
     const pairDir = o['pair-dir'] ?? DEFAULT_PAIR_DIR;
     daemon = new MuxDaemon({
-      socketPath: o['no-socket'] ? null : (o.socket ?? DEFAULT_SOCKET_PATH),
+      socketPath: o['no-socket'] ? null : (o.socket ?? (listenFds.length > 0 ? null : DEFAULT_SOCKET_PATH)),
       ...(socketMode !== undefined ? { socketMode } : {}),
       listen,
+      listenFds,
       pairDir,
       preflight: !o['no-preflight'],
     });
