@@ -15,8 +15,8 @@ import type { DeviceSource } from '../../transport/device-link.js';
 
 const HELP = `usage: muxwire daemon [options]
 
-Serves the usbmuxd client protocol (binary and plist) so libimobiledevice, pymobiledevice3, go-ios
-and appium tools work unchanged, and runs the device mux protocol to each attached device.
+Serves the usbmuxd client protocol (binary and plist) so libimobiledevice's tools, go-ios and
+appium-ios-device work unchanged, and runs the device mux protocol to each attached device.
 
 options:
   --socket PATH         UNIX socket to serve (default ${DEFAULT_SOCKET_PATH}); clients find it with
