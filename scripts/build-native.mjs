@@ -1,8 +1,8 @@
 #!/usr/bin/env node
-// Attempts the native builds and never fails the install (DESIGN.md "Native and TypeScript paths"):
-// where a compiler or node-gyp is missing, the TypeScript path serves and a line says why.
-// MUXWIRE_SKIP_NATIVE_BUILD=1 skips the attempt; MUXWIRE_REQUIRE_NATIVE=1 makes a failed build an
-// error (CI sets it, so broken C++ cannot hide behind the TypeScript fallback).
+// Attempts the native builds and never fails the install (docs/ARCHITECTURE.md "The accel
+// contract"): where a compiler or node-gyp is missing, the TypeScript path serves and a line says
+// why. MUXWIRE_SKIP_NATIVE_BUILD=1 skips the attempt; MUXWIRE_REQUIRE_NATIVE=1 makes a failed build
+// an error (CI sets it, so broken C++ cannot hide behind the TypeScript fallback).
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';

@@ -1,8 +1,8 @@
 /**
- * Real peers for interop tests (DESIGN.md "Tests"): programs this project did not write, such as
- * libimobiledevice's `idevice_id` or Debian's `/usr/sbin/usbmuxd`. A test whose peer is missing is
- * skipped with the reason; with `MUXWIRE_REQUIRE_PEERS=1` (set by `.ci/run`, which installs the
- * peers) a missing peer fails the test instead, so CI cannot go green by skipping.
+ * Real peers for interop tests (docs/ARCHITECTURE.md "Tests"): programs this project did not write,
+ * such as libimobiledevice's `idevice_id` or Debian's `/usr/sbin/usbmuxd`. A test whose peer is
+ * missing is skipped with the reason; with `MUXWIRE_REQUIRE_PEERS=1` (set by `.ci/run`, which
+ * installs the peers) a missing peer fails the test instead, so CI cannot go green by skipping.
  *
  * ```ts
  * test('lists a simulated device', async (t) => {

@@ -1,5 +1,5 @@
 /**
- * `muxwire daemon`: the usbmuxd-compatible daemon (DESIGN.md "The command").
+ * `muxwire daemon`: the usbmuxd-compatible daemon (README "Commands").
  */
 import { resolve as resolvePath } from 'node:path';
 import { parseArgs } from 'node:util';
