@@ -110,6 +110,31 @@ test('the udev rule wants muxwire.service for Apple devices and for the usbmux i
   }
 });
 
+/** udevadm test's output with `rulesDir` as /etc/udev/rules.d, in a private mount namespace. */
+function udevadmTest(rulesDir: string): { status: number | null; output: string } {
+  // Any device will do: the rules files are all parsed before the device is looked at.
+  const script = 'mount --bind "$1" /etc/udev/rules.d && exec udevadm test --action=add /sys/class/net/lo';
+  const r = spawnSync('unshare', ['-m', '--propagation', 'private', 'sh', '-c', script, 'sh', rulesDir], { encoding: 'utf8', timeout: 120_000 });
+  return { status: r.status, output: `${r.stdout}${r.stderr}` };
+}
+
+test("udev's own parser (udevadm test) reads the rule without a complaint, and complains about a broken one", async (t) => {
+  if (!requirePeer(t, 'udevadm', 'unshare')) return;
+  const probe = spawnSync('unshare', ['-m', '--propagation', 'private', 'true']);
+  if (!requireCondition(t, probe.status === 0 && existsSync('/sys/class/net/lo') && existsSync('/etc/udev/rules.d'), 'no mount namespace, /sys/class/net/lo or /etc/udev/rules.d here')) return;
+  const rulesDir = join(dir, 'rules.d');
+  await mkdir(rulesDir, { recursive: true });
+  const rule = printed(cli(['install', '--print', '--user', 'usbmux']).stdout).get(PATHS[2]!)!;
+  await writeFile(join(rulesDir, '39-muxwire.rules'), rule);
+  // The control: the same check must see a broken rule, or it proves nothing.
+  await writeFile(join(rulesDir, '40-broken.rules'), 'SUBSYSTEM=="usb", ATTR{idVendor}=="05ac", NOT_A_KEY="1"\n');
+  const r = udevadmTest(rulesDir);
+  assert.match(r.output, /Reading rules file: \/etc\/udev\/rules\.d\/39-muxwire\.rules/, r.output);
+  assert.match(r.output, /40-broken\.rules:1 Invalid key/, 'udevadm reports a broken rule');
+  const findings = r.output.split('\n').filter((l) => l.includes('39-muxwire.rules') && !l.startsWith('Reading rules file'));
+  assert.deepEqual(findings, []);
+});
+
 test('install --prefix writes exactly what --print shows; status says current; uninstall removes only its own files', async () => {
   const prefix = join(dir, 'root');
   const inst = cli(['install', '--prefix', prefix]);
