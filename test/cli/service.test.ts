@@ -6,14 +6,13 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { once } from 'node:events';
-import { requireCondition, requirePeer } from '../helpers/peers.js';
+import { requireCondition, requirePeer, runProgram, type ProgramResult } from '../helpers/peers.js';
 import { startUsbmuxd, usbmuxdUnavailable } from '../helpers/usbmuxd-ns.js';
 import { SERVICE_FILE_MARK, serviceFiles, socketOwnership } from '../../src/cli/commands/service.js';
 
@@ -183,17 +182,7 @@ test("install refuses while libimobiledevice's usbmuxd owns the socket, and says
   try {
     // In usbmuxd's mount namespace, /var/run/usbmuxd is its socket: as on a machine running it.
     const prefix = join(dir, 'refused');
-    const run = async (args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> => {
-      const child = spawn('nsenter', ['-t', String(muxd.pid), '-m', process.execPath, CLI, 'service', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-      let stdout = '';
-      let stderr = '';
-      child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
-      child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
-      const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
-      const [code] = (await once(child, 'close')) as [number | null];
-      clearTimeout(timer);
-      return { code, stdout, stderr };
-    };
+    const run = (args: string[]): Promise<ProgramResult> => runProgram('nsenter', ['-t', String(muxd.pid), '-m', process.execPath, CLI, 'service', ...args]);
     const r = await run(['install', '--prefix', prefix]);
     assert.equal(r.code, 1, r.stdout + r.stderr);
     assert.match(r.stderr, new RegExp(`^muxwire service: libimobiledevice's usbmuxd \\(pid ${muxd.pid}\\) owns /run/usbmuxd; stop it first: systemctl stop usbmuxd\\.service && systemctl mask usbmuxd\\.service .* \\(MUXWIRE_ERR_USBMUXD_RUNNING\\)\\n$`));

@@ -16,7 +16,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { once } from 'node:events';
-import { requirePeer } from '../helpers/peers.js';
+import { requirePeer, runProgram } from '../helpers/peers.js';
 import { ClientServer, LISTEN_FDS_START, takeListenFds } from '../../src/daemon/server.js';
 import { isMuxwireError } from '../../src/errors.js';
 
@@ -64,17 +64,9 @@ test('an inherited descriptor that is not a socket is a coded listen error, not 
 
 /** Runs idevice_id -l against `socketPath`; resolves with its output lines. */
 async function ideviceIdList(socketPath: string): Promise<string[]> {
-  const child = spawn('idevice_id', ['-l'], { env: { ...process.env, USBMUXD_SOCKET_ADDRESS: `UNIX:${socketPath}` }, stdio: ['ignore', 'pipe', 'pipe'] });
-  children.push(child);
-  let out = '';
-  let err = '';
-  child.stdout.on('data', (c: Buffer) => (out += c.toString()));
-  child.stderr.on('data', (c: Buffer) => (err += c.toString()));
-  const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
-  const [code] = (await once(child, 'close')) as [number | null];
-  clearTimeout(timer);
-  assert.equal(code, 0, `idevice_id -l failed: ${err}`);
-  return out.split('\n').filter((l) => l !== '');
+  const r = await runProgram('idevice_id', ['-l'], { env: { ...process.env, USBMUXD_SOCKET_ADDRESS: `UNIX:${socketPath}` }, children });
+  assert.equal(r.code, 0, `idevice_id -l failed: ${r.stderr}`);
+  return r.stdout.split('\n').filter((l) => l !== '');
 }
 
 test('started by systemd-socket-activate as systemd starts muxwire.service, the daemon serves idevice_id -l on the inherited socket', async (t) => {

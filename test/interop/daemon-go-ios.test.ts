@@ -13,7 +13,7 @@ import { mkdtemp, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { connectWithRetry, freePort, requirePeer } from '../helpers/peers.js';
+import { connectWithRetry, freePort, requirePeer, runProgram, type ProgramResult } from '../helpers/peers.js';
 import { MuxDaemon } from '../../src/daemon/mux-daemon.js';
 import { VusbSource } from '../../src/transport/vusb-source.js';
 import { SimulatedDevice } from '../../src/sim/simulator.js';
@@ -49,29 +49,13 @@ after(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-/** Runs `ios ARGS` to completion; resolves with its exit code and output (go-ios logs JSON lines on stderr). */
-function ios(args: string[], timeoutMs = 60_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('ios', args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    children.push(child);
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
-    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`ios ${args.join(' ')} did not finish; stdout: ${stdout} stderr: ${stderr}`));
-    }, timeoutMs);
-    child.on('error', reject);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
+/** Runs `ios ARGS` to completion (go-ios logs JSON lines on stderr). */
+function ios(args: string[]): Promise<ProgramResult> {
+  return runProgram('ios', args, { env, children });
 }
 
 /** The one JSON document `ios` printed on stdout. */
-function json<T>(r: { code: number | null; stdout: string; stderr: string }): T {
+function json<T>(r: ProgramResult): T {
   assert.equal(r.code, 0, r.stderr);
   return JSON.parse(r.stdout.trim()) as T;
 }

@@ -9,14 +9,14 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, readdir, rm, symlink, writeFile } from 'node:fs/promises';
 import { builtinModules } from 'node:module';
 import { tmpdir } from 'node:os';
 import { delimiter, dirname, join, normalize } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { findPeer, requireCondition } from '../helpers/peers.js';
+import { findPeer, requireCondition, runProgram } from '../helpers/peers.js';
 
 const root = fileURLToPath(new URL('../../../', import.meta.url));
 const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as {
@@ -106,20 +106,10 @@ test('every module the package imports is in the package or a run-time dependenc
   assert.deepEqual(undeclared, [], 'imported at run time but not in dependencies');
 });
 
-/** Runs a command to completion (asynchronously: npm install takes a while), output kept for failures. */
-function run(cmd: string, args: string[], cwd: string, env: NodeJS.ProcessEnv, timeoutMs = 600_000): Promise<{ code: number | null; out: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    child.stdout.on('data', (c: Buffer) => (out += c.toString()));
-    child.stderr.on('data', (c: Buffer) => (out += c.toString()));
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-    child.on('error', reject);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, out });
-    });
-  });
+/** Runs a command to completion (asynchronously: npm install takes a while), with its output as one text. */
+async function run(cmd: string, args: string[], cwd: string, env: NodeJS.ProcessEnv): Promise<{ code: number | null; out: string }> {
+  const r = await runProgram(cmd, args, { cwd, env, timeoutMs: 600_000 });
+  return { code: r.code, out: r.stdout + r.stderr };
 }
 
 let tarball: string | undefined;
