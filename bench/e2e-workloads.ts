@@ -1,8 +1,8 @@
 /**
  * One measured operation each, as a client program would do it, with every byte checked before the
- * run counts (STYLE.md §10): downloads are compared with the source's pattern as they arrive,
- * uploads end with the sink's count of what it received, AFC pushes are checked on the device's
- * disk. A wrong or missing byte throws, and the run is not recorded.
+ * run counts (docs/ARCHITECTURE.md, conventions §10): downloads are compared with the source's
+ * pattern as they arrive, uploads end with the sink's count of what it received, AFC pushes are
+ * checked on the device's disk. A wrong or missing byte throws, and the run is not recorded.
  */
 import { once } from 'node:events';
 import { open as openFile, rm, stat } from 'node:fs/promises';

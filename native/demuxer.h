@@ -26,7 +26,8 @@
 //        the rest (payload length − this) appended to the ring; else 0
 //
 // so that the engine reads everything it needs per packet from one array, without making a view
-// of the packet (STYLE.md §6: offsets and numbers, not many small objects).
+// of the packet (docs/ARCHITECTURE.md, conventions §6: offsets and numbers, not many small
+// objects).
 //
 // Ring positions, shared with JS in `ring_state`: [2·slot] = read position, [2·slot+1] = write
 // position, both running byte totals modulo 2^32; unread = write − read. JS advances the read

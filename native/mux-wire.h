@@ -1,5 +1,5 @@
 // Byte-level facts of the device mux protocol, shared by the scanner and (issue 6) the demuxer.
-// Every field is big-endian (reference/usbmux.md §2.1, §3.1).
+// Every field is big-endian (usbmux.md §2.1, §3.1).
 //
 //   mux header v1 (8 bytes)            mux header v2 (16 bytes)
 //   0  u32 protocol                    0  u32 protocol
@@ -28,7 +28,7 @@ constexpr size_t kMuxLengthFieldEnd = 8;
 constexpr size_t kTcpHeaderSize = 20;
 // The RST bit of the TCP-like header's flags byte (offset 13).
 constexpr uint8_t kTcpFlagRst = 0x04;
-// usbmuxd's DEV_MRU: the largest device→host packet it reassembles (reference/usbmux.md §2.5).
+// usbmuxd's DEV_MRU: the largest device→host packet it reassembles (usbmux.md §2.5).
 constexpr uint32_t kMaxMuxPacket = 65536;
 
 inline size_t MuxHeaderSize(int version) {

@@ -3,12 +3,13 @@
  * `Demuxer` class (native/demuxer.cc) or its TypeScript twin (demux-core.ts). This wrapper checks
  * arguments, owns the memory both sides work in, and turns raw results into coded errors.
  *
- * Memory both sides see (STYLE.md §6): `events` (one record per packet, see demux-core.ts), two
- * staging buffers for packets that span transfers, and per connection a ring buffer plus its
- * read/write positions in `ringState`. A TCP payload is copied once, from the transfer into its
- * connection's ring; `readable(slot)` hands out views of ring memory, and `consume(slot, n)`
- * releases them. Backpressure: a ring never grows, so memory per connection is its capacity, and
- * a device that sends past it gets TCP_OVERFLOW events (the engine's window should prevent that).
+ * Memory both sides see (docs/ARCHITECTURE.md, conventions §6): `events` (one record per packet,
+ * see demux-core.ts), two staging buffers for packets that span transfers, and per connection a
+ * ring buffer plus its read/write positions in `ringState`. A TCP payload is copied once, from the
+ * transfer into its connection's ring; `readable(slot)` hands out views of ring memory, and
+ * `consume(slot, n)` releases them. Backpressure: a ring never grows, so memory per connection is
+ * its capacity, and a device that sends past it gets TCP_OVERFLOW events (the engine's window
+ * should prevent that).
  *
  * Views returned by `packet(i)` are valid until the next `push`; views from `readable(slot)` until
  * the bytes are consumed or the connection closes.

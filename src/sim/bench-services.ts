@@ -1,6 +1,7 @@
 /**
- * The simulated device's bulk services (DESIGN.md "Services of the simulated device"), listening on
- * fixed device ports as an app on a phone would, for port forwarding tests and benchmarks:
+ * The simulated device's bulk services (docs/ARCHITECTURE.md "Services of the simulated device"),
+ * listening on fixed device ports as an app on a phone would, for port forwarding tests and
+ * benchmarks:
  *
  * ```
  *  7  echo    host ─ bytes ─────────────────────────> device ─ the same bytes ──> host

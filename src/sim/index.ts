@@ -1,4 +1,4 @@
-/** The simulated device (DESIGN.md "Services of the simulated device"): re-exports only. */
+/** The simulated device (docs/ARCHITECTURE.md "Services of the simulated device"): re-exports only. */
 export { SimulatedDevice, AFC_SERVICE } from './simulator.js';
 export type { SimulatedDeviceOptions } from './simulator.js';
 export { DeviceMux, EPHEMERAL_PORT_FIRST } from './device-mux.js';

@@ -1,5 +1,5 @@
 /**
- * `muxwire daemon`: the usbmuxd-compatible daemon (DESIGN.md "The command").
+ * `muxwire daemon`: the usbmuxd-compatible daemon (README "Commands").
  */
 import { isIP } from 'node:net';
 import { resolve as resolvePath } from 'node:path';
@@ -10,14 +10,14 @@ import { reportFailure } from '../main.js';
 import { MuxDaemon } from '../../daemon/mux-daemon.js';
 import { DEFAULT_PAIR_DIR } from '../../daemon/pair-store.js';
 import { tuneV8ForDaemon } from '../../daemon/v8-tuning.js';
-import { DEFAULT_SOCKET_PATH, parseListenAddress } from '../../daemon/server.js';
+import { DEFAULT_SOCKET_PATH, parseListenAddress, takeListenFds } from '../../daemon/server.js';
 import type { TcpAddress } from '../../daemon/server.js';
 import type { DeviceSource } from '../../transport/device-link.js';
 
 const HELP = `usage: muxwire daemon [options]
 
-Serves the usbmuxd client protocol (binary and plist) so libimobiledevice, pymobiledevice3, go-ios
-and appium tools work unchanged, and runs the device mux protocol to each attached device.
+Serves the usbmuxd client protocol (binary and plist) so libimobiledevice's tools, go-ios and
+appium-ios-device work unchanged, and runs the device mux protocol to each attached device.
 
 options:
   --socket PATH         UNIX socket to serve (default ${DEFAULT_SOCKET_PATH}); clients find it with
@@ -43,6 +43,10 @@ options:
                         it needs a pair record too)
   -v, --verbose         debug logging (-v -v: trace, every packet)
   -h, --help            this text
+
+Under socket activation (LISTEN_FDS and LISTEN_PID, as systemd passes them; see 'muxwire service')
+the inherited sockets are served instead of the default socket; --socket and --listen still add
+their own.
 
 Prints 'muxwire daemon: listening on <address>' when ready. SIGINT/SIGTERM reset every device
 connection, close every client and remove the socket file.
@@ -109,13 +113,15 @@ export async function run(argv: string[]): Promise<number> {
     for (const host of networkHosts) {
       if (isIP(host) === 0) throw new MuxwireError('MUXWIRE_ERR_BAD_ARGUMENT', `--network-device takes an IP address, not '${host}'`);
     }
-    if (o['no-socket'] && listen.length === 0) throw new MuxwireError('MUXWIRE_ERR_BAD_ARGUMENT', '--no-socket needs at least one --listen');
+    const listenFds = takeListenFds();
+    if (o['no-socket'] && listen.length === 0 && listenFds.length === 0) throw new MuxwireError('MUXWIRE_ERR_BAD_ARGUMENT', '--no-socket needs at least one --listen');
 
     const pairDir = o['pair-dir'] ?? DEFAULT_PAIR_DIR;
     daemon = new MuxDaemon({
-      socketPath: o['no-socket'] ? null : (o.socket ?? DEFAULT_SOCKET_PATH),
+      socketPath: o['no-socket'] ? null : (o.socket ?? (listenFds.length > 0 ? null : DEFAULT_SOCKET_PATH)),
       ...(socketMode !== undefined ? { socketMode } : {}),
       listen,
+      listenFds,
       pairDir,
       preflight: !o['no-preflight'],
     });
