@@ -3,7 +3,7 @@
  * TCP port at the device's address (lockdownd 62078, services on the ports StartService names).
  * This link is the device end of a mux of its own: every connection the host mux engine opens on it
  * becomes one TCP connection to the device, so the daemon's registry, Connect, windows, backpressure
- * and stats are the same code for USB and network devices (DESIGN.md "Network devices").
+ * and stats are the same code for USB and network devices (docs/ARCHITECTURE.md).
  *
  * ```
  *  DeviceSession ──mux packets──> NetworkLink ──SYN to port P──> net.connect(address, P)
