@@ -208,7 +208,9 @@ void Demuxer::Emit(uint32_t source, uint32_t offset, const uint8_t* packet, uint
   const uint32_t write = ring_state_[2 * slot + 1];
   record[1] = slot;
   record[6] = write;
-  if (payload_length == 0) {
+  // An RST's payload is the device's reason for the reset, not stream data (usbmux.md §3.7): it
+  // is neither stored nor sent, so a client never receives it as bytes of its connection.
+  if (payload_length == 0 || (tcp[13] & kTcpFlagRst) != 0) {
     record[0] = kEventTcp;
     return;
   }

@@ -11,7 +11,8 @@
 // Per packet, Push writes one event record of kEventFields u32 into `events`:
 //
 //   [0] kind        kEventPacket (not a well-formed TCP packet: VERSION, CONTROL, short TCP…),
-//                   kEventTcp (TCP, payload not stored: unknown connection or empty payload),
+//                   kEventTcp (TCP, payload not stored: unknown connection, empty payload, or
+//                   an RST, whose payload is its reason text and never connection data),
 //                   kEventTcpData (TCP, payload appended to the connection's ring),
 //                   kEventTcpOverflow (TCP, payload larger than the ring's free space: dropped)
 //   [1] protocol for kEventPacket; the connection's slot for TCP kinds (kNoSlot when unknown)

@@ -9,7 +9,8 @@
  *                              └─staged─┘ reassembled in staging A/B, else events point into
  *                                         the transfer itself
  * event record (DEMUX_EVENT_FIELDS u32 per packet):
- *  0 kind        1 PACKET · 2 TCP (payload not stored) · 3 TCP_DATA (payload in the ring)
+ *  0 kind        1 PACKET · 2 TCP (payload not stored: unknown connection, empty, or an RST,
+ *                whose payload is its reason) · 3 TCP_DATA (payload in the ring)
  *                · 4 TCP_OVERFLOW (payload larger than the ring's free space: not stored)
  *  1 protocol (PACKET) | connection slot (TCP kinds; 0xFFFFFFFF = no such connection)
  *  2 source      0 transfer · 1 staging A · 2 staging B
@@ -57,6 +58,7 @@ export const OFFSET_EARLIER = 0xffffffff;
 const LENGTH_FIELD_END = 8;
 const TCP_HEADER_SIZE = 20;
 const PROTOCOL_TCP = 6;
+const TCP_FLAG_RST = 0x04;
 
 /** The raw demuxer both the addon's `Demuxer` class and {@link DemuxCoreJs} implement. Arguments
  * are assumed valid (src/accel/demuxer.ts checks them). */
@@ -246,7 +248,9 @@ export class DemuxCoreJs implements RawDemuxer {
     const write = this.#ringState[2 * slot + 1]!;
     record[r + 1] = slot;
     record[r + 6] = write;
-    if (payloadLength === 0) {
+    // An RST's payload is the device's reason for the reset, not stream data (usbmux.md §3.7):
+    // neither stored nor (natively) sent, so a client never receives it as connection bytes.
+    if (payloadLength === 0 || (buf[tcp + 13]! & TCP_FLAG_RST) !== 0) {
       record[r] = DemuxEvent.TCP;
       return;
     }

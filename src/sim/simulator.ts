@@ -25,7 +25,7 @@ import type { DeviceLink } from '../transport/device-link.js';
 import { PID_IPHONE, speedToBitsPerSecond } from '../transport/usb-ids.js';
 import { serveAfc } from './afc-server.js';
 import { serveBenchServices } from './bench-services.js';
-import type { BenchPorts, BenchServices } from './bench-services.js';
+import type { BenchPorts, BenchServicePorts, BenchServices } from './bench-services.js';
 import { DeviceMux } from './device-mux.js';
 import { DeviceIdentity } from './identity.js';
 import type { DeviceKeyPool } from './identity.js';
@@ -71,7 +71,7 @@ export interface SimulatedDeviceOptions {
   speed?: SimUsbSpeed;
   /** idProduct (default by device class: iPhone 0x12A8, iPad 0x12AB, iPod 0x12AA). */
   productId?: number;
-  /** Bench service ports (default 7, 9, 19), or false for none. */
+  /** Bench service ports (default 7, 9, 19, 13), or false for none. */
   benchPorts?: BenchPorts | false;
   /** Shared source of pre-generated device keys, for processes that start many devices. */
   keyPool?: DeviceKeyPool;
@@ -85,7 +85,7 @@ export class SimulatedDevice {
   readonly mux: DeviceMux;
   readonly lockdownd: Lockdownd;
   /** Ports of the bench services (absent when turned off). */
-  readonly benchPorts: { echo?: number; sink?: number; source?: number };
+  readonly benchPorts: BenchServicePorts;
   /** The directory AFC serves. */
   readonly afcRoot: string;
   readonly productId: number;

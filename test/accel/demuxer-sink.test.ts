@@ -35,8 +35,8 @@ function fdOf(socket: Socket): number {
   return (socket as unknown as { _handle: { fd: number } })._handle.fd;
 }
 
-function data(payload: Buffer): Buffer {
-  const header = encodeTcpHeader({ sport: 7, dport: 1, seq: 0, ack: 0, flags: TcpFlag.ACK, window: 131072 });
+function data(payload: Buffer, flags: number = TcpFlag.ACK): Buffer {
+  const header = encodeTcpHeader({ sport: 7, dport: 1, seq: 0, ack: 0, flags, window: 131072 });
   return encodeMuxPacket(2, { protocol: MuxProtocol.TCP, txSeq: 0, rxSeq: 0 }, header, payload);
 }
 
@@ -97,6 +97,31 @@ test('native: payloads go straight to the sink while the ring is empty, the rest
   d.closeConnection(slot);
 });
 
+test('native: an RST\'s payload (its reason text) is neither sent to the sink nor stored', async (t) => {
+  const binding = nativeBinding(t);
+  if (!binding) return;
+  const d = new NativeAccel(binding).createDemuxer({ version: 2 });
+  const slot = d.openConnection(7, 1);
+  const { host, client, close } = await socketPair();
+  t.after(close);
+  assert.equal(d.attachSink(slot, fdOf(host)), true);
+  d.setDirect(slot, true);
+  d.push(data(Buffer.from('the data')));
+  assert.equal(d.events[DemuxField.SENT], 8);
+  // A device ends a connection with RST and a reason, as the simulator's services do (§3.7).
+  d.push(data(Buffer.from('connection closed by the device service'), TcpFlag.RST | TcpFlag.ACK));
+  assert.equal(d.events[DemuxField.KIND], DemuxEvent.TCP, 'reported as a TCP packet without stored data');
+  assert.equal(d.events[DemuxField.PAYLOAD_LENGTH], 39, 'its length is still reported');
+  assert.equal(d.events[DemuxField.SENT], 0);
+  assert.equal(d.unread(slot), 0);
+  d.detachSink(slot);
+  host.end();
+  const chunks: Buffer[] = [];
+  for await (const chunk of client) chunks.push(chunk as Buffer);
+  assert.equal(Buffer.concat(chunks).toString(), 'the data', 'the client got exactly the data, then EOF');
+  d.closeConnection(slot);
+});
+
 test('native: only a stream socket can be a sink; closing the slot closes the duplicate', async (t) => {
   const binding = nativeBinding(t);
   if (!binding) return;
@@ -129,4 +154,14 @@ test('TypeScript twin: no sinks; payloads always go to the ring', async (t) => {
   d.push(data(Buffer.from('hello')));
   assert.equal(d.events[DemuxField.SENT], 0);
   assert.equal(d.unread(slot), 5);
+});
+
+test('TypeScript twin: an RST\'s payload is not stored in the ring', () => {
+  const d = new JsAccel().createDemuxer({ version: 2 });
+  const slot = d.openConnection(7, 1);
+  d.push(data(Buffer.from('kept')));
+  d.push(data(Buffer.from('reason'), TcpFlag.RST));
+  assert.equal(d.events[DemuxField.KIND], DemuxEvent.TCP);
+  assert.equal(d.events[DemuxField.PAYLOAD_LENGTH], 6);
+  assert.equal(d.unread(slot), 4);
 });
