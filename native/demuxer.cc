@@ -208,9 +208,14 @@ void Demuxer::Emit(uint32_t source, uint32_t offset, const uint8_t* packet, uint
   const uint32_t write = ring_state_[2 * slot + 1];
   record[1] = slot;
   record[6] = write;
+  // After an RST or a FIN the connection is over: a later packet for these ports (even in this
+  // same transfer, before JS has seen the end) must not reach the client, so direct sends stop
+  // here rather than when JS turns them off.
+  const bool ends = (tcp[13] & (kTcpFlagRst | kTcpFlagFin)) != 0;
   // An RST's payload is the device's reason for the reset, not stream data (usbmux.md §3.7): it
   // is neither stored nor sent, so a client never receives it as bytes of its connection.
   if (payload_length == 0 || (tcp[13] & kTcpFlagRst) != 0) {
+    if (ends) ring.direct = false;
     record[0] = kEventTcp;
     return;
   }
@@ -220,6 +225,7 @@ void Demuxer::Emit(uint32_t source, uint32_t offset, const uint8_t* packet, uint
   const uint8_t* payload = tcp + kTcpHeaderSize;
   // The fast path: nothing waits before this payload, so it may go straight to the sink.
   const uint32_t sent = ring.direct && unread == 0 ? SendToSink(ring, payload, payload_length) : 0;
+  if (ends) ring.direct = false;
   record[12] = sent;
   const uint32_t rest = payload_length - sent;
   record[0] = kEventTcpData;

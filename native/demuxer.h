@@ -39,8 +39,10 @@
 // staging buffer) with a non-blocking send: no copy into the ring. Whatever the socket does not
 // take at once goes into the ring as usual, and `direct` turns off: JS writes the ring's bytes
 // through its own socket object and turns `direct` back on once they are all written, so bytes
-// reach the socket in order. The demuxer owns a duplicate of the socket's descriptor, so a socket
-// JS closes is never confused with a new one that reuses the number.
+// reach the socket in order. An RST or FIN from the device turns `direct` off (the payload of a
+// FIN still goes out first), so nothing behind the end reaches the socket. The demuxer owns a
+// duplicate of the socket's descriptor, so a socket JS closes is never confused with a new one
+// that reuses the number.
 #ifndef MUXWIRE_NATIVE_DEMUXER_H_
 #define MUXWIRE_NATIVE_DEMUXER_H_
 

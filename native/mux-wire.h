@@ -29,6 +29,8 @@ constexpr size_t kTcpHeaderSize = 20;
 // The TCP-like header's RST flag (offset 13). An RST's payload is its reason text, never stream data
 // (reference/usbmux.md §3.7: usbmuxd logs it and tears down).
 constexpr uint8_t kTcpFlagRst = 0x04;
+// FIN (0x01): the end of the device's data; the mux has no half-close (usbmux.md §3.7).
+constexpr uint8_t kTcpFlagFin = 0x01;
 // usbmuxd's DEV_MRU: the largest device→host packet it reassembles (reference/usbmux.md §2.5).
 constexpr uint32_t kMaxMuxPacket = 65536;
 

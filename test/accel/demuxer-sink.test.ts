@@ -10,7 +10,7 @@ import { connect, createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
-import { DemuxEvent, DemuxField } from '../../src/accel/demux-core.js';
+import { DEMUX_EVENT_FIELDS, DemuxEvent, DemuxField } from '../../src/accel/demux-core.js';
 import { JsAccel } from '../../src/accel/js-accel.js';
 import { NativeAccel } from '../../src/accel/native-accel.js';
 import { encodeMuxPacket, MuxProtocol } from '../../src/protocol/mux-header.js';
@@ -120,6 +120,29 @@ test('native: an RST\'s payload (its reason text) is neither sent to the sink no
   for await (const chunk of client) chunks.push(chunk as Buffer);
   assert.equal(Buffer.concat(chunks).toString(), 'the data', 'the client got exactly the data, then EOF');
   d.closeConnection(slot);
+});
+
+test('native: nothing behind an RST or a FIN goes to the sink, even in the same transfer', async (t) => {
+  const binding = nativeBinding(t);
+  if (!binding) return;
+  for (const end of [TcpFlag.RST | TcpFlag.ACK, TcpFlag.FIN | TcpFlag.ACK]) {
+    const d = new NativeAccel(binding).createDemuxer({ version: 2 });
+    const slot = d.openConnection(7, 1);
+    const { host, client, close } = await socketPair();
+    t.after(close);
+    assert.equal(d.attachSink(slot, fdOf(host)), true);
+    d.setDirect(slot, true);
+    // One transfer: data, the end (a FIN's payload is data, an RST's is its reason), a late packet.
+    assert.equal(d.push(Buffer.concat([data(Buffer.from('before ')), data(Buffer.from('end'), end), data(Buffer.from('late'))])), 3);
+    const sent = [0, 1, 2].map((i) => d.events[i * DEMUX_EVENT_FIELDS + DemuxField.SENT]);
+    assert.deepEqual(sent, [7, end & TcpFlag.FIN ? 3 : 0, 0]);
+    d.detachSink(slot);
+    host.end();
+    const chunks: Buffer[] = [];
+    for await (const chunk of client) chunks.push(chunk as Buffer);
+    assert.equal(Buffer.concat(chunks).toString(), end & TcpFlag.FIN ? 'before end' : 'before ');
+    d.closeConnection(slot);
+  }
 });
 
 test('native: only a stream socket can be a sink; closing the slot closes the duplicate', async (t) => {

@@ -181,6 +181,30 @@ for (const mode of ['native', 'js'] as const) {
   });
   }
 
+  for (const viaFd of [false, true]) {
+  const how = viaFd ? ', descriptor given' : '';
+  rtest(`gives the client exactly the bytes before the device's RST: not its reason, not a late packet${how}`, async () => {
+    const device = new ScriptedDevice(2);
+    device.onSegment = (seg) => {
+      if (seg.flags === TcpFlag.SYN) device.send({ sport: seg.dport, dport: seg.sport, seq: 0, ack: 1, flags: TcpFlag.SYN | TcpFlag.ACK, window: 131072 });
+    };
+    const s = await session(device);
+    const conn = await s.connect(5);
+    const { host, client } = await socketPair();
+    conn.relayTo(host, viaFd ? fdOf(host) : undefined);
+    const ended = once(conn, 'end');
+    device.send({ sport: 5, dport: conn.sourcePort, seq: 1, ack: 1, flags: TcpFlag.ACK, window: 131072 }, Buffer.from('the data'));
+    device.send({ sport: 5, dport: conn.sourcePort, seq: 9, ack: 1, flags: TcpFlag.RST, window: 0 }, Buffer.from('connection closed by the device service'));
+    // A device that sends on after its RST: the host answers with an anonymous RST, the client sees nothing.
+    device.send({ sport: 5, dport: conn.sourcePort, seq: 9, ack: 1, flags: TcpFlag.ACK, window: 131072 }, Buffer.from('late'));
+    await ended;
+    host.end();
+    const chunks: Buffer[] = [];
+    for await (const c of client as AsyncIterable<Buffer>) chunks.push(c);
+    assert.equal(Buffer.concat(chunks).toString(), 'the data');
+  });
+  }
+
   rtest('lets go of the descriptor with the socket: the client sees the end, no descriptor leaks', async () => {
     const s = await simulated();
     const conn = await s.connect(7);
