@@ -7,7 +7,7 @@
  *            ┌────────────── SimulatedDevice ──────────────┐
  *  vusb ───> │ SimUsbDevice ─┐                              │
  *            │               ├─> DeviceMux ─┬─ 62078 Lockdownd ── StartService ─> com.apple.afc
- *  memory ─> │ InProcessLink ┘              ├─ 7 echo · 9 sink · 19 source            (serveAfc)
+ *  memory ─> │ InProcessLink ┘              ├─ 7 echo · 9 sink · 19 source · 13 reset (serveAfc)
  *            └──────────────────────────────┴──────────────────────────────────────┘
  * ```
  *
@@ -24,6 +24,7 @@ import type { Logger } from '../log.js';
 import type { DeviceLink } from '../transport/device-link.js';
 import { PID_IPHONE, speedToBitsPerSecond } from '../transport/usb-ids.js';
 import { serveAfc } from './afc-server.js';
+import type { AfcServerOptions } from './afc-server.js';
 import { serveBenchServices } from './bench-services.js';
 import type { BenchPorts, BenchServicePorts, BenchServices } from './bench-services.js';
 import { DeviceMux } from './device-mux.js';
@@ -55,6 +56,8 @@ export interface SimulatedDeviceOptions {
   iosVersion?: string;
   /** Host directory served as the media partition over AFC. Default `<stateDir>/Media`, else a fresh temporary directory removed by close(). */
   afcRoot?: string;
+  /** Limits of the AFC service (afc-server.ts), e.g. `maxWritePacket`; the defaults are a device's. */
+  afc?: Omit<AfcServerOptions, 'root' | 'deviceModel'>;
   /** The Trust dialog: `accept` (default), `deny`, `passcode` or `delay:MS`. */
   trust?: TrustMode | string;
   /** Where identity and trusted hosts persist; without it the device forgets them when it closes. */
@@ -160,7 +163,7 @@ export class SimulatedDevice {
     }
     const root = afcRoot;
     const services = createServiceRegistry([
-      [AFC_SERVICE, (stream) => void serveAfc(stream, { root, deviceModel: identity.productType })],
+      [AFC_SERVICE, (stream) => void serveAfc(stream, { ...opts.afc, root, deviceModel: identity.productType })],
     ]);
     const lockdownd = new Lockdownd({
       identity,

@@ -55,6 +55,7 @@ interface Muxer {
   client: UsbmuxClient;
   sim: SimulatedDevice;
   device: DeviceInfo;
+  busDir: string;
 }
 
 type Which = 'our daemon' | 'usbmuxd';
@@ -100,7 +101,7 @@ async function startMuxer(which: Which): Promise<Muxer> {
   await sim.plug(busDir);
   const client = new UsbmuxClient({ address, timeoutMs: 30_000 });
   const device = await waitForDevice(client, sim.udid, 60_000);
-  return { client, sim, device };
+  return { client, sim, device, busDir };
 }
 
 function available(t: TestContext, which: Which, needAppium: boolean): boolean {
@@ -112,8 +113,8 @@ function available(t: TestContext, which: Which, needAppium: boolean): boolean {
   return true;
 }
 
-async function afcStream(m: Muxer): Promise<Awaited<ReturnType<typeof startService>>> {
-  const session = await openLockdown(m.client, m.device, { pairIfNeeded: true });
+async function afcStream(m: Muxer, device = m.device): Promise<Awaited<ReturnType<typeof startService>>> {
+  const session = await openLockdown(m.client, device, { pairIfNeeded: true });
   try {
     return await startService(m.client, session, 'com.apple.afc');
   } finally {
@@ -168,6 +169,34 @@ for (const which of ['our daemon', 'usbmuxd'] as const) {
         assert.equal(sha256(await readBack(m, remote)), sha256(data), 'read back');
       });
     }
+
+    test("appium-ios-device's AfcService sees exactly the device's replies, then the end, when the device refuses a write by closing", { timeout: 120_000 }, async (t) => {
+      if (!available(t, which, true)) return;
+      const m = await muxer(which);
+      // A device whose AFC service takes writes of at most 16 MiB: a 32 MiB one closes the
+      // connection (RST with a reason), as the simulator did for every write over 16 MiB before.
+      const strict = await SimulatedDevice.create({ trust: 'accept', afc: { maxWritePacket: 16 * MiB } });
+      t.after(() => strict.close());
+      await strict.plug(m.busDir);
+      const device = await waitForDevice(m.client, strict.udid, 60_000);
+      const stream = await afcStream(m, device);
+      const bytes: Buffer[] = [];
+      stream.on('data', (c: Buffer) => bytes.push(c));
+      stream.on('error', () => undefined);
+      const closed = new Promise<void>((resolve) => stream.once('close', () => resolve()));
+      const appium = new AfcService!(stream);
+      t.after(() => appium.close());
+      const handle = await appium.openFile('/refused.bin', 3);
+      // appium answers a closed connection only at its 10 s reply timeout: not awaited here.
+      appium.writeFile(handle, randomBytes(32 * MiB)).catch(() => undefined);
+      await closed;
+      const got = Buffer.concat(bytes);
+      // One FILE_OPEN_RES (48 bytes) and nothing else: not the RST's reason text, which appium
+      // read as an AFC header ("The frame is bigger than expected. Length: 1.55 GB").
+      assert.equal(got.length, 48, `received ${got.length} bytes: ${JSON.stringify(got.subarray(48).toString('latin1'))}`);
+      assert.equal(got.toString('latin1', 0, 8), 'CFA6LPAA');
+      assert.equal(got.readBigUInt64LE(32), 0x0en, 'FILE_OPEN_RES');
+    });
 
     test('a connection the device resets after 3 MiB ends with exactly those bytes, then EOF', { timeout: 120_000 }, async (t) => {
       if (!available(t, which, false)) return;
