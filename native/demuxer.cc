@@ -260,6 +260,8 @@ void Demuxer::Emit(uint32_t source, uint32_t offset, const uint8_t* packet, uint
       record[1] = stream_slot_;
       record[6] = stream_write_;
       ring_state_[2 * stream_slot_ + 1] = stream_write_ + payload_length;
+      // A FIN ends the connection: no later packet may go to the client directly (see below).
+      if ((tcp[13] & kTcpFlagFin) != 0) rings_[stream_slot_].direct = false;
       return;
     }
   }
@@ -282,7 +284,14 @@ void Demuxer::Emit(uint32_t source, uint32_t offset, const uint8_t* packet, uint
     record[0] = kEventTcpOverflow;
     return;
   }
-  if (payload_length == 0) {
+  // After an RST or a FIN the connection is over: a later packet for these ports (even in this
+  // same transfer, before JS has seen the end) must not reach the client, so direct sends stop
+  // here rather than when JS turns them off.
+  const bool ends = (tcp[13] & (kTcpFlagRst | kTcpFlagFin)) != 0;
+  // An RST's payload is the device's reason for the reset, not stream data (usbmux.md §3.7): it
+  // is neither stored nor sent, so a client never receives it as bytes of its connection.
+  if (payload_length == 0 || (tcp[13] & kTcpFlagRst) != 0) {
+    if (ends) ring.direct = false;
     record[0] = kEventTcp;
     return;
   }
@@ -292,6 +301,7 @@ void Demuxer::Emit(uint32_t source, uint32_t offset, const uint8_t* packet, uint
   const uint8_t* payload = tcp + kTcpHeaderSize;
   // The fast path: nothing waits before this payload, so it may go straight to the sink.
   const uint32_t sent = ring.direct && unread == 0 ? SendToSink(ring, payload, payload_length) : 0;
+  if (ends) ring.direct = false;
   record[12] = sent;
   const uint32_t rest = payload_length - sent;
   record[0] = kEventTcpData;

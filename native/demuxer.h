@@ -11,7 +11,8 @@
 // Per packet, Push writes one event record of kEventFields u32 into `events`:
 //
 //   [0] kind        kEventPacket (not a well-formed TCP packet: VERSION, CONTROL, short TCP…),
-//                   kEventTcp (TCP, payload not stored: unknown connection or empty payload),
+//                   kEventTcp (TCP, payload not stored: unknown connection, empty payload, or
+//                   an RST, whose payload is its reason text and never connection data),
 //                   kEventTcpData (TCP, payload appended to the connection's ring),
 //                   kEventTcpOverflow (TCP, payload larger than the ring's free space: dropped)
 //   [1] protocol for kEventPacket; the connection's slot for TCP kinds (kNoSlot when unknown)
@@ -39,8 +40,10 @@
 // staging buffer) with a non-blocking send: no copy into the ring. Whatever the socket does not
 // take at once goes into the ring as usual, and `direct` turns off: JS writes the ring's bytes
 // through its own socket object and turns `direct` back on once they are all written, so bytes
-// reach the socket in order. The demuxer owns a duplicate of the socket's descriptor, so a socket
-// JS closes is never confused with a new one that reuses the number.
+// reach the socket in order. An RST or FIN from the device turns `direct` off (the payload of a
+// FIN still goes out first), so nothing behind the end reaches the socket. The demuxer owns a
+// duplicate of the socket's descriptor, so a socket JS closes is never confused with a new one
+// that reuses the number.
 #ifndef MUXWIRE_NATIVE_DEMUXER_H_
 #define MUXWIRE_NATIVE_DEMUXER_H_
 

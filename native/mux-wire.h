@@ -26,8 +26,11 @@ constexpr size_t kMuxHeaderSizeV2 = 16;
 // before the rest of a v2 header has arrived.
 constexpr size_t kMuxLengthFieldEnd = 8;
 constexpr size_t kTcpHeaderSize = 20;
-// The RST bit of the TCP-like header's flags byte (offset 13).
+// The TCP-like header's RST flag (offset 13). An RST's payload is its reason text, never stream data
+// (usbmux.md §3.7: usbmuxd logs it and tears down).
 constexpr uint8_t kTcpFlagRst = 0x04;
+// FIN (0x01): the end of the device's data; the mux has no half-close (usbmux.md §3.7).
+constexpr uint8_t kTcpFlagFin = 0x01;
 // usbmuxd's DEV_MRU: the largest device→host packet it reassembles (usbmux.md §2.5).
 constexpr uint32_t kMaxMuxPacket = 65536;
 

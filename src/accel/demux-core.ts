@@ -11,7 +11,8 @@
  *                                         packet for an open connection is copied straight into
  *                                         its ring, and only its headers are staged
  * event record (DEMUX_EVENT_FIELDS u32 per packet):
- *  0 kind        1 PACKET · 2 TCP (payload not stored) · 3 TCP_DATA (payload in the ring)
+ *  0 kind        1 PACKET · 2 TCP (payload not stored: unknown connection, empty, or an RST,
+ *                whose payload is its reason) · 3 TCP_DATA (payload in the ring)
  *                · 4 TCP_OVERFLOW (payload larger than the ring's free space: not stored)
  *  1 protocol (PACKET) | connection slot (TCP kinds; 0xFFFFFFFF = no such connection)
  *  2 source      0 transfer · 1 staging A · 2 staging B
@@ -325,7 +326,9 @@ export class DemuxCoreJs implements RawDemuxer {
       record[r] = DemuxEvent.TCP_OVERFLOW;
       return;
     }
-    if (payloadLength === 0) {
+    // An RST's payload is the device's reason for the reset, not stream data (usbmux.md §3.7):
+    // neither stored nor (natively) sent, so a client never receives it as connection bytes.
+    if (payloadLength === 0 || (buf[tcp + 13]! & TCP_FLAG_RST) !== 0) {
       record[r] = DemuxEvent.TCP;
       return;
     }

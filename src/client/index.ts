@@ -8,7 +8,7 @@ export type { ConnectionType, DeviceInfo, DeviceEvent } from './device-info.js';
 export { pickDevice, sameUdid } from './device-info.js';
 export { openLockdown, startService, LOCKDOWN_PORT } from './device-services.js';
 export type { DeviceMuxer, LockdownHandle, OpenLockdownOptions } from './device-services.js';
-export { PortForwarder, parseForwardPair } from './port-forwarder.js';
+export { PortForwarder, parseForwardPair, parseForwardArgs } from './port-forwarder.js';
 export type { ForwardPair, PortForwarderOptions } from './port-forwarder.js';
 export { parseSocketAddress, resolveSocketAddress, formatSocketAddress, DEFAULT_SOCKET_PATH } from './socket-address.js';
 export type { SocketAddress } from './socket-address.js';

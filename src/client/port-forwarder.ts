@@ -44,6 +44,23 @@ export function parseForwardPair(text: string): ForwardPair {
   return { localPort, devicePort };
 }
 
+/**
+ * The positional arguments of `muxwire forward`, in iproxy's forms too: `LOCAL:DEVICE…` pairs, or
+ * iproxy's old form `LOCAL DEVICE [UDID]` (two plain port numbers, then optionally the UDID).
+ * Returns the pairs and the UDID the old form named, if any.
+ */
+export function parseForwardArgs(positionals: readonly string[]): { pairs: ForwardPair[]; udid?: string } {
+  if (positionals.length === 0) throw new MuxwireError('MUXWIRE_ERR_BAD_ARGUMENT', 'give at least one LOCAL:DEVICE pair');
+  const plain = (t: string | undefined): boolean => t !== undefined && /^\d{1,5}$/.test(t.trim());
+  if ((positionals.length === 2 || positionals.length === 3) && plain(positionals[0]) && plain(positionals[1])) {
+    const pairs = [parseForwardPair(`${positionals[0]!.trim()}:${positionals[1]!.trim()}`)];
+    const udid = positionals[2]?.trim();
+    if (udid === '') throw new MuxwireError('MUXWIRE_ERR_BAD_ARGUMENT', 'the UDID after LOCAL DEVICE is empty');
+    return udid === undefined ? { pairs } : { pairs, udid };
+  }
+  return { pairs: positionals.map(parseForwardPair) };
+}
+
 /** Events: 'connection' ({pair, device}), 'relay-error' (err, pair), 'close'. */
 export class PortForwarder extends EventEmitter {
   readonly #options: PortForwarderOptions;

@@ -10,13 +10,15 @@ export {
   serveEcho,
   serveSink,
   serveSource,
+  serveReset,
+  resetReason,
   sourcePattern,
   findPatternMismatch,
   encodeCount,
   DEFAULT_BENCH_PORTS,
   SOURCE_PATTERN_PERIOD,
 } from './bench-services.js';
-export type { BenchPorts, BenchServices } from './bench-services.js';
+export type { BenchPorts, BenchServicePorts, BenchServices } from './bench-services.js';
 export { SimUsbDevice } from './usb-device.js';
 export { DeviceIdentity, DeviceKeyPool } from './identity.js';
 export { Lockdownd, LOCKDOWN_PORT } from './lockdownd.js';

@@ -7,7 +7,7 @@
  *            ┌────────────── SimulatedDevice ──────────────┐
  *  vusb ───> │ SimUsbDevice ─┐                              │
  *            │               ├─> DeviceMux ─┬─ 62078 Lockdownd ── StartService ─> com.apple.afc
- *  memory ─> │ InProcessLink ┘              ├─ 7 echo · 9 sink · 19 source            (serveAfc)
+ *  memory ─> │ InProcessLink ┘              ├─ 7 echo · 9 sink · 19 source · 13 reset (serveAfc)
  *            └──────────────────────────────┴──────────────────────────────────────┘
  * ```
  *
@@ -24,8 +24,9 @@ import type { Logger } from '../log.js';
 import type { DeviceLink } from '../transport/device-link.js';
 import { PID_IPHONE, speedToBitsPerSecond } from '../transport/usb-ids.js';
 import { serveAfc } from './afc-server.js';
+import type { AfcServerOptions } from './afc-server.js';
 import { serveBenchServices } from './bench-services.js';
-import type { BenchPorts, BenchServices } from './bench-services.js';
+import type { BenchPorts, BenchServicePorts, BenchServices } from './bench-services.js';
 import { DeviceMux } from './device-mux.js';
 import { DeviceIdentity } from './identity.js';
 import type { DeviceKeyPool } from './identity.js';
@@ -57,6 +58,8 @@ export interface SimulatedDeviceOptions {
   iosVersion?: string;
   /** Host directory served as the media partition over AFC. Default `<stateDir>/Media`, else a fresh temporary directory removed by close(). */
   afcRoot?: string;
+  /** Limits of the AFC service (afc-server.ts), e.g. `maxWritePacket`; the defaults are a device's. */
+  afc?: Omit<AfcServerOptions, 'root' | 'deviceModel'>;
   /** The Trust dialog: `accept` (default), `deny`, `passcode` or `delay:MS`. */
   trust?: TrustMode | string;
   /** Where identity and trusted hosts persist; without it the device forgets them when it closes. */
@@ -73,7 +76,7 @@ export interface SimulatedDeviceOptions {
   speed?: SimUsbSpeed;
   /** idProduct (default by device class: iPhone 0x12A8, iPad 0x12AB, iPod 0x12AA). */
   productId?: number;
-  /** Bench service ports (default 7, 9, 19), or false for none. */
+  /** Bench service ports (default 7, 9, 19, 13), or false for none. */
   benchPorts?: BenchPorts | false;
   /** Shared source of pre-generated device keys, for processes that start many devices. */
   keyPool?: DeviceKeyPool;
@@ -89,7 +92,7 @@ export class SimulatedDevice {
   /** The listening ports every link serves (lockdownd, started services). */
   readonly ports: DevicePorts;
   /** Ports of the bench services (absent when turned off). */
-  readonly benchPorts: { echo?: number; sink?: number; source?: number };
+  readonly benchPorts: BenchServicePorts;
   /** The directory AFC serves. */
   readonly afcRoot: string;
   readonly productId: number;
@@ -167,7 +170,7 @@ export class SimulatedDevice {
     }
     const root = afcRoot;
     const services = createServiceRegistry([
-      [AFC_SERVICE, (stream) => void serveAfc(stream, { root, deviceModel: identity.productType })],
+      [AFC_SERVICE, (stream) => void serveAfc(stream, { ...opts.afc, root, deviceModel: identity.productType })],
     ]);
     const ports = new DevicePorts(mux);
     const lockdownd = new Lockdownd({

@@ -29,7 +29,7 @@ options:
   --pair-dir DIR        pair records and SystemBUID, usbmuxd's layout (default ${DEFAULT_PAIR_DIR})
   --vusb-dir DIR        take simulated devices from a vusb bus directory (see 'muxwire sim')
   --simulate N          start N simulated devices inside the daemon (echo 7, sink 9, source 19,
-                        lockdownd, AFC)
+                        reset 13, lockdownd, AFC)
   --no-usb              do not look for real USB devices
   --backend B           auto | native | js: which USB implementation finds and drives devices:
                         native (libusb through the addon; MUXWIRE_LIBUSB_PATH picks the library),

@@ -16,7 +16,7 @@ const HELP = `usage: muxwire sim [options]
 Runs simulated iPhones on a vusb bus directory: each one listens on <dir>/<udid>.vusb, where
 'muxwire daemon --vusb-dir DIR' (or usbmuxd through the vusb libusb library) finds it. A device
 serves lockdownd on port 62078 (pairing, TLS sessions, StartService com.apple.afc) and the bench
-services echo (7), sink (9) and source (19). One line per device is printed when it can serve:
+services echo (7), sink (9), source (19) and reset (13: N bytes, then an RST). One line per device is printed when it can serve:
   muxwire sim: ready <udid> <path>
 With --network ADDR the device is also on the network, as an iPhone on Wi-Fi: lockdownd on TCP
 ADDR:62078, each started service on its own TCP port at ADDR, and an mDNS advertisement of
