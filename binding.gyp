@@ -1,4 +1,4 @@
-# The muxwire addon (DESIGN.md "Native and TypeScript paths"): node-addon-api, C++17, -O2.
+# The muxwire addon (docs/ARCHITECTURE.md "The accel contract"): node-addon-api, C++17, -O2.
 # Exceptions stay off (node-addon-api's `node_addon_api` target defines NAPI_DISABLE_CPP_EXCEPTIONS
 # and node-gyp's common.gypi passes -fno-exceptions): the hot path has nothing that should unwind,
 # JS errors are raised with ThrowAsJavaScriptException and an early return, and allocations that can

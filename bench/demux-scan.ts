@@ -10,9 +10,9 @@
  * path a pure-JS engine would take), payloads consumed after each push.
  *
  * Each timed call repeats the operation `reps` times so that sub-microsecond work stays well above
- * the timer's resolution; figures are per operation, medians, with ratios (STYLE.md §10).
- * The crossover where the addon starts paying for its call (native-accel.ts NATIVE_SCAN_MIN_PACKETS)
- * is read off the small inputs here.
+ * the timer's resolution; figures are per operation, medians, with ratios (docs/ARCHITECTURE.md,
+ * conventions §10). The crossover where the addon starts paying for its call (native-accel.ts
+ * NATIVE_SCAN_MIN_PACKETS) is read off the small inputs here.
  */
 import { parseArgs } from 'node:util';
 import { Bench } from 'tinybench';

@@ -1,8 +1,8 @@
 /**
  * One measured operation each, as a client program would do it, with every byte checked before the
- * run counts (STYLE.md §10): downloads are compared with the source's pattern as they arrive,
- * uploads end with the sink's count of what it received, AFC pushes are checked on the device's
- * disk. A wrong or missing byte throws, and the run is not recorded.
+ * run counts (docs/ARCHITECTURE.md, conventions §10): downloads are compared with the source's
+ * pattern as they arrive, uploads end with the sink's count of what it received, AFC pushes are
+ * checked on the device's disk. A wrong or missing byte throws, and the run is not recorded.
  */
 import { once } from 'node:events';
 import { open as openFile, rm, stat } from 'node:fs/promises';
@@ -149,6 +149,28 @@ export async function concurrentDownload(open: Opener, connections: number, byte
     });
     const total = connections * bytesEach;
     await deadline(Promise.all(all), guardMs(total), `${connections} concurrent downloads`);
+    return { bytes: total, seconds: (performance.now() - t0) / 1000 };
+  } finally {
+    for (const s of socks) s.destroy();
+  }
+}
+
+/**
+ * Full-duplex echo: `connections` connections to the device's echo service at once, each writing
+ * `bytesEach` pattern bytes while it reads them back, checked as they arrive. A relay must read
+ * both directions while it writes either: libimobiledevice's iproxy 2.0.2 does not (its worker
+ * drops a send buffer after a 1 s write timeout while it is not reading the other way), which is
+ * why duplex is driven by this client and never through iproxy. Rate: bytes each way over the
+ * time until the last echoed byte is in.
+ */
+export async function duplexEcho(open: Opener, connections: number, bytesEach: number): Promise<Transfer> {
+  const socks: Socket[] = [];
+  try {
+    for (let i = 0; i < connections; i++) socks.push(await open('echo'));
+    const t0 = performance.now();
+    const all = socks.map((s, i) => Promise.all([receivePattern(s, bytesEach, `echo connection ${i + 1} of ${connections}`), sendPattern(s, bytesEach)]));
+    const total = connections * bytesEach;
+    await deadline(Promise.all(all), guardMs(2 * total), `${connections} full-duplex echoes of ${bytesEach} bytes`);
     return { bytes: total, seconds: (performance.now() - t0) / 1000 };
   } finally {
     for (const s of socks) s.destroy();

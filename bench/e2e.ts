@@ -22,6 +22,7 @@ import {
   concurrentDownload,
   connectLatency,
   download,
+  duplexEcho,
   loadAppiumAfc,
   lockdownRoundTrips,
   mbps,
@@ -35,14 +36,21 @@ import { cpuSeconds, RssSampler } from './proc-stats.js';
 import { quantile, summarize, type Summary } from './stats.js';
 
 const MiB = 1024 * 1024;
+/** Connections of the many-connection duplex figure. */
+const DUPLEX_CONNECTIONS = 8;
 
 export interface E2eConfig {
   /** Measured runs per figure (after one warm-up). */
   repeats: number;
   /** Seconds one measured throughput run should last. */
   targetSeconds: number;
-  /** Bytes of the warm-up run of a throughput figure. */
+  /** Bytes of one warm-up run of a throughput figure. */
   warmupBytes: number;
+  /**
+   * Warm-up runs repeat until they have lasted this long (at least one): a daemon whose relay is
+   * JIT-compiled is measured warm, as a C one always is. The last one's rate sizes the runs.
+   */
+  warmupSeconds: number;
   minBytes: number;
   maxBytes: number;
   /** Concurrent connections of the aggregate figure. */
@@ -61,13 +69,14 @@ export interface E2eConfig {
 }
 
 /** Groups of figures that `--figures` can select: each group is measured as a whole. */
-export const FIGURE_GROUPS = ['download', 'upload', 'concurrent', 'connect', 'lockdown', 'afc'] as const;
+export const FIGURE_GROUPS = ['download', 'upload', 'duplex', 'concurrent', 'connect', 'lockdown', 'afc'] as const;
 export type FigureGroup = (typeof FIGURE_GROUPS)[number];
 
 export const FULL_E2E: E2eConfig = {
   repeats: 5,
   targetSeconds: 2,
   warmupBytes: 32 * MiB,
+  warmupSeconds: 1,
   minBytes: 8 * MiB,
   maxBytes: 2048 * MiB,
   connections: 32,
@@ -81,8 +90,9 @@ export const FULL_E2E: E2eConfig = {
 export const QUICK_E2E: E2eConfig = {
   repeats: 5,
   targetSeconds: 0.4,
-  warmupBytes: 4 * MiB,
-  minBytes: 2 * MiB,
+  warmupBytes: 8 * MiB,
+  warmupSeconds: 0.5,
+  minBytes: 8 * MiB,
   maxBytes: 256 * MiB,
   connections: 32,
   latencySamples: 40,
@@ -96,6 +106,8 @@ export const QUICK_E2E: E2eConfig = {
 export const FIGURES = {
   download: { title: 'download, 1 connection', unit: 'MB/s', better: 'higher' },
   upload: { title: 'upload, 1 connection', unit: 'MB/s', better: 'higher' },
+  duplex: { title: 'full-duplex echo, 1 connection (each way)', unit: 'MB/s', better: 'higher' },
+  duplex8: { title: 'full-duplex echo, 8 connections (aggregate each way)', unit: 'MB/s', better: 'higher' },
   concurrent: { title: 'download, 32 connections (aggregate)', unit: 'MB/s', better: 'higher' },
   connectMedian: { title: 'connect latency, median', unit: 'ms', better: 'lower' },
   connectP99: { title: 'connect latency, p99', unit: 'ms', better: 'lower' },
@@ -281,13 +293,25 @@ async function interleave<W>(entries: readonly Entry[], plan: FigurePlan<W>, log
   }
 }
 
-/** A throughput figure: warm-up at a fixed size, then measured runs sized from its rate. */
+/** Warm-up runs until `cfg.warmupSeconds` have passed (at most 50 runs); the last one's MB/s. */
+export async function warmUp(cfg: Pick<E2eConfig, 'warmupSeconds'>, run: () => Promise<Transfer>): Promise<number> {
+  let spent = 0;
+  let rate = 0;
+  for (let i = 0; i < 50 && (i === 0 || spent < cfg.warmupSeconds); i++) {
+    const t = await run();
+    spent += t.seconds;
+    rate = mbps(t);
+  }
+  return rate;
+}
+
+/** A throughput figure: warm-up runs, then measured runs sized from the warm rate. */
 function throughputPlan(id: FigureId, cfg: E2eConfig, move: (e: Entry, bytes: number) => Promise<Transfer>): FigurePlan<{ rate: number; bytes: number }> {
   return {
     id,
     rounds: cfg.repeats,
     async warm(e) {
-      const rate = mbps(await move(e, cfg.warmupBytes));
+      const rate = await warmUp(cfg, () => move(e, cfg.warmupBytes));
       return { rate, bytes: sizeFor(rate, cfg) };
     },
     run: async (e, w) => mbps(await tracked(e, () => move(e, w.bytes))),
@@ -320,6 +344,12 @@ async function measureAll(entries: readonly Entry[], cfg: E2eConfig, log: Log): 
   const wants = (g: FigureGroup): boolean => !cfg.figures || cfg.figures.includes(g);
   if (wants('download')) await interleave(entries, throughputPlan('download', cfg, (e, n) => download(e.c.open, n)), log);
   if (wants('upload')) await interleave(entries, throughputPlan('upload', cfg, (e, n) => upload(e.c.open, n)), log);
+  if (wants('duplex')) {
+    await interleave(entries, throughputPlan('duplex', cfg, (e, n) => duplexEcho(e.c.open, 1, n)), log);
+    // Eight connections share the run's bytes, in whole 64 KiB blocks each.
+    const each = (n: number): number => Math.max(64 * 1024, Math.floor(n / DUPLEX_CONNECTIONS / 65536) * 65536);
+    await interleave(entries, throughputPlan('duplex8', cfg, (e, n) => duplexEcho(e.c.open, DUPLEX_CONNECTIONS, each(n))), log);
+  }
   if (wants('concurrent')) await measureConcurrent(entries, cfg, log);
   if (wants('connect')) await measureConnect(entries, cfg, log);
   if (wants('lockdown') || wants('afc')) await measureLockdownAndAfc(entries, cfg, log, wants('lockdown'), wants('afc'));
@@ -425,7 +455,7 @@ async function measureLockdownAndAfc(entries: readonly Entry[], cfg: E2eConfig, 
       id,
       rounds: cfg.afcRepeats,
       async warm(e) {
-        const rate = mbps(await move(e, cfg.afcWarmupBytes));
+        const rate = await warmUp(cfg, () => move(e, cfg.afcWarmupBytes));
         if (sizes) e.afcBytes = Math.min(cfg.afcBytes, sizeFor(rate, { targetSeconds: cfg.afcBudgetSeconds, minBytes: cfg.afcWarmupBytes, maxBytes: cfg.afcBytes }));
         return rate;
       },

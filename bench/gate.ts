@@ -8,9 +8,9 @@
 import { readFileSync } from 'node:fs';
 import type { ContenderId } from './contenders.js';
 import type { FigureId } from './e2e.js';
-import type { DemuxCase, DemuxRow } from './micro.js';
-import { figureValue, type BenchReport, type GateOutcome } from './report.js';
-import { median } from './stats.js';
+import { roundRatios, type DemuxCase, type DemuxRow } from './micro.js';
+import { figureRuns, figureValue, type BenchReport, type GateOutcome } from './report.js';
+import { median, summarize } from './stats.js';
 
 interface BaseThreshold {
   id: string;
@@ -67,17 +67,39 @@ function limitText(t: Threshold): string {
   return [t.min !== undefined ? `≥ ${t.min}` : '', t.max !== undefined ? `≤ ${t.max}` : ''].filter(Boolean).join(' ');
 }
 
+/**
+ * A demux ratio per matching case: the median of its per-round ratios (both tasks of a ratio are
+ * timed in the same interleaved rounds), then the worst case, or the cases' median. The detail
+ * names the case and the spread of its rounds.
+ */
 function demuxValue(rows: readonly DemuxRow[], t: DemuxThreshold): { value?: number; detail?: string } {
   const matching = rows.filter((r) => Object.entries(t.select).every(([k, v]) => r.demuxCase[k as keyof DemuxCase] === v));
   if (matching.length === 0) return { detail: 'no demux case matches' };
   const values = matching
-    .map((r) => ({ value: t.ratio === 'native÷ts' ? r.ns.ts! / r.ns.native! : r.ns.memcpy! / r.ns.native!, name: r.name }))
+    .map((r) => {
+      const s = summarize(t.ratio === 'native÷ts' ? roundRatios(r, 'native', 'ts') : roundRatios(r, 'native', 'memcpy'));
+      return { value: s.median, name: r.name, spread: `${s.min.toFixed(2)}..${s.max.toFixed(2)} over ${s.runs.length} rounds` };
+    })
     .sort((a, b) => a.value - b.value);
   const worst = values[0]!;
+  const all = values.map((v) => v.value.toFixed(2)).join(' ');
   if (t.aggregate === 'median') {
-    return { value: median(values.map((v) => v.value)), detail: `median of ${values.length}; worst ${worst.value.toFixed(2)} (${worst.name})` };
+    return { value: median(values.map((v) => v.value)), detail: `median of ${values.length} cases (${all}); worst ${worst.value.toFixed(2)} (${worst.name}, ${worst.spread})` };
   }
-  return { value: worst.value, detail: `worst of ${values.length}: ${worst.name}` };
+  return { value: worst.value, detail: `worst of ${values.length} cases (${all}): ${worst.name}, rounds ${worst.spread}` };
+}
+
+/**
+ * The spread of an e2e ratio: the ratio of each round (the contenders' runs of one figure are
+ * interleaved, run i of each in round i), as min..max, or of the figure itself without `against`.
+ */
+function roundSpread(report: BenchReport, t: E2eThreshold): string | undefined {
+  const mine = figureRuns(report, t.contender, t.figure);
+  if (!mine || mine.length === 0) return undefined;
+  const theirs = t.against ? figureRuns(report, t.against, t.againstFigure ?? t.figure) : mine.map(() => 1);
+  if (!theirs || theirs.length !== mine.length) return undefined;
+  const s = summarize(mine.map((v, i) => v / theirs[i]!));
+  return `rounds ${s.min.toFixed(2)}..${s.max.toFixed(2)} over ${s.runs.length}`;
 }
 
 /** Checks every threshold against `report`. */
@@ -99,6 +121,7 @@ export function checkGate(gate: GateFile, report: BenchReport): GateOutcome[] {
         missing = `${who}: ${r?.unavailable ?? r?.figures[t.figure]?.missing ?? 'not measured'}`;
       } else {
         value = mine / theirs;
+        detail = roundSpread(report, t);
       }
     }
     const base = { id: t.id, description: t.why, limit: limitText(t), why: t.why };
@@ -108,7 +131,7 @@ export function checkGate(gate: GateFile, report: BenchReport): GateOutcome[] {
     }
     const ok = (t.min === undefined || value >= t.min) && (t.max === undefined || value <= t.max);
     const status = ok ? 'pass' : t.advisory ? 'miss' : 'fail';
-    const note = !ok && t.advisory ? `target not enforced: ${t.advisory}` : detail;
+    const note = !ok && t.advisory ? `${detail ? `${detail}; ` : ''}target not enforced: ${t.advisory}` : detail;
     out.push({ ...base, value, status, ...(note ? { detail: note } : {}) });
   }
   return out;

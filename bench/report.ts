@@ -55,6 +55,11 @@ export function figureValue(report: BenchReport, who: ContenderId, id: FigureId)
   return v !== undefined && Number.isFinite(v) ? v : undefined;
 }
 
+/** Every measured run of a contender's figure, in round order (the warm-up is not among them). */
+export function figureRuns(report: BenchReport, who: ContenderId, id: FigureId): readonly number[] | undefined {
+  return report.e2e?.find((r) => r.id === who)?.figures[id]?.summary?.runs;
+}
+
 function fmt(n: number | undefined, digits?: number): string {
   if (n === undefined || !Number.isFinite(n)) return '—';
   const d = digits ?? (Math.abs(n) >= 100 ? 0 : Math.abs(n) >= 10 ? 1 : 2);
@@ -156,7 +161,7 @@ export function formatReport(report: BenchReport): string {
     out.push('END TO END (each contender in fresh processes, same simulated device; medians of the measured runs, warm-up excluded)');
     out.push(formatE2e(report));
     for (const r of report.e2e) {
-      const sizes = (['download', 'upload', 'concurrent', 'afcPullMuxwire'] as const)
+      const sizes = (['download', 'upload', 'duplex', 'duplex8', 'concurrent', 'afcPullMuxwire'] as const)
         .map((id) => (r.figures[id]?.bytesPerRun ? `${id} ${Math.round(r.figures[id]!.bytesPerRun! / 2 ** 20)} MiB` : undefined))
         .filter((x) => x !== undefined);
       const notes = [...r.notes, ...(sizes.length ? [`per run: ${sizes.join(', ')}`] : [])];

@@ -1,6 +1,6 @@
 /**
  * Summaries of repeated measurements: every figure of the bench is reported as the median of its
- * runs with their spread (min..max), never as a single run (STYLE.md §10).
+ * runs with their spread (min..max), never as a single run (docs/ARCHITECTURE.md, conventions §10).
  */
 
 /** The summary of one figure over its repeated runs. */

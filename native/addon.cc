@@ -1,7 +1,8 @@
 // N-API glue for the muxwire addon: argument checks and conversions only; the work lives in files
 // of its own (mux-scan.cc, demuxer.cc) that know nothing of Node. src/accel/ is the one place that loads this
 // addon, validates arguments first and holds a TypeScript twin of every entry point; the checks
-// here still turn a wrong type into a TypeError rather than a crash (STYLE.md §6).
+// here still turn a wrong type into a TypeError rather than a crash (docs/ARCHITECTURE.md,
+// conventions §6).
 //
 // State lives per environment (worker threads each get their own MuxwireAddon through
 // napi_set_instance_data, which Napi::Addon uses), never in globals.

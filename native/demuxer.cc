@@ -54,6 +54,8 @@ void Demuxer::Open(uint32_t slot, uint16_t sport, uint16_t dport, uint8_t* ring,
 void Demuxer::Close(uint32_t slot) {
   Ring& r = rings_[slot];
   if (r.data == nullptr) return;
+  // A payload streaming into this ring stops there: the ring may be handed to another connection.
+  if (streaming_ && stream_slot_ == slot) orphaned_ = true;
   DetachSink(slot);
   slots_by_ports_.erase(r.key);
   r = Ring();
@@ -103,6 +105,7 @@ int64_t Demuxer::Fail(uint32_t offset, uint32_t length, uint32_t* events) {
   // A length that cannot be trusted leaves no way to find the next packet: the stream is over
   // (netmuxd: fatal for the device), and every later push says so again.
   failed_ = true;
+  streaming_ = false;
   failed_offset_ = offset;
   failed_length_ = length;
   events[0] = offset;
@@ -126,8 +129,7 @@ int64_t Demuxer::Push(const uint8_t* data, size_t size, uint32_t* events) {
     uint8_t* stage = staging_[current_];
     if (staged_ < kMuxLengthFieldEnd) {
       const size_t take = std::min(kMuxLengthFieldEnd - staged_, size);
-      std::memcpy(stage + staged_, data, take);
-      staged_ += static_cast<uint32_t>(take);
+      Append(data, take);
       pos = take;
       if (staged_ < kMuxLengthFieldEnd) return 0;
     }
@@ -136,14 +138,13 @@ int64_t Demuxer::Push(const uint8_t* data, size_t size, uint32_t* events) {
     const uint32_t length = ReadU32BE(stage + 4);
     if (!LengthOk(length)) return Fail(kOffsetEarlier, length, events);
     const size_t take = std::min<size_t>(length - staged_, size - pos);
-    std::memcpy(stage + staged_, data + pos, take);
-    staged_ += static_cast<uint32_t>(take);
+    Append(data + pos, take);
     pos += take;
     if (staged_ < length) return 0;
     Emit(1 + current_, 0, stage, length, events);
     ++count;
-    // The finished packet stays readable in this staging buffer until the next push; a new
-    // partial packet goes to the other one.
+    // The finished packet stays readable in this staging buffer until the next push (its headers
+    // only, when its payload went straight to a ring); a new partial packet goes to the other one.
     current_ ^= 1;
     staged_ = 0;
   }
@@ -162,11 +163,64 @@ int64_t Demuxer::Push(const uint8_t* data, size_t size, uint32_t* events) {
 
   // 3. Keep the start of the next packet. Its length, when visible, passed the check above, so
   // it fits in a staging buffer of max_packet bytes.
-  if (pos < size) {
-    std::memcpy(staging_[current_], data + pos, size - pos);
-    staged_ = static_cast<uint32_t>(size - pos);
-  }
+  if (pos < size) Append(data + pos, size - pos);
   return static_cast<int64_t>(count);
+}
+
+void Demuxer::Append(const uint8_t* data, size_t n) {
+  uint8_t* stage = staging_[current_];
+  const uint32_t headers = static_cast<uint32_t>(HeaderSize() + kTcpHeaderSize);
+  if (!streaming_) {
+    // The headers always go to staging; once they are all there, StartStream decides (once per
+    // packet: staged_ == headers only until the first payload byte) where the payload goes.
+    const size_t head = staged_ < headers ? std::min<size_t>(headers - staged_, n) : 0;
+    std::memcpy(stage + staged_, data, head);
+    staged_ += static_cast<uint32_t>(head);
+    data += head;
+    n -= head;
+    if (n == 0) return;
+    if (staged_ != headers || !StartStream()) {
+      std::memcpy(stage + staged_, data, n);
+      staged_ += static_cast<uint32_t>(n);
+      return;
+    }
+  }
+  if (!orphaned_) {
+    const Ring& ring = rings_[stream_slot_];
+    const uint32_t at = (stream_write_ + (staged_ - headers)) & (ring.capacity - 1);
+    const uint32_t first = std::min<uint32_t>(static_cast<uint32_t>(n), ring.capacity - at);
+    std::memcpy(ring.data + at, data, first);
+    std::memcpy(ring.data, data + first, n - first);
+  }
+  staged_ += static_cast<uint32_t>(n);
+}
+
+bool Demuxer::StartStream() {
+  const uint8_t* stage = staging_[current_];
+  const size_t header_size = HeaderSize();
+  const uint32_t length = ReadU32BE(stage + 4);
+  const uint32_t headers = static_cast<uint32_t>(header_size + kTcpHeaderSize);
+  if (ReadU32BE(stage) != kMuxProtocolTcp || length <= headers) return false;
+  const uint8_t* tcp = stage + header_size;
+  // An RST's payload is its reason, which the engine reads from the packet itself.
+  if ((tcp[13] & kTcpFlagRst) != 0) return false;
+  const auto found = slots_by_ports_.find(PortsKey(ReadU16BE(tcp), ReadU16BE(tcp + 2)));
+  if (found == slots_by_ports_.end()) return false;
+  const uint32_t slot = found->second;
+  const Ring& ring = rings_[slot];
+  const uint32_t read = ring_state_[2 * slot];
+  const uint32_t write = ring_state_[2 * slot + 1];
+  const uint32_t unread = write - read;
+  // The sink's fast path sends a whole packet from staging with no copy into the ring at all.
+  if (ring.direct && unread == 0) return false;
+  // A payload that does not fit is reported as an overflow once complete, as any packet is.
+  const uint32_t free_bytes = unread > ring.capacity ? 0 : ring.capacity - unread;
+  if (length - headers > free_bytes) return false;
+  streaming_ = true;
+  orphaned_ = false;
+  stream_slot_ = slot;
+  stream_write_ = write;
+  return true;
 }
 
 void Demuxer::Emit(uint32_t source, uint32_t offset, const uint8_t* packet, uint32_t length,
@@ -195,6 +249,22 @@ void Demuxer::Emit(uint32_t source, uint32_t offset, const uint8_t* packet, uint
   record[10] = tcp[13];
   record[11] = static_cast<uint32_t>(ReadU16BE(tcp + 14)) << 8;
   record[12] = 0;
+  bool lost = false;
+  if (streaming_) {
+    streaming_ = false;
+    lost = orphaned_;
+    orphaned_ = false;
+    if (!lost) {
+      // The payload is already in the ring, after the write position: publish it.
+      record[0] = kEventTcpData;
+      record[1] = stream_slot_;
+      record[6] = stream_write_;
+      ring_state_[2 * stream_slot_ + 1] = stream_write_ + payload_length;
+      // A FIN ends the connection: no later packet may go to the client directly (see below).
+      if ((tcp[13] & kTcpFlagFin) != 0) rings_[stream_slot_].direct = false;
+      return;
+    }
+  }
   const auto found = slots_by_ports_.find(PortsKey(ReadU16BE(tcp), ReadU16BE(tcp + 2)));
   if (found == slots_by_ports_.end()) {
     record[0] = kEventTcp;
@@ -208,7 +278,20 @@ void Demuxer::Emit(uint32_t source, uint32_t offset, const uint8_t* packet, uint
   const uint32_t write = ring_state_[2 * slot + 1];
   record[1] = slot;
   record[6] = write;
-  if (payload_length == 0) {
+  if (lost) {
+    // Its connection closed while the payload streamed in (Close), and another opened on the same
+    // ports: the bytes are gone, which the engine hears of as an overflow of the new connection.
+    record[0] = kEventTcpOverflow;
+    return;
+  }
+  // After an RST or a FIN the connection is over: a later packet for these ports (even in this
+  // same transfer, before JS has seen the end) must not reach the client, so direct sends stop
+  // here rather than when JS turns them off.
+  const bool ends = (tcp[13] & (kTcpFlagRst | kTcpFlagFin)) != 0;
+  // An RST's payload is the device's reason for the reset, not stream data (usbmux.md §3.7): it
+  // is neither stored nor sent, so a client never receives it as bytes of its connection.
+  if (payload_length == 0 || (tcp[13] & kTcpFlagRst) != 0) {
+    if (ends) ring.direct = false;
     record[0] = kEventTcp;
     return;
   }
@@ -218,6 +301,7 @@ void Demuxer::Emit(uint32_t source, uint32_t offset, const uint8_t* packet, uint
   const uint8_t* payload = tcp + kTcpHeaderSize;
   // The fast path: nothing waits before this payload, so it may go straight to the sink.
   const uint32_t sent = ring.direct && unread == 0 ? SendToSink(ring, payload, payload_length) : 0;
+  if (ends) ring.direct = false;
   record[12] = sent;
   const uint32_t rest = payload_length - sent;
   record[0] = kEventTcpData;

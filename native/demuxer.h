@@ -11,7 +11,8 @@
 // Per packet, Push writes one event record of kEventFields u32 into `events`:
 //
 //   [0] kind        kEventPacket (not a well-formed TCP packet: VERSION, CONTROL, short TCP…),
-//                   kEventTcp (TCP, payload not stored: unknown connection or empty payload),
+//                   kEventTcp (TCP, payload not stored: unknown connection, empty payload, or
+//                   an RST, whose payload is its reason text and never connection data),
 //                   kEventTcpData (TCP, payload appended to the connection's ring),
 //                   kEventTcpOverflow (TCP, payload larger than the ring's free space: dropped)
 //   [1] protocol for kEventPacket; the connection's slot for TCP kinds (kNoSlot when unknown)
@@ -26,7 +27,8 @@
 //        the rest (payload length − this) appended to the ring; else 0
 //
 // so that the engine reads everything it needs per packet from one array, without making a view
-// of the packet (STYLE.md §6: offsets and numbers, not many small objects).
+// of the packet (docs/ARCHITECTURE.md, conventions §6: offsets and numbers, not many small
+// objects).
 //
 // Ring positions, shared with JS in `ring_state`: [2·slot] = read position, [2·slot+1] = write
 // position, both running byte totals modulo 2^32; unread = write − read. JS advances the read
@@ -38,8 +40,10 @@
 // staging buffer) with a non-blocking send: no copy into the ring. Whatever the socket does not
 // take at once goes into the ring as usual, and `direct` turns off: JS writes the ring's bytes
 // through its own socket object and turns `direct` back on once they are all written, so bytes
-// reach the socket in order. The demuxer owns a duplicate of the socket's descriptor, so a socket
-// JS closes is never confused with a new one that reuses the number.
+// reach the socket in order. An RST or FIN from the device turns `direct` off (the payload of a
+// FIN still goes out first), so nothing behind the end reaches the socket. The demuxer owns a
+// duplicate of the socket's descriptor, so a socket JS closes is never confused with a new one
+// that reuses the number.
 #ifndef MUXWIRE_NATIVE_DEMUXER_H_
 #define MUXWIRE_NATIVE_DEMUXER_H_
 
@@ -116,6 +120,12 @@ class Demuxer {
   void Emit(uint32_t source, uint32_t offset, const uint8_t* packet, uint32_t length,
             uint32_t* record);
   int64_t Fail(uint32_t offset, uint32_t length, uint32_t* events);
+  // Appends `n` bytes of the packet being reassembled (never past its end): headers to staging,
+  // the payload to staging or, once StartStream said so, straight to its connection's ring.
+  void Append(const uint8_t* data, size_t n);
+  // With the headers staged: whether the payload can go straight to its connection's ring (a TCP
+  // packet, not an RST, for an open connection without the sink fast path, that fits).
+  bool StartStream();
 
   int version_;
   uint32_t max_packet_;
@@ -126,6 +136,13 @@ class Demuxer {
   // Which staging buffer receives the packet being reassembled, and how much of it is there.
   int current_ = 0;
   uint32_t staged_ = 0;
+  // The payload of the packet being reassembled goes to ring `stream_slot_` from position
+  // `stream_write_` on (published when the packet is complete); `orphaned_` once that connection
+  // closed, after which the rest of the payload is dropped.
+  bool streaming_ = false;
+  bool orphaned_ = false;
+  uint32_t stream_slot_ = 0;
+  uint32_t stream_write_ = 0;
   bool failed_ = false;
   uint32_t failed_offset_ = 0;
   uint32_t failed_length_ = 0;

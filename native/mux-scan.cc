@@ -27,7 +27,7 @@ int64_t ScanMuxPackets(const uint8_t* data, size_t size, int version, uint32_t* 
     const uint32_t protocol = ReadU32BE(packet);
     uint32_t sport = 0;
     uint32_t dport = 0;
-    // usbmuxd drops TCP packets shorter than header + 20 bytes (reference/usbmux.md §2.7), so
+    // usbmuxd drops TCP packets shorter than header + 20 bytes (usbmux.md §2.7), so
     // ports are reported only for packets whose TCP-like header is complete.
     if (protocol == kMuxProtocolTcp && length >= header_size + kTcpHeaderSize) {
       sport = ReadU16BE(packet + header_size);

@@ -1,5 +1,5 @@
 // Byte-level facts of the device mux protocol, shared by the scanner and (issue 6) the demuxer.
-// Every field is big-endian (reference/usbmux.md §2.1, §3.1).
+// Every field is big-endian (usbmux.md §2.1, §3.1).
 //
 //   mux header v1 (8 bytes)            mux header v2 (16 bytes)
 //   0  u32 protocol                    0  u32 protocol
@@ -26,7 +26,12 @@ constexpr size_t kMuxHeaderSizeV2 = 16;
 // before the rest of a v2 header has arrived.
 constexpr size_t kMuxLengthFieldEnd = 8;
 constexpr size_t kTcpHeaderSize = 20;
-// usbmuxd's DEV_MRU: the largest device→host packet it reassembles (reference/usbmux.md §2.5).
+// The TCP-like header's RST flag (offset 13). An RST's payload is its reason text, never stream data
+// (usbmux.md §3.7: usbmuxd logs it and tears down).
+constexpr uint8_t kTcpFlagRst = 0x04;
+// FIN (0x01): the end of the device's data; the mux has no half-close (usbmux.md §3.7).
+constexpr uint8_t kTcpFlagFin = 0x01;
+// usbmuxd's DEV_MRU: the largest device→host packet it reassembles (usbmux.md §2.5).
 constexpr uint32_t kMaxMuxPacket = 65536;
 
 inline size_t MuxHeaderSize(int version) {

@@ -1,6 +1,6 @@
 // Argument checks shared by the N-API glue: each turns a wrong argument into a pending TypeError
 // or RangeError and returns false, so a caller that skipped src/accel/'s validation gets an
-// exception, never a crash (STYLE.md §6).
+// exception, never a crash (docs/ARCHITECTURE.md, conventions §6).
 #ifndef MUXWIRE_NATIVE_NAPI_ARGS_H_
 #define MUXWIRE_NATIVE_NAPI_ARGS_H_
 

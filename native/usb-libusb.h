@@ -1,7 +1,7 @@
 // What the addon adds to the libusb ABI (libusb-abi.h, shared with native/vusb): the table of
 // libusb functions it calls. libusb is loaded at run time with dlopen (usb-loader.cc), so building
-// the addon needs no libusb headers and a machine without libusb falls back cleanly (DESIGN.md
-// "Native and TypeScript paths").
+// the addon needs no libusb headers and a machine without libusb falls back cleanly
+// (docs/ARCHITECTURE.md "The accel contract").
 //
 // Every slot is typed from the prototype in libusb-abi.h (decltype of the function's address; the
 // functions themselves are never linked), so the structs, enums and signatures the addon uses are

@@ -1,8 +1,8 @@
 #!/usr/bin/env node
-// Attempts the native builds and never fails the install (DESIGN.md "Native and TypeScript paths"):
-// where a compiler or node-gyp is missing, the TypeScript path serves and a line says why.
-// MUXWIRE_SKIP_NATIVE_BUILD=1 skips the attempt; MUXWIRE_REQUIRE_NATIVE=1 makes a failed build an
-// error (CI sets it, so broken C++ cannot hide behind the TypeScript fallback).
+// Attempts the native builds and never fails the install (docs/ARCHITECTURE.md "The accel
+// contract"): where a compiler or node-gyp is missing, the TypeScript path serves and a line says
+// why. MUXWIRE_SKIP_NATIVE_BUILD=1 skips the attempt; MUXWIRE_REQUIRE_NATIVE=1 makes a failed build
+// an error (CI sets it, so broken C++ cannot hide behind the TypeScript fallback).
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -13,11 +13,14 @@ if (process.env.MUXWIRE_SKIP_NATIVE_BUILD === '1') process.exit(0);
 if (!existsSync(`${root}/binding.gyp`)) process.exit(0);
 const required = process.env.MUXWIRE_REQUIRE_NATIVE === '1';
 
+// Our own node-gyp (a devDependency) in a checkout; in an installed package, the one npm runs
+// install scripts with (npm_config_node_gyp, set by npm for every lifecycle script).
 function nodeGyp() {
   try {
     return createRequire(import.meta.url).resolve('node-gyp/bin/node-gyp.js');
   } catch {
-    return undefined;
+    const npmGyp = process.env.npm_config_node_gyp;
+    return npmGyp && existsSync(npmGyp) ? npmGyp : undefined;
   }
 }
 // node-gyp downloads headers unless told where they are. npm passes npm_config_nodedir from

@@ -1,8 +1,8 @@
 #!/usr/bin/env node
 // Builds native/vusb/ — the libusb-1.0-compatible library that presents simulated devices
-// (DESIGN.md "vusb") — into build/vusb/libusb-1.0.so.0 (SONAME libusb-1.0.so.0) plus a
-// libusb-1.0.so symlink, with the system C compiler. Put build/vusb first on LD_LIBRARY_PATH and
-// set MUXWIRE_VUSB_DIR, and an unmodified libusb program (Debian's usbmuxd) sees the devices of
+// (docs/ARCHITECTURE.md "The vusb wire") — into build/vusb/libusb-1.0.so.0 (SONAME libusb-1.0.so.0)
+// plus a libusb-1.0.so symlink, with the system C compiler. Put build/vusb first on LD_LIBRARY_PATH
+// and set MUXWIRE_VUSB_DIR, and an unmodified libusb program (Debian's usbmuxd) sees the devices of
 // that bus directory.
 //
 // Like the addon build, this never fails an install: without a compiler, or off Linux (the library

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // Runs the whole suite with node's test runner, twice for the parts whose behaviour depends on the
-// native/TypeScript selection (DESIGN.md "Native and TypeScript paths"): once as selected (auto),
+// native/TypeScript selection (docs/ARCHITECTURE.md "The accel contract"): once as selected (auto),
 // once with MUXWIRE_NO_NATIVE=1. Prints one closing line that CI reads:
 //   tests: N passed, N failed, N skipped
 import { spawnSync } from 'node:child_process';

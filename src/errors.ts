@@ -1,8 +1,8 @@
 /**
- * One error class for the whole project (STYLE.md §5). Every error that crosses a public API is a
- * MuxwireError with a stable `code`; the README lists every code. Codes are plain strings so each
- * layer can add its own without a central registry; `codes.ts`-style constants live next to the
- * code that throws them.
+ * One error class for the whole project (docs/ARCHITECTURE.md, conventions §5). Every error that
+ * crosses a public API is a MuxwireError with a stable `code`; the README lists every code. Codes
+ * are plain strings so each layer can add its own without a central registry; `codes.ts`-style
+ * constants live next to the code that throws them.
  */
 export class MuxwireError extends Error {
   /** Stable machine-readable code, e.g. `MUXWIRE_ERR_CONN_REFUSED`. */

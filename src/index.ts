@@ -25,5 +25,8 @@ export { DeviceSession } from './mux/device-session.js';
 export { MuxConnection } from './mux/mux-connection.js';
 export type { DeviceLink, DeviceLinkHandlers, DeviceLinkInfo, DeviceSource } from './transport/device-link.js';
 export { VusbSource } from './transport/vusb-source.js';
+export { NetworkSource, NetworkLink } from './transport/index.js';
+export type { NetworkSourceOptions, NetworkCandidate, NetworkDeviceInfo } from './transport/index.js';
+export { createNetworkSource } from './daemon/network-devices.js';
 export { selectAccel, accelInfo } from './accel/index.js';
 export * as protocol from './protocol/index.js';

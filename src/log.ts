@@ -1,7 +1,8 @@
 /**
- * One logger with levels and a context (STYLE.md §11): `log.child({ dev: 3 }).info('attached')`
- * prints `muxwire info dev=3 attached`. Debug lines cost a level check when off; callers on hot
- * paths guard with `log.enabled('debug')` before building a message.
+ * One logger with levels and a context (docs/ARCHITECTURE.md, conventions §11):
+ * `log.child({ dev: 3 }).info('attached')` prints `muxwire info dev=3 attached`. Debug lines cost
+ * a level check when off; callers on hot paths guard with `log.enabled('debug')` before building
+ * a message.
  */
 import { channel } from 'node:diagnostics_channel';
 
@@ -67,7 +68,7 @@ export class Logger {
 /** The root logger. */
 export const log = new Logger();
 
-/** diagnostics_channel events for attach, detach and connect (STYLE.md §11). */
+/** diagnostics_channel events for attach, detach and connect (docs/ARCHITECTURE.md, conventions §11). */
 export const diagnostics = {
   attach: channel('muxwire:device:attach'),
   detach: channel('muxwire:device:detach'),

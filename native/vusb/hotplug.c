@@ -1,7 +1,7 @@
 /*
- * Plug and unplug, driven by the bus directory named by MUXWIRE_VUSB_DIR (DESIGN.md "vusb"): a
- * `*.vusb` socket appearing is a plug-in; the file disappearing, or the device closing its
- * connection (device.c), is an unplug. inotify on the directory wakes the event loop; every
+ * Plug and unplug, driven by the bus directory named by MUXWIRE_VUSB_DIR (docs/ARCHITECTURE.md
+ * "The vusb wire"): a `*.vusb` socket appearing is a plug-in; the file disappearing, or the device
+ * closing its connection (device.c), is an unplug. inotify on the directory wakes the event loop; every
  * wake-up rescans the directory, which is the truth (events can be coalesced or overflow).
  *
  * A socket file that refused a connection is retried with backoff for a few seconds: a simulator

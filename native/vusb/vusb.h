@@ -33,7 +33,7 @@
 #define VUSB_LIBUSB_MINOR 0
 #define VUSB_LIBUSB_MICRO 26
 
-/* ---- the wire (DESIGN.md "vusb") ---- */
+/* ---- the wire (docs/ARCHITECTURE.md "The vusb wire") ---- */
 enum vusb_msg_type {
 	VUSB_HELLO = 1,
 	VUSB_CONTROL = 2,

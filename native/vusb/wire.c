@@ -1,6 +1,6 @@
 /*
- * The vusb wire on one device socket (DESIGN.md "vusb"): framing of what the host sends, an out
- * queue written without blocking, and the parser of what the device sends.
+ * The vusb wire on one device socket (docs/ARCHITECTURE.md "The vusb wire"): framing of what the
+ * host sends, an out queue written without blocking, and the parser of what the device sends.
  *
  *   every message                       length counts type + body
  *    0        4      5

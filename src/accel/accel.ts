@@ -1,6 +1,6 @@
 /**
  * The contract every accelerator implements, native (the C++ addon) and TypeScript alike
- * (DESIGN.md "Native and TypeScript paths"). Callers get one uniformly shaped object from
+ * (docs/ARCHITECTURE.md "The accel contract"). Callers get one uniformly shaped object from
  * `selectAccel()` and never branch on which one they hold; `kind` is there for logs and tests.
  */
 

@@ -1,5 +1,5 @@
 /**
- * The one place that loads the native addon (DESIGN.md "Native and TypeScript paths"; the
+ * The one place that loads the native addon (docs/ARCHITECTURE.md "The accel contract"; the
  * ws/bufferutil pattern): the load happens inside a try, once per path, and a failure is a value
  * with its reason, never an exception, so the caller can fall back to TypeScript or report it.
  */

@@ -7,9 +7,12 @@
  * ```
  * IN transfers:   │ pkt │ pkt │ pk│ │t│ │t │ pkt │ p│ ...      (boundaries anywhere)
  *                              └─staged─┘ reassembled in staging A/B, else events point into
- *                                         the transfer itself
+ *                                         the transfer itself; the payload of a reassembled TCP
+ *                                         packet for an open connection is copied straight into
+ *                                         its ring, and only its headers are staged
  * event record (DEMUX_EVENT_FIELDS u32 per packet):
- *  0 kind        1 PACKET · 2 TCP (payload not stored) · 3 TCP_DATA (payload in the ring)
+ *  0 kind        1 PACKET · 2 TCP (payload not stored: unknown connection, empty, or an RST,
+ *                whose payload is its reason) · 3 TCP_DATA (payload in the ring)
  *                · 4 TCP_OVERFLOW (payload larger than the ring's free space: not stored)
  *  1 protocol (PACKET) | connection slot (TCP kinds; 0xFFFFFFFF = no such connection)
  *  2 source      0 transfer · 1 staging A · 2 staging B
@@ -57,6 +60,7 @@ export const OFFSET_EARLIER = 0xffffffff;
 const LENGTH_FIELD_END = 8;
 const TCP_HEADER_SIZE = 20;
 const PROTOCOL_TCP = 6;
+const TCP_FLAG_RST = 0x04;
 
 /** The raw demuxer both the addon's `Demuxer` class and {@link DemuxCoreJs} implement. Arguments
  * are assumed valid (src/accel/demuxer.ts checks them). */
@@ -102,6 +106,9 @@ export class DemuxCoreJs implements RawDemuxer {
   /** Which staging buffer receives the packet being reassembled, and how much of it is there. */
   #current = 0;
   #staged = 0;
+  /** The payload of the packet being reassembled goes to this ring from `write` on; `orphaned`
+   * once that connection closed, after which the rest of the payload is dropped. */
+  #stream: { slot: number; write: number; orphaned: boolean } | undefined;
   #failed: { offset: number; length: number } | undefined;
 
   constructor(version: 1 | 2, maxPacket: number, stagingA: Uint8Array, stagingB: Uint8Array, ringState: Uint32Array) {
@@ -127,6 +134,8 @@ export class DemuxCoreJs implements RawDemuxer {
   close(slot: number): void {
     const ring = this.#rings[slot];
     if (ring === undefined) return;
+    // A payload streaming into this ring stops there: the ring may be handed to another connection.
+    if (this.#stream?.slot === slot) this.#stream.orphaned = true;
     this.#slotsByPorts.delete(ring.key);
     this.#rings[slot] = undefined;
   }
@@ -152,8 +161,7 @@ export class DemuxCoreJs implements RawDemuxer {
       const stage = this.#staging[this.#current]!;
       if (this.#staged < LENGTH_FIELD_END) {
         const take = Math.min(LENGTH_FIELD_END - this.#staged, size);
-        stage.set(data.subarray(0, take), this.#staged);
-        this.#staged += take;
+        this.#append(data, 0, take);
         pos = take;
         if (this.#staged < LENGTH_FIELD_END) return 0;
       }
@@ -162,14 +170,14 @@ export class DemuxCoreJs implements RawDemuxer {
       const length = readU32BE(stage, 4);
       if (!this.#lengthOk(length)) return this.#fail(OFFSET_EARLIER, length, events);
       const take = Math.min(length - this.#staged, size - pos);
-      stage.set(data.subarray(pos, pos + take), this.#staged);
-      this.#staged += take;
+      this.#append(data, pos, take);
       pos += take;
       if (this.#staged < length) return 0;
       this.#emit(1 + this.#current, 0, stage, 0, length, events, 0);
       count++;
-      // The finished packet stays readable in this staging buffer until the next push; a new
-      // partial packet goes to the other one.
+      // The finished packet stays readable in this staging buffer until the next push (its
+      // headers only, when its payload went straight to a ring); a new partial packet goes to the
+      // other one.
       this.#current ^= 1;
       this.#staged = 0;
     }
@@ -185,11 +193,66 @@ export class DemuxCoreJs implements RawDemuxer {
     }
 
     // 3. Keep the start of the next packet; its length, when visible, passed the check above.
-    if (pos < size) {
-      this.#staging[this.#current]!.set(data.subarray(pos), 0);
-      this.#staged = size - pos;
-    }
+    if (pos < size) this.#append(data, pos, size - pos);
     return count;
+  }
+
+  /**
+   * Appends `data[at, at + n)`, bytes of the packet being reassembled (never past its end): the
+   * headers to staging, the payload to staging or, once #startStream said so, straight to its
+   * connection's ring, unpublished until the packet is complete. A payload is then copied once,
+   * as for a packet inside one transfer, instead of into staging and then again into the ring.
+   */
+  #append(data: Uint8Array, at: number, n: number): void {
+    const stage = this.#staging[this.#current]!;
+    const headers = this.#headerSize() + TCP_HEADER_SIZE;
+    if (this.#stream === undefined) {
+      // #staged === headers only until the first payload byte: the choice is made once a packet.
+      const head = this.#staged < headers ? Math.min(headers - this.#staged, n) : 0;
+      copyBytes(data, at, at + head, stage, this.#staged);
+      this.#staged += head;
+      at += head;
+      n -= head;
+      if (n === 0) return;
+      if (this.#staged !== headers || !this.#startStream()) {
+        copyBytes(data, at, at + n, stage, this.#staged);
+        this.#staged += n;
+        return;
+      }
+    }
+    const stream = this.#stream!;
+    if (!stream.orphaned) {
+      const ring = this.#rings[stream.slot]!.data;
+      const ringAt = (stream.write + (this.#staged - headers)) & (ring.length - 1);
+      const first = Math.min(n, ring.length - ringAt);
+      copyBytes(data, at, at + first, ring, ringAt);
+      copyBytes(data, at + first, at + n, ring, 0);
+    }
+    this.#staged += n;
+  }
+
+  /**
+   * With the headers staged: whether the payload may go straight to its connection's ring. Only a
+   * TCP packet that is not an RST (whose payload, its reason, the engine reads from the packet),
+   * for an open connection, that fits its ring's free space (else the complete packet is
+   * reported as an overflow, as any packet is). native/demuxer.cc also keeps the sink's fast path.
+   */
+  #startStream(): boolean {
+    const stage = this.#staging[this.#current]!;
+    const headerSize = this.#headerSize();
+    const length = readU32BE(stage, 4);
+    if (readU32BE(stage, 0) !== PROTOCOL_TCP || length <= headerSize + TCP_HEADER_SIZE) return false;
+    const tcp = headerSize;
+    if ((stage[tcp + 13]! & TCP_FLAG_RST) !== 0) return false;
+    const slot = this.#slotsByPorts.get(portsKey((stage[tcp]! << 8) | stage[tcp + 1]!, (stage[tcp + 2]! << 8) | stage[tcp + 3]!));
+    if (slot === undefined) return false;
+    const capacity = this.#rings[slot]!.data.length;
+    const write = this.#ringState[2 * slot + 1]!;
+    const unread = (write - this.#ringState[2 * slot]!) >>> 0;
+    const free = unread > capacity ? 0 : capacity - unread;
+    if (length - headerSize - TCP_HEADER_SIZE > free) return false;
+    this.#stream = { slot, write, orphaned: false };
+    return true;
   }
 
   #headerSize(): number {
@@ -204,6 +267,7 @@ export class DemuxCoreJs implements RawDemuxer {
     // A length that cannot be trusted leaves no way to find the next packet: the stream is over
     // (netmuxd: fatal for the device), and every later push says so again.
     this.#failed = { offset, length };
+    this.#stream = undefined;
     events[0] = offset;
     events[1] = length;
     return SCAN_BAD_LENGTH;
@@ -234,6 +298,16 @@ export class DemuxCoreJs implements RawDemuxer {
     record[r + 10] = buf[tcp + 13]!;
     record[r + 11] = ((buf[tcp + 14]! << 8) | buf[tcp + 15]!) * 256;
     record[r + 12] = 0;
+    const stream = this.#stream;
+    this.#stream = undefined;
+    if (stream !== undefined && !stream.orphaned) {
+      // The payload is already in the ring, after the write position: publish it.
+      record[r] = DemuxEvent.TCP_DATA;
+      record[r + 1] = stream.slot;
+      record[r + 6] = stream.write;
+      this.#ringState[2 * stream.slot + 1] = stream.write + payloadLength;
+      return;
+    }
     const slot = this.#slotsByPorts.get(portsKey((buf[tcp]! << 8) | buf[tcp + 1]!, (buf[tcp + 2]! << 8) | buf[tcp + 3]!));
     if (slot === undefined) {
       record[r] = DemuxEvent.TCP;
@@ -246,7 +320,15 @@ export class DemuxCoreJs implements RawDemuxer {
     const write = this.#ringState[2 * slot + 1]!;
     record[r + 1] = slot;
     record[r + 6] = write;
-    if (payloadLength === 0) {
+    if (stream !== undefined) {
+      // Its connection closed while the payload streamed in, and another opened on the same
+      // ports: the bytes are gone, which the engine hears of as an overflow of the new connection.
+      record[r] = DemuxEvent.TCP_OVERFLOW;
+      return;
+    }
+    // An RST's payload is the device's reason for the reset, not stream data (usbmux.md §3.7):
+    // neither stored nor (natively) sent, so a client never receives it as connection bytes.
+    if (payloadLength === 0 || (buf[tcp + 13]! & TCP_FLAG_RST) !== 0) {
       record[r] = DemuxEvent.TCP;
       return;
     }

@@ -3,12 +3,13 @@
  * `Demuxer` class (native/demuxer.cc) or its TypeScript twin (demux-core.ts). This wrapper checks
  * arguments, owns the memory both sides work in, and turns raw results into coded errors.
  *
- * Memory both sides see (STYLE.md §6): `events` (one record per packet, see demux-core.ts), two
- * staging buffers for packets that span transfers, and per connection a ring buffer plus its
- * read/write positions in `ringState`. A TCP payload is copied once, from the transfer into its
- * connection's ring; `readable(slot)` hands out views of ring memory, and `consume(slot, n)`
- * releases them. Backpressure: a ring never grows, so memory per connection is its capacity, and
- * a device that sends past it gets TCP_OVERFLOW events (the engine's window should prevent that).
+ * Memory both sides see (docs/ARCHITECTURE.md, conventions §6): `events` (one record per packet,
+ * see demux-core.ts), two staging buffers for packets that span transfers, and per connection a
+ * ring buffer plus its read/write positions in `ringState`. A TCP payload is copied once, from the
+ * transfer into its connection's ring; `readable(slot)` hands out views of ring memory, and
+ * `consume(slot, n)` releases them. Backpressure: a ring never grows, so memory per connection is
+ * its capacity, and a device that sends past it gets TCP_OVERFLOW events (the engine's window
+ * should prevent that).
  *
  * Views returned by `packet(i)` are valid until the next `push`; views from `readable(slot)` until
  * the bytes are consumed or the connection closes.
@@ -23,6 +24,7 @@
 import { MuxwireError } from '../errors.js';
 import {
   DEMUX_EVENT_FIELDS,
+  DemuxEvent,
   DemuxField,
   OFFSET_EARLIER,
   SOURCE_TRANSFER,
@@ -30,6 +32,9 @@ import {
   type RawDemuxerConstructor,
 } from './demux-core.js';
 import { SCAN_BAD_LENGTH } from './accel.js';
+
+/** The RST bit of the TCP-like header's flags: an RST's payload is read from its packet. */
+const TCP_FLAG_RST = 0x04;
 
 export interface DemuxerOptions {
   /** Mux header version of the packets to come (1 until VERSION negotiates 2). */
@@ -188,13 +193,22 @@ export class Demuxer {
     return result;
   }
 
-  /** A view of event `i`'s whole packet (header included), valid until the next push. */
+  /**
+   * A view of event `i`'s packet, valid until the next push: the whole packet for PACKET events
+   * and RSTs (whose payload is their reason), the mux and TCP headers only for the other TCP
+   * events, whose payload is read from the connection's ring. (The payload of a packet that spans
+   * transfers goes straight to the ring, so staging holds its headers alone.)
+   */
   packet(i: number): Buffer {
     if (!Number.isInteger(i) || i < 0 || i >= this.#count) throw new RangeError(`no event ${i}`);
     const r = i * DEMUX_EVENT_FIELDS;
-    const source = this.#events[r + DemuxField.SOURCE]!;
-    const offset = this.#events[r + DemuxField.OFFSET]!;
-    const length = this.#events[r + DemuxField.LENGTH]!;
+    const ev = this.#events;
+    const source = ev[r + DemuxField.SOURCE]!;
+    const offset = ev[r + DemuxField.OFFSET]!;
+    let length = ev[r + DemuxField.LENGTH]!;
+    if (ev[r + DemuxField.KIND] !== DemuxEvent.PACKET && (ev[r + DemuxField.FLAGS]! & TCP_FLAG_RST) === 0) {
+      length -= ev[r + DemuxField.PAYLOAD_LENGTH]!;
+    }
     const from = source === SOURCE_TRANSFER ? this.#transfer : this.#staging[source - 1]!;
     return Buffer.from(from.buffer, from.byteOffset + offset, length);
   }

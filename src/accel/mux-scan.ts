@@ -2,7 +2,7 @@
  * The TypeScript twin of native/mux-scan.cc: finds complete mux packets in a buffer of
  * concatenated packets without copying, and the checked wrapper both implementations share.
  *
- * Mux header, every field BE (reference/usbmux.md §2.1, §3.1):
+ * Mux header, every field BE (usbmux.md §2.1, §3.1):
  * ```
  *   v1 (8 bytes)                 v2 (16 bytes)
  *   0  u32 protocol              0  u32 protocol

@@ -1,5 +1,5 @@
 /**
- * Chooses the accelerator once per process (DESIGN.md "Native and TypeScript paths"):
+ * Chooses the accelerator once per process (docs/ARCHITECTURE.md "The accel contract"):
  *
  * - `auto`: the addon when it loads, else TypeScript (and the reason is kept for `accelInfo()`);
  * - `native`: the addon, or MuxwireError `MUXWIRE_ERR_NATIVE_UNAVAILABLE` with the load error as

@@ -7,13 +7,30 @@ import { openLockdown, type LockdownHandle, type OpenLockdownOptions } from '../
 import type { UsbmuxClient } from '../client/usbmux-client.js';
 import type { DeviceInfo } from '../client/device-info.js';
 
+/** `-n/--network`, which every device command takes. */
+export const NETWORK_OPTION = { network: { type: 'boolean', short: 'n' } } as const;
+
+/** Its help line. */
+export const NETWORK_HELP = `  -n, --network   use the device's network (Wi-Fi) entry, not its USB one (as libimobiledevice's -n)`;
+
+/** Which device the options name: `-u` and `-n`. */
+export interface DeviceChoice {
+  udid?: string;
+  network?: boolean;
+}
+
+/** Finds the device `choice` names (the network entry with -n; USB first otherwise). */
+export function findChosenDevice(client: UsbmuxClient, choice: DeviceChoice): Promise<DeviceInfo> {
+  return client.findDevice(choice.udid, choice.network === true ? { connection: 'Network' } : {});
+}
+
 export async function withLockdown<T>(
   client: UsbmuxClient,
-  udid: string | undefined,
+  choice: DeviceChoice,
   options: OpenLockdownOptions,
   body: (handle: LockdownHandle, device: DeviceInfo) => Promise<T>,
 ): Promise<T> {
-  const device = await client.findDevice(udid);
+  const device = await findChosenDevice(client, choice);
   const notice = trustNotice(device.udid);
   const handle = await openLockdown(client, device, {
     ...options,

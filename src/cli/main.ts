@@ -4,9 +4,11 @@
  * `run(argv): Promise<number>` (the exit code). Subcommands load lazily so `muxwire list` does not
  * pay for the simulator's start-up.
  */
-import { realpathSync } from 'node:fs';
+import { readFileSync, realpathSync } from 'node:fs';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { MuxwireError } from '../errors.js';
+import { findPackageRoot } from '../accel/addon-loader.js';
 
 type Command = { summary: string; load: () => Promise<{ run(argv: string[]): Promise<number> }> };
 
@@ -26,7 +28,20 @@ const COMMANDS: Record<string, Command> = {
   'backup-info': { summary: 'show what a backup directory holds', load: () => import('./commands/backup-info.js') },
   demo: { summary: 'daemon, simulated device, pairing and an AFC transfer end to end', load: () => import('./commands/demo.js') },
   bench: { summary: 'run the benchmarks', load: () => import('./commands/bench.js') },
+  service: { summary: 'install, remove or inspect muxwire as the systemd usbmuxd service', load: () => import('./commands/service.js') },
 };
+
+/** This installation's version, from its package.json (one source of truth for --version and the units). */
+export function packageVersion(): string {
+  const root = findPackageRoot(import.meta.url);
+  if (root === undefined) return 'unknown';
+  try {
+    const version = (JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { version?: unknown }).version;
+    return typeof version === 'string' ? version : 'unknown';
+  } catch {
+    return 'unknown';
+  }
+}
 
 function usage(): string {
   const lines = Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(11)} ${c.summary}`);
@@ -39,8 +54,8 @@ export async function main(argv: string[]): Promise<number> {
     process.stdout.write(usage() + '\n');
     return name === undefined ? 2 : 0;
   }
-  if (name === '--version') {
-    process.stdout.write('muxwire 0.1.0\n');
+  if (name === '--version' || name === '-V') {
+    process.stdout.write(`muxwire ${packageVersion()}\n`);
     return 0;
   }
   const command = COMMANDS[name];

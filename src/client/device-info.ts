@@ -4,6 +4,11 @@
  */
 import type { PlistDict } from '../protocol/plist.js';
 import type { DeviceRecord } from '../protocol/client-message.js';
+import { MuxwireError } from '../errors.js';
+import { decodeNetworkAddress } from '../protocol/network-address.js';
+
+/** How a device is attached: a cable, or the network (Wi-Fi). */
+export type ConnectionType = 'USB' | 'Network';
 
 export interface DeviceInfo {
   /** The daemon's id for this attachment (a replug gets a new one). */
@@ -14,8 +19,11 @@ export interface DeviceInfo {
   locationId: number;
   /** Link speed in bit/s when the daemon says. */
   connectionSpeed?: number;
-  /** `USB` or `Network`. */
-  connectionType: string;
+  /** `USB` or `Network` (a daemon may send another word; it is kept as sent). */
+  connectionType: ConnectionType | (string & {});
+  /** Network devices: the address the daemon reports in NetworkAddress, and its mDNS service name. */
+  networkAddress?: string;
+  serviceName?: string;
   /** Everything the daemon sent, as sent. */
   properties: PlistDict;
 }
@@ -48,6 +56,11 @@ export function deviceFromPlist(entry: PlistDict): DeviceInfo {
   };
   const speed = num(props.ConnectionSpeed);
   if (speed !== undefined) info.connectionSpeed = speed;
+  if (Buffer.isBuffer(props.NetworkAddress)) {
+    const addr = decodeNetworkAddress(props.NetworkAddress);
+    if (addr !== undefined) info.networkAddress = addr.address;
+  }
+  if (typeof props.EscapedFullServiceName === 'string') info.serviceName = props.EscapedFullServiceName;
   return info;
 }
 
@@ -67,6 +80,21 @@ export function deviceFromRecord(record: DeviceRecord): DeviceInfo {
       ConnectionType: 'USB',
     },
   };
+}
+
+/**
+ * The device `udid` names (any when undefined) among `devices`. A device on USB and on the network
+ * at once has two entries: `connection` picks one (as libimobiledevice's `-n`); without it the USB
+ * entry comes first. MUXWIRE_ERR_NO_DEVICE when none fits.
+ */
+export function pickDevice(devices: DeviceInfo[], udid: string | undefined, connection?: ConnectionType): DeviceInfo {
+  const fits = devices.filter((d) => (udid === undefined || sameUdid(d.udid, udid)) && (connection === undefined || d.connectionType === connection));
+  const found = fits.find((d) => d.connectionType === 'USB') ?? fits[0];
+  if (found === undefined) {
+    const which = connection === 'Network' ? 'network device' : connection === 'USB' ? 'USB device' : 'device';
+    throw new MuxwireError('MUXWIRE_ERR_NO_DEVICE', udid ? `no ${which} with UDID ${udid} is attached` : `no ${which} is attached`);
+  }
+  return found;
 }
 
 /** UDIDs compare equal in their 24-character and dashed 25-character forms (usbmux.md §6.19). */

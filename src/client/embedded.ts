@@ -14,7 +14,7 @@ import { deviceProperties } from '../protocol/client-plist.js';
 import type { PlistDict } from '../protocol/plist.js';
 import type { DeviceLink, DeviceSource } from '../transport/device-link.js';
 import { VusbSource } from '../transport/vusb-source.js';
-import { deviceFromPlist, sameUdid, type DeviceInfo } from './device-info.js';
+import { deviceFromPlist, pickDevice, type ConnectionType, type DeviceInfo } from './device-info.js';
 import { DeviceWatcher } from './device-watcher.js';
 import type { DeviceMuxer } from './device-services.js';
 
@@ -68,11 +68,9 @@ export class EmbeddedMuxer implements DeviceMuxer {
     return this.#registry.visible().map(toInfo);
   }
 
-  async findDevice(udid?: string): Promise<DeviceInfo> {
-    const devices = await this.listDevices();
-    const found = udid ? devices.find((d) => sameUdid(d.udid, udid)) : devices[0];
-    if (!found) throw new MuxwireError('MUXWIRE_ERR_NO_DEVICE', udid ? `no device with UDID ${udid} is attached` : 'no device is attached');
-    return found;
+  /** As UsbmuxClient.findDevice: `connection` picks the USB or the network entry. */
+  async findDevice(udid?: string, options: { connection?: ConnectionType } = {}): Promise<DeviceInfo> {
+    return pickDevice(await this.listDevices(), udid, options.connection);
   }
 
   /** Attach, detach and pair events: the same watcher as over a daemon. */

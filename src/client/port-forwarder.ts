@@ -9,7 +9,7 @@ import { EventEmitter } from 'node:events';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { MuxwireError } from '../errors.js';
 import { log } from '../log.js';
-import type { DeviceInfo } from './device-info.js';
+import type { ConnectionType, DeviceInfo } from './device-info.js';
 
 export interface ForwardPair {
   localPort: number;
@@ -18,7 +18,7 @@ export interface ForwardPair {
 
 /** What the forwarder needs from a muxer: the UsbmuxClient and embedded mode both fit. */
 export interface ForwardMux {
-  findDevice(udid?: string): Promise<DeviceInfo>;
+  findDevice(udid?: string, options?: { connection?: ConnectionType }): Promise<DeviceInfo>;
   connect(device: DeviceInfo, port: number): Promise<Socket | NodeJS.ReadWriteStream>;
 }
 
@@ -27,6 +27,8 @@ export interface PortForwarderOptions {
   pairs: ForwardPair[];
   /** UDID of the device to reach; default: the first USB device at each accept. */
   udid?: string;
+  /** Which entry of a device on USB and on the network at once (default: USB first). */
+  connection?: ConnectionType;
   /** Address to bind; default 127.0.0.1. */
   host?: string;
 }
@@ -40,6 +42,23 @@ export function parseForwardPair(text: string): ForwardPair {
     throw new MuxwireError('MUXWIRE_ERR_BAD_ARGUMENT', `'${text}' is not LOCAL:DEVICE (two ports, e.g. 2222:22)`);
   }
   return { localPort, devicePort };
+}
+
+/**
+ * The positional arguments of `muxwire forward`, in iproxy's forms too: `LOCAL:DEVICE…` pairs, or
+ * iproxy's old form `LOCAL DEVICE [UDID]` (two plain port numbers, then optionally the UDID).
+ * Returns the pairs and the UDID the old form named, if any.
+ */
+export function parseForwardArgs(positionals: readonly string[]): { pairs: ForwardPair[]; udid?: string } {
+  if (positionals.length === 0) throw new MuxwireError('MUXWIRE_ERR_BAD_ARGUMENT', 'give at least one LOCAL:DEVICE pair');
+  const plain = (t: string | undefined): boolean => t !== undefined && /^\d{1,5}$/.test(t.trim());
+  if ((positionals.length === 2 || positionals.length === 3) && plain(positionals[0]) && plain(positionals[1])) {
+    const pairs = [parseForwardPair(`${positionals[0]!.trim()}:${positionals[1]!.trim()}`)];
+    const udid = positionals[2]?.trim();
+    if (udid === '') throw new MuxwireError('MUXWIRE_ERR_BAD_ARGUMENT', 'the UDID after LOCAL DEVICE is empty');
+    return udid === undefined ? { pairs } : { pairs, udid };
+  }
+  return { pairs: positionals.map(parseForwardPair) };
 }
 
 /** Events: 'connection' ({pair, device}), 'relay-error' (err, pair), 'close'. */
@@ -107,7 +126,7 @@ export class PortForwarder extends EventEmitter {
     };
     local.once('close', done);
     try {
-      const device = await this.#options.mux.findDevice(this.#options.udid);
+      const device = await this.#options.mux.findDevice(this.#options.udid, this.#options.connection !== undefined ? { connection: this.#options.connection } : {});
       remote = await this.#options.mux.connect(device, pair.devicePort);
       if (local.destroyed) {
         (remote as Socket).destroy?.();

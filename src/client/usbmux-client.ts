@@ -11,7 +11,7 @@ import { MuxwireError } from '../errors.js';
 import { ResultCode, type ClientMessage } from '../protocol/client-message.js';
 import { encodePortNumber, plistRequest } from '../protocol/client-plist.js';
 import { decodePlist, encodeXmlPlist, isPlistDict, type PlistDict } from '../protocol/plist.js';
-import { deviceFromPlist, sameUdid, type DeviceInfo } from './device-info.js';
+import { deviceFromPlist, pickDevice, type ConnectionType, type DeviceInfo } from './device-info.js';
 import { MuxdConnection } from './muxd-connection.js';
 import { resolveSocketAddress, type SocketAddress } from './socket-address.js';
 import { DeviceWatcher } from './device-watcher.js';
@@ -67,19 +67,13 @@ export class UsbmuxClient implements MuxdPairRecordApi {
     return this.#listViaListen();
   }
 
-  /** The device with this UDID (either spelling), or the first USB device when none is named. */
-  async findDevice(udid?: string): Promise<DeviceInfo> {
-    const devices = await this.listDevices();
-    const found = udid
-      ? devices.find((d) => sameUdid(d.udid, udid))
-      : (devices.find((d) => d.connectionType === 'USB') ?? devices[0]);
-    if (!found) {
-      throw new MuxwireError(
-        'MUXWIRE_ERR_NO_DEVICE',
-        udid ? `no device with UDID ${udid} is attached` : 'no device is attached',
-      );
-    }
-    return found;
+  /**
+   * The device with this UDID (either spelling), or the first device when none is named. A device
+   * on USB and on the network at once has two entries: `connection` picks one (as
+   * libimobiledevice's `-n`); without it the USB entry is preferred, then any.
+   */
+  async findDevice(udid?: string, options: { connection?: ConnectionType } = {}): Promise<DeviceInfo> {
+    return pickDevice(await this.listDevices(), udid, options.connection);
   }
 
   /** Attach, detach and pair events as an EventEmitter and an async iterator; stops on `signal`. */

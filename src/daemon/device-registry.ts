@@ -117,7 +117,10 @@ export class DeviceRegistry extends EventEmitter {
         serialNumber: info.serialNumber,
         locationId: info.locationId,
         connectionSpeed: info.speed,
-        connectionType: 'USB',
+        connectionType: info.network ? 'Network' : 'USB',
+        ...(info.network
+          ? { networkAddress: info.network.networkAddress, escapedFullServiceName: info.network.serviceName, interfaceIndex: info.network.interfaceIndex }
+          : {}),
       },
     };
     this.#devices.set(id, entry);

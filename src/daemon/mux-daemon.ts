@@ -24,6 +24,8 @@ export interface MuxDaemonOptions {
   socketMode?: number;
   /** TCP addresses to listen on as well. */
   listen?: TcpAddress[];
+  /** Listening sockets inherited from a service manager (server.ts takeListenFds). */
+  listenFds?: readonly number[];
   /** Pair-record directory (default /var/lib/lockdown). */
   pairDir?: string;
   /**
@@ -85,6 +87,7 @@ export class MuxDaemon {
       socketPath,
       socketMode: opts.socketMode,
       tcp: opts.listen,
+      listenFds: opts.listenFds,
       onClient: (socket, transport) => this.#accept(socket, transport),
     });
   }

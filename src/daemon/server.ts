@@ -8,6 +8,7 @@
  */
 import { createServer, connect as netConnect } from 'node:net';
 import type { Server, Socket } from 'node:net';
+import { fstatSync } from 'node:fs';
 import { chmod, lstat, unlink } from 'node:fs/promises';
 import { MuxwireError } from '../errors.js';
 import { log } from '../log.js';
@@ -28,6 +29,8 @@ export interface ClientServerOptions {
   socketPath?: string;
   socketMode?: number;
   tcp?: TcpAddress[];
+  /** Listening sockets inherited from a service manager (descriptor numbers, see takeListenFds). */
+  listenFds?: readonly number[];
   /** Called for every accepted client socket. */
   onClient(socket: Socket, transport: 'unix' | 'tcp'): void;
 }
@@ -58,6 +61,33 @@ export function parseListenAddress(text: string): TcpAddress {
   return { host, port };
 }
 
+/** The first descriptor a service manager passes (SD_LISTEN_FDS_START). */
+export const LISTEN_FDS_START = 3;
+/** More inherited sockets than this is a malformed LISTEN_FDS, not a configuration. */
+const MAX_LISTEN_FDS = 64;
+
+/**
+ * The listening sockets a service manager passed to this process, read as sd_listen_fds(3) reads
+ * them: `LISTEN_FDS` descriptors from 3 on, meant for this process only when `LISTEN_PID` is its
+ * pid (a child that inherited the variables must not take its parent's sockets). The variables
+ * are removed from `env` either way, so programs this process starts never see them. Returns []
+ * when nothing was passed; a LISTEN_FDS for us that is not a count from 1 to 64 is
+ * MUXWIRE_ERR_BAD_ARGUMENT.
+ */
+export function takeListenFds(env: NodeJS.ProcessEnv = process.env, pid: number = process.pid): number[] {
+  const pidText = env.LISTEN_PID;
+  const countText = env.LISTEN_FDS;
+  delete env.LISTEN_PID;
+  delete env.LISTEN_FDS;
+  delete env.LISTEN_FDNAMES;
+  if (pidText === undefined || countText === undefined || !/^\d+$/.test(pidText) || Number(pidText) !== pid) return [];
+  const count = Number(countText);
+  if (!/^\d+$/.test(countText) || count < 1 || count > MAX_LISTEN_FDS) {
+    throw new MuxwireError('MUXWIRE_ERR_BAD_ARGUMENT', `LISTEN_FDS must be a count from 1 to ${MAX_LISTEN_FDS}, not '${countText}'`);
+  }
+  return Array.from({ length: count }, (_, i) => LISTEN_FDS_START + i);
+}
+
 export class ClientServer {
   #opts: ClientServerOptions;
   #servers: Server[] = [];
@@ -76,6 +106,7 @@ export class ClientServer {
   /** Starts listening on every address; on failure, closes what was opened and throws. */
   async start(): Promise<void> {
     try {
+      for (const fd of this.#opts.listenFds ?? []) await this.#listenInherited(fd);
       if (this.#opts.socketPath !== undefined) await this.#listenUnix(this.#opts.socketPath);
       for (const addr of this.#opts.tcp ?? []) await this.#listenTcp(addr);
     } catch (err) {
@@ -122,20 +153,43 @@ export class ClientServer {
     this.#addresses.push(shown);
   }
 
-  #makeServer(transport: 'unix' | 'tcp'): Server {
+  /** An inherited listening socket: a UNIX one (muxwire.socket's /run/usbmuxd) or a TCP one. */
+  async #listenInherited(fd: number): Promise<void> {
+    let isSocket = false;
+    try {
+      isSocket = fstatSync(fd).isSocket();
+    } catch {
+      // not open: reported below
+    }
+    if (!isSocket) throw new MuxwireError('MUXWIRE_ERR_LISTEN', `inherited descriptor ${fd} (LISTEN_FDS) is not an open socket`);
+    let transport: 'unix' | 'tcp' = 'unix';
+    const server = this.#makeServer(() => transport);
+    await listen(server, { fd });
+    // Node reports a TCP socket's address; for a UNIX socket taken over by descriptor it has none.
+    const bound = server.address();
+    if (typeof bound === 'object' && bound !== null) {
+      transport = 'tcp';
+      this.#addresses.push(`fd ${fd} (${bound.family === 'IPv6' ? `[${bound.address}]` : bound.address}:${bound.port})`);
+    } else {
+      this.#addresses.push(`fd ${fd} (inherited UNIX socket)`);
+    }
+  }
+
+  #makeServer(transport: 'unix' | 'tcp' | (() => 'unix' | 'tcp')): Server {
+    const transportOf = typeof transport === 'function' ? transport : () => transport;
     // allowHalfOpen: a client's EOF resets its device connection, but the device data received
     // until then is still delivered to it (usbmuxd flushes it too, §3.9).
-    const server = createServer({ allowHalfOpen: true, noDelay: true }, (socket) => this.#opts.onClient(socket, transport));
+    const server = createServer({ allowHalfOpen: true, noDelay: true }, (socket) => this.#opts.onClient(socket, transportOf()));
     server.on('error', (err) => log.error(`listening socket error: ${err.message}`));
     this.#servers.push(server);
     return server;
   }
 }
 
-function listen(server: Server, opts: { path: string } | { host: string; port: number }): Promise<void> {
+function listen(server: Server, opts: { path: string } | { host: string; port: number } | { fd: number }): Promise<void> {
   return new Promise((resolve, reject) => {
     const onError = (err: NodeJS.ErrnoException): void => {
-      const where = 'path' in opts ? opts.path : `${opts.host}:${opts.port}`;
+      const where = 'path' in opts ? opts.path : 'fd' in opts ? `inherited descriptor ${opts.fd}` : `${opts.host}:${opts.port}`;
       const code = err.code === 'EADDRINUSE' ? 'MUXWIRE_ERR_ADDR_IN_USE' : 'MUXWIRE_ERR_LISTEN';
       reject(new MuxwireError(code, `cannot listen on ${where}: ${err.message}`, { cause: err }));
     };

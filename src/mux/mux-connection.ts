@@ -319,8 +319,7 @@ export class MuxConnection extends Duplex {
         const reason = resetReason(payload);
         this.log.debug(`device reset the connection${reason ? `: ${reason}` : ''}`);
       }
-      // In ring mode the RST's payload (its reason) sits in the ring after the reader's bytes;
-      // it is not counted in #rxQueued, so it is never delivered.
+      // The RST's payload is its reason, never data: the demuxer neither stores nor sends it.
       this.#startClosing('reset', false, undefined);
       return;
     }
@@ -445,6 +444,11 @@ export class MuxConnection extends Duplex {
     this.#closeReason = reason;
     this.#closeError = err;
     this.#host.releaseConnection(this);
+    // The client gets what the ring holds now and nothing more: until the slot closes, the
+    // demuxer still matches the ports, and must not send a late device packet (data behind an
+    // RST, or after a FIN or an overrun) straight to the client.
+    const ring = this.#ring;
+    if (this.#sinkAttached && ring !== undefined) ring.demuxer.setDirect(ring.slot, false);
     // Writes waiting for a window that will never open are finished; their bytes cannot go out.
     this.#completePendingWrite();
     this.emit('closing', reason);

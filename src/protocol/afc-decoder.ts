@@ -25,6 +25,14 @@ function u64(buf: Buffer, off: number): number {
   return hi >= 0x200000 ? Number.MAX_SAFE_INTEGER : hi * 0x100000000 + lo;
 }
 
+/** The fields of a packet header, as {@link AfcPacketDecoder.peekHeader} reports them. */
+export interface AfcHeader {
+  entireLength: number;
+  thisLength: number;
+  packetNum: bigint | number;
+  operation: number;
+}
+
 /** Incremental AFC packet decoder: `push` chunks, `next` until undefined; see the file comment for its checks. */
 export class AfcPacketDecoder {
   readonly #queue = new ByteQueue();
@@ -46,6 +54,24 @@ export class AfcPacketDecoder {
   }
 
   next(): AfcPacket | undefined {
+    const h = this.peekHeader();
+    if (h === undefined || this.#queue.length < h.entireLength) return undefined;
+    const frame = this.#queue.take(h.entireLength);
+    return {
+      packetNum: h.packetNum,
+      operation: h.operation,
+      headerPayload: frame.subarray(AFC_HEADER_SIZE, h.thisLength),
+      payload: frame.subarray(h.thisLength),
+    };
+  }
+
+  /**
+   * The next packet's header once its 40 bytes are in (nothing is consumed), with the checks of the
+   * file comment; `maxLength` bounds entire_length instead of the decoder's limit, for a caller
+   * that streams a large body with {@link discard} and {@link takeUpTo} instead of taking the
+   * packet whole (the simulator's FILE_WRITE). Undefined while fewer than 40 bytes are buffered.
+   */
+  peekHeader(maxLength = this.#maxLength): AfcHeader | undefined {
     if (this.#failed) throw this.#failed;
     const q = this.#queue;
     if (q.length < AFC_HEADER_SIZE) return undefined;
@@ -55,23 +81,31 @@ export class AfcPacketDecoder {
     }
     const entire = u64(h, 8);
     const thisLength = u64(h, 16);
-    if (entire < AFC_HEADER_SIZE || entire > this.#maxLength) {
-      return this.#fail('MUXWIRE_ERR_BAD_LENGTH', `AFC entire_length ${entire} outside ${AFC_HEADER_SIZE}..${this.#maxLength}`);
+    if (entire < AFC_HEADER_SIZE || entire > maxLength) {
+      return this.#fail('MUXWIRE_ERR_BAD_LENGTH', `AFC entire_length ${entire} outside ${AFC_HEADER_SIZE}..${maxLength}`);
     }
     if (thisLength < AFC_HEADER_SIZE || thisLength > entire) {
       return this.#fail('MUXWIRE_ERR_BAD_LENGTH', `AFC this_length ${thisLength} outside ${AFC_HEADER_SIZE}..${entire}`);
     }
-    if (q.length < entire) return undefined;
     const raw = h.readBigUInt64LE(24);
     const packetNum = raw <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(raw) : raw;
-    const operation = u64(h, 32);
-    const frame = q.take(entire);
-    return {
-      packetNum,
-      operation,
-      headerPayload: frame.subarray(AFC_HEADER_SIZE, thisLength),
-      payload: frame.subarray(thisLength),
-    };
+    return { entireLength: entire, thisLength, packetNum, operation: u64(h, 32) };
+  }
+
+  /** Consumes `n` buffered bytes (n ≤ buffered), e.g. a header read with {@link peekHeader}. */
+  discard(n: number): void {
+    this.#queue.skip(n);
+  }
+
+  /**
+   * Consumes and returns up to `n` buffered bytes as a view of one received chunk (no copy): the
+   * next piece of a body that is streamed rather than held whole. Empty when nothing is buffered.
+   */
+  takeUpTo(n: number): Buffer {
+    const q = this.#queue;
+    const first = q.firstChunk;
+    if (first === undefined || n <= 0) return Buffer.alloc(0);
+    return q.take(Math.min(n, first.length - q.firstOffset));
   }
 
   #fail(code: string, message: string): never {

@@ -24,6 +24,7 @@ import { MuxwireError } from '../errors.js';
 export { AFC_MAGIC, AFC_MAGIC_BYTES, AFC_HEADER_SIZE, encodeAfcPacket, encodeAfcPacketParts } from './afc-packet.js';
 export type { AfcPacket } from './afc-packet.js';
 export { AfcPacketDecoder, AFC_MAX_PACKET_DEFAULT } from './afc-decoder.js';
+export type { AfcHeader } from './afc-decoder.js';
 
 /** Opcodes (lockdown-afc.md §9.4). */
 export enum AfcOp {

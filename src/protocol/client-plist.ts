@@ -48,10 +48,25 @@ export interface DeviceProperties {
   /** Apple's daemon adds these two; usbmuxd does not (§4.5). */
   udid?: string;
   usbSerialNumber?: string;
+  /** Network devices (§4.5): a raw sockaddr (Apple's layout), the mDNS service, the interface. */
+  networkAddress?: Buffer;
+  escapedFullServiceName?: string;
+  interfaceIndex?: number;
 }
 
 /** The `Properties` dictionary, keys in usbmuxd's order (alphabetical), Apple's extras last. */
 export function deviceProperties(dev: DeviceProperties): PlistDict {
+  if (dev.connectionType === 'Network') {
+    // The keys Apple's daemon, usbmuxd2 and netmuxd give a network device, alphabetical (§4.5).
+    return {
+      ConnectionType: 'Network',
+      DeviceID: dev.deviceId,
+      EscapedFullServiceName: dev.escapedFullServiceName ?? '',
+      InterfaceIndex: dev.interfaceIndex ?? 0,
+      NetworkAddress: dev.networkAddress ?? Buffer.alloc(0),
+      SerialNumber: dev.serialNumber,
+    };
+  }
   const props: PlistDict = {
     ConnectionSpeed: dev.connectionSpeed,
     ConnectionType: dev.connectionType,
@@ -83,6 +98,10 @@ export function parseDeviceProperties(props: PlistValue | undefined): DeviceProp
   };
   if (typeof props.UDID === 'string') dev.udid = props.UDID;
   if (typeof props.USBSerialNumber === 'string') dev.usbSerialNumber = props.USBSerialNumber;
+  if (Buffer.isBuffer(props.NetworkAddress)) dev.networkAddress = props.NetworkAddress;
+  if (typeof props.EscapedFullServiceName === 'string') dev.escapedFullServiceName = props.EscapedFullServiceName;
+  const interfaceIndex = num(props.InterfaceIndex);
+  if (interfaceIndex !== undefined) dev.interfaceIndex = interfaceIndex;
   return dev;
 }
 

@@ -10,3 +10,4 @@ export * from './plist-frame.js';
 export * from './afc.js';
 export * from './device-link.js';
 export { ByteQueue } from './byte-queue.js';
+export * from './network-address.js';

@@ -1,6 +1,6 @@
 /**
- * The vusb wire (DESIGN.md "vusb"): USB transfers between a host stack and a simulated device over
- * a UNIX stream socket. Every integer is little-endian, like USB itself.
+ * The vusb wire (docs/ARCHITECTURE.md "The vusb wire"): USB transfers between a host stack and a
+ * simulated device over a UNIX stream socket. Every integer is little-endian, like USB itself.
  *
  * ```
  * every message                      length counts type + body

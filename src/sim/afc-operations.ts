@@ -14,7 +14,7 @@ import { link, lstat, mkdir, open, readdir, readlink, rename, rm, rmdir, stat, s
 import { AfcFileMode, AfcOp, AfcStatus } from '../protocol/afc.js';
 import type { AfcArgs } from './afc-args.js';
 import { AfcRoot, AfcStatusError, afcPathComponents } from './afc-fs.js';
-import type { AfcHandleTable } from './afc-handles.js';
+import type { AfcHandleTable, AfcOpenFile } from './afc-handles.js';
 import { applyLock } from './afc-locks.js';
 
 /** What the handlers of one connection share. */
@@ -186,13 +186,26 @@ async function fileRead(ctx: AfcDeviceContext, args: AfcArgs): Promise<AfcReply>
 }
 
 // FILE_WRITE: u64 handle, then the data, wherever this_length falls (§9.2 server rule) → STATUS.
+// A FILE_WRITE larger than the session holds whole is streamed instead (afc-server.ts), with the
+// same two steps: writableFile, then writeParts for each piece as it arrives.
 async function fileWrite(ctx: AfcDeviceContext, args: AfcArgs): Promise<AfcReply> {
-  const file = ctx.files.get(args.u64(0));
+  const file = writableFile(ctx, args.u64(0));
+  await writeParts(file, args.views(8));
+  return SUCCESS;
+}
+
+/** The open file a FILE_WRITE names; INVALID_ARG when there is none or it is read-only. */
+export function writableFile(ctx: AfcDeviceContext, handle: bigint): AfcOpenFile {
+  const file = ctx.files.get(handle);
   if (!file.writable) throw new AfcStatusError(AfcStatus.INVALID_ARG, 'handle is not open for writing');
-  const parts = args.views(8);
+  return file;
+}
+
+/** Writes `parts` at the file's position (at its end with O_APPEND) and advances the position. */
+export async function writeParts(file: AfcOpenFile, parts: Buffer[]): Promise<void> {
   let total = 0;
   for (const p of parts) total += p.length;
-  if (total === 0) return SUCCESS;
+  if (total === 0) return;
   // With O_APPEND, Linux pwrite ignores the offset and appends; the position then is the new end.
   let written = 0;
   let pending = parts;
@@ -204,7 +217,6 @@ async function fileWrite(ctx: AfcDeviceContext, args: AfcArgs): Promise<AfcReply
   }
   if (file.append) file.position = (await file.fh.stat()).size;
   else file.position += written;
-  return SUCCESS;
 }
 
 /** The bytes of `parts` after the first `skip`, as views (after a short writev). */

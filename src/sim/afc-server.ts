@@ -17,21 +17,36 @@
  * that stops reading holds at most one reply here. A FILE_READ reads at most what was asked
  * (≤ `maxPacket`) from disk, never the whole file.
  *
+ * A FILE_WRITE larger than `maxPacket` is not held whole: its data is written to the file as it
+ * arrives (a streamed write, in its place in the request order), its buffered pieces counting
+ * toward `maxQueuedBytes` like queued requests, so memory stays bounded however large the packet.
+ * Clients send such packets: pymobiledevice3 writes a whole file as one FILE_WRITE (its single-write
+ * cap is `MAXIMUM_WRITE_SIZE = 1 << 32`, "not really necessary" in its own comment), and
+ * appium-ios-device's write stream sends each chunk it is given as one. A device accepts them, so
+ * the simulator does, up to `maxWritePacket` (default 4 GiB of data: pymobiledevice3's cap, the
+ * largest single write a known client sends). Every other packet stays bounded by `maxPacket`.
+ *
  * Malformed framing (bad magic, impossible lengths, a packet over the limit) cannot be skipped
  * reliably, so it closes the connection, as the device does.
  */
 import type { Duplex } from 'node:stream';
 
 import { log } from '../log.js';
-import { AfcOp, AfcPacketDecoder, AfcStatus, encodeAfcPacketParts } from '../protocol/afc.js';
+import { MuxwireError } from '../errors.js';
+import { AFC_HEADER_SIZE, AfcOp, AfcPacketDecoder, AfcStatus, encodeAfcPacketParts } from '../protocol/afc.js';
 import type { AfcPacket } from '../protocol/afc.js';
 import { AfcArgs } from './afc-args.js';
 import { AfcRoot, statusForError } from './afc-fs.js';
 import { AfcHandleTable } from './afc-handles.js';
-import { AFC_HANDLERS, statusReply } from './afc-operations.js';
+import type { AfcOpenFile } from './afc-handles.js';
+import { AFC_HANDLERS, statusReply, writableFile, writeParts } from './afc-operations.js';
 import type { AfcDeviceContext, AfcReply } from './afc-operations.js';
 
 const MiB = 1024 * 1024;
+/** Room for the header and a FILE_WRITE's handle, or a long path, beyond a data limit. */
+const ARGS_ROOM = 64 * 1024;
+/** Default largest data part of one FILE_WRITE: pymobiledevice3's `MAXIMUM_WRITE_SIZE` (1 << 32). */
+export const AFC_MAX_WRITE_PACKET_DEFAULT = 2 ** 32;
 
 /** Options of {@link serveAfc}. */
 export interface AfcServerOptions {
@@ -44,11 +59,16 @@ export interface AfcServerOptions {
   /** GET_DEVINFO `FSBlockSize`. Default 4096 (§9.7). */
   fsBlockSize?: number;
   /**
-   * Largest data part of one packet: the most a FILE_READ returns (more is TOO_MUCH_DATA) and the
-   * most a FILE_WRITE may carry (more closes the connection). Default 16 MiB; at least 4 MiB, which
-   * PMD3 uses (§9.8).
+   * Largest data part of a packet held whole: the most a FILE_READ returns (more is TOO_MUCH_DATA),
+   * and the bound of every request but FILE_WRITE (more closes the connection). Default 16 MiB; at
+   * least 4 MiB, which PMD3 uses (§9.8).
    */
   maxPacket?: number;
+  /**
+   * Largest data part of one FILE_WRITE; one above `maxPacket` is streamed to the file as it
+   * arrives, not held whole. Default 4 GiB (see the file comment); never below `maxPacket`.
+   */
+  maxWritePacket?: number;
   /** Open files per connection before NO_RESOURCES. Default 256. */
   maxOpenFiles?: number;
   /**
@@ -66,7 +86,76 @@ export interface AfcSessionStats {
   requests: number;
   /** Most requests received and not yet answered at one time (>1 means the client pipelines). */
   maxPending: number;
+  /** FILE_WRITEs larger than `maxPacket`, written as they arrived. */
+  streamedWrites: number;
+  /** Most bytes of requests (and of streamed write data) held at one time. */
+  maxQueuedBytes: number;
 }
+
+/**
+ * A FILE_WRITE too large to hold whole, from its header on: the body (u64 handle, then the data)
+ * arrives in pieces; the data pieces wait here, counted in the session's queued bytes, until the
+ * pump writes them to the file.
+ */
+class StreamedWrite {
+  readonly packetNum: bigint | number;
+  /** Body bytes not yet received. */
+  remaining: number;
+  /** Received data not yet written. */
+  pieces: Buffer[] = [];
+  /** The client ended or the session closed before the body was complete. */
+  aborted = false;
+  readonly #handle = Buffer.alloc(8);
+  #handleBytes = 0;
+  #wake: (() => void) | undefined;
+
+  constructor(packetNum: bigint | number, bodyLength: number) {
+    this.packetNum = packetNum;
+    this.remaining = bodyLength;
+  }
+
+  /** The handle, once its 8 bytes are in. */
+  get handle(): bigint | undefined {
+    return this.#handleBytes === 8 ? this.#handle.readBigUInt64LE(0) : undefined;
+  }
+
+  get complete(): boolean {
+    return this.remaining === 0;
+  }
+
+  /** Takes the next piece of the body; returns how many data bytes it added to `pieces`. */
+  receive(piece: Buffer): number {
+    this.remaining -= piece.length;
+    let data = piece;
+    if (this.#handleBytes < 8) {
+      const n = Math.min(8 - this.#handleBytes, piece.length);
+      piece.copy(this.#handle, this.#handleBytes, 0, n);
+      this.#handleBytes += n;
+      data = piece.subarray(n);
+    }
+    if (data.length > 0) this.pieces.push(data);
+    this.#notify();
+    return data.length;
+  }
+
+  abort(): void {
+    this.aborted = true;
+    this.#notify();
+  }
+
+  /** Resolves once more of the body arrived, or the write was aborted. */
+  more(): Promise<void> {
+    return new Promise((resolve) => (this.#wake = resolve));
+  }
+
+  #notify(): void {
+    const wake = this.#wake;
+    this.#wake = undefined;
+    wake?.();
+  }
+}
+
+type QueuedRequest = AfcPacket | StreamedWrite;
 
 type SessionState = 'opening' | 'serving' | 'draining' | 'closed';
 
@@ -77,14 +166,19 @@ export function serveAfc(stream: Duplex, opts: AfcServerOptions): AfcSession {
 
 /** One AFC connection on the simulated device. */
 export class AfcSession {
-  readonly stats: AfcSessionStats = { requests: 0, maxPending: 0 };
+  readonly stats: AfcSessionStats = { requests: 0, maxPending: 0, streamedWrites: 0, maxQueuedBytes: 0 };
   readonly #stream: Duplex;
   readonly #opts: AfcServerOptions;
   readonly #decoder: AfcPacketDecoder;
   readonly #files: AfcHandleTable;
   readonly #maxPacket: number;
+  /** entire_length limits: of a packet held whole, and of a streamed FILE_WRITE. */
+  readonly #wholeLimit: number;
+  readonly #writeLimit: number;
   readonly #maxQueued: number;
-  readonly #queue: AfcPacket[] = [];
+  readonly #queue: QueuedRequest[] = [];
+  /** The streamed write whose body is still arriving. */
+  #streaming: StreamedWrite | undefined;
   readonly #log = log.child({ svc: 'afc' });
   #queuedBytes = 0;
   #state: SessionState = 'opening';
@@ -99,8 +193,9 @@ export class AfcSession {
     this.#opts = opts;
     this.#maxPacket = Math.max(4 * MiB, opts.maxPacket ?? 16 * MiB);
     this.#maxQueued = opts.maxQueuedBytes ?? 64 * MiB;
-    // Room for the header and a FILE_WRITE's handle, or a long path, beyond the data limit.
-    this.#decoder = new AfcPacketDecoder({ maxLength: this.#maxPacket + 64 * 1024 });
+    this.#wholeLimit = this.#maxPacket + ARGS_ROOM;
+    this.#writeLimit = Math.max(this.#maxPacket, opts.maxWritePacket ?? AFC_MAX_WRITE_PACKET_DEFAULT) + ARGS_ROOM;
+    this.#decoder = new AfcPacketDecoder({ maxLength: this.#wholeLimit });
     this.#files = new AfcHandleTable(opts.maxOpenFiles ?? 256);
     this.#finished = new Promise((resolve) => (this.#resolveFinished = resolve));
     stream.on('data', this.#onData);
@@ -150,10 +245,7 @@ export class AfcSession {
     if (this.#state === 'closed') return;
     try {
       this.#decoder.push(chunk);
-      for (let packet = this.#decoder.next(); packet; packet = this.#decoder.next()) {
-        this.#queue.push(packet);
-        this.#queuedBytes += packetBytes(packet);
-      }
+      this.#takeRequests();
     } catch (err) {
       this.#log.debug(`bad AFC framing, closing: ${(err as Error).message}`);
       this.close();
@@ -161,16 +253,64 @@ export class AfcSession {
     }
     const pending = this.#queue.length + (this.#running ? 1 : 0);
     if (pending > this.stats.maxPending) this.stats.maxPending = pending;
-    if (this.#queuedBytes > this.#maxQueued && !this.#paused) {
-      this.#paused = true;
-      this.#stream.pause();
-    }
+    this.#account(0);
     void this.#pump();
   };
+
+  /**
+   * Moves what the decoder holds into the queue: whole packets, and the header and body pieces of
+   * a FILE_WRITE above the whole-packet limit (streamed). Throws on bad framing.
+   */
+  #takeRequests(): void {
+    const decoder = this.#decoder;
+    for (;;) {
+      const w = this.#streaming;
+      if (w !== undefined) {
+        const piece = decoder.takeUpTo(w.remaining);
+        if (piece.length === 0) return;
+        this.#queuedBytes += w.receive(piece);
+        if (w.complete) this.#streaming = undefined;
+        continue;
+      }
+      const h = decoder.peekHeader(this.#writeLimit);
+      if (h === undefined) return;
+      if (h.entireLength > this.#wholeLimit) {
+        if (h.operation !== AfcOp.FILE_WRITE) {
+          throw new MuxwireError('MUXWIRE_ERR_BAD_LENGTH', `AFC ${AfcOp[h.operation] ?? h.operation} of ${h.entireLength} bytes exceeds ${this.#wholeLimit}`);
+        }
+        decoder.discard(AFC_HEADER_SIZE);
+        this.#streaming = new StreamedWrite(h.packetNum, h.entireLength - AFC_HEADER_SIZE);
+        this.#queue.push(this.#streaming);
+        continue;
+      }
+      const packet = decoder.next();
+      if (packet === undefined) return;
+      this.#queue.push(packet);
+      this.#queuedBytes += packetBytes(packet);
+    }
+  }
+
+  /** Adds `delta` to the queued bytes; pauses reading above the limit, resumes below half of it. */
+  #account(delta: number): void {
+    this.#queuedBytes += delta;
+    if (this.#queuedBytes > this.stats.maxQueuedBytes) this.stats.maxQueuedBytes = this.#queuedBytes;
+    if (this.#queuedBytes > this.#maxQueued) {
+      if (!this.#paused && !this.#closed) {
+        this.#paused = true;
+        this.#stream.pause();
+      }
+    } else if (this.#paused && this.#queuedBytes <= this.#maxQueued / 2) {
+      this.#paused = false;
+      this.#stream.resume();
+    }
+  }
 
   readonly #onEnd = (): void => {
     if (this.#state === 'closed') return;
     this.#state = 'draining';
+    // A write whose body never finished gets no answer: there is nobody left to read one.
+    this.#streaming?.abort();
+    this.#streaming = undefined;
     void this.#pump();
   };
 
@@ -189,16 +329,18 @@ export class AfcSession {
     this.#running = true;
     try {
       while (this.#queue.length > 0 && this.#state !== 'closed') {
-        const packet = this.#queue.shift()!;
-        this.#queuedBytes -= packetBytes(packet);
-        if (this.#paused && this.#queuedBytes <= this.#maxQueued / 2) {
-          this.#paused = false;
-          this.#stream.resume();
+        const request = this.#queue.shift()!;
+        let reply: AfcReply | undefined;
+        if (request instanceof StreamedWrite) {
+          reply = await this.#streamWrite(this.#ctx, request);
+        } else {
+          this.#account(-packetBytes(request));
+          reply = await this.#dispatch(this.#ctx, request);
         }
-        const reply = await this.#dispatch(this.#ctx, packet);
         if (this.#closed) break;
+        if (reply === undefined) continue;
         this.stats.requests++;
-        if (!this.#send(packet, reply)) await this.#drained();
+        if (!this.#send(request, reply)) await this.#drained();
       }
     } finally {
       this.#running = false;
@@ -230,8 +372,53 @@ export class AfcSession {
     }
   }
 
+  /**
+   * Answers a streamed FILE_WRITE: writes its data pieces as they come (in the order received, so
+   * the file ends up as if the packet had been written whole), then STATUS. A bad handle or a
+   * failed write still takes in the rest of the body, to stay in step with the stream, and answers
+   * the failure's status once it is complete. Undefined (no answer) when the body never completed.
+   */
+  async #streamWrite(ctx: AfcDeviceContext, w: StreamedWrite): Promise<AfcReply | undefined> {
+    this.stats.streamedWrites++;
+    let file: AfcOpenFile | undefined;
+    let failure: unknown;
+    for (;;) {
+      if (w.aborted || this.#closed) return undefined;
+      const pieces = w.pieces;
+      if (pieces.length > 0) {
+        w.pieces = [];
+        let n = 0;
+        for (const p of pieces) n += p.length;
+        if (failure === undefined) {
+          try {
+            file ??= writableFile(ctx, w.handle!);
+            await writeParts(file, pieces);
+          } catch (err) {
+            failure = err;
+          }
+        }
+        this.#account(-n);
+        continue;
+      }
+      if (w.complete) break;
+      await w.more();
+    }
+    if (failure === undefined) {
+      try {
+        // A write of no data still names a handle that must be open for writing.
+        file ??= writableFile(ctx, w.handle!);
+      } catch (err) {
+        failure = err;
+      }
+    }
+    if (failure === undefined) return statusReply(AfcStatus.SUCCESS);
+    const status = statusForError(failure);
+    this.#log.debug(`#${w.packetNum} streamed FILE_WRITE: ${AfcStatus[status]} (${(failure as Error).message})`);
+    return statusReply(status);
+  }
+
   /** Writes one reply (header+args, then the data as a separate buffer: no copy). */
-  #send(request: AfcPacket, reply: AfcReply): boolean {
+  #send(request: QueuedRequest, reply: AfcReply): boolean {
     const parts = encodeAfcPacketParts({
       packetNum: request.packetNum,
       operation: reply.operation,
@@ -267,6 +454,9 @@ export class AfcSession {
   #shutdown(): void {
     if (this.#state === 'closed') return;
     this.#state = 'closed';
+    for (const request of this.#queue) if (request instanceof StreamedWrite) request.abort();
+    this.#streaming?.abort();
+    this.#streaming = undefined;
     this.#queue.length = 0;
     this.#queuedBytes = 0;
     this.#stream.off('data', this.#onData);

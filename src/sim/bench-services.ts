@@ -1,18 +1,23 @@
 /**
- * The simulated device's bulk services (DESIGN.md "Services of the simulated device"), listening on
- * fixed device ports as an app on a phone would, for port forwarding tests and benchmarks:
+ * The simulated device's bulk services (docs/ARCHITECTURE.md "Services of the simulated device"),
+ * listening on fixed device ports as an app on a phone would, for port forwarding tests and
+ * benchmarks:
  *
  * ```
  *  7  echo    host ─ bytes ─────────────────────────> device ─ the same bytes ──> host
  *  9  sink    host ─ N u64 BE ─ N bytes ────────────> device ─ count u64 BE ────> host
  * 19  source  host ─ N u64 BE ──────────────────────> device ─ N pattern bytes ─> host
+ * 13  reset   host ─ N u64 BE ──────────────────────> device ─ N pattern bytes, then RST ─> host
  * ```
  *
  * The mux has no half-close (usbmux.md §3.7), so no exchange relies on one: every request says how
  * long it is, and a service answers and then waits for the next request or for the host's RST.
  * Requests may follow one another on one connection (the sink answers each count, the source sends
  * each count in order). The pattern of the source is `byte[k] = k mod 251` from the start of each
- * answer: 251 is prime, so a lost or repeated packet of any usual size shows.
+ * answer: 251 is prime, so a lost or repeated packet of any usual size shows. The reset service
+ * is the one exception to "wait for the host's RST": it ends the connection itself, as a device
+ * whose service closes or fails does, to test that a host delivers exactly the bytes sent before
+ * the reset and then the end.
  */
 import type { Duplex } from 'node:stream';
 import { MuxwireError } from '../errors.js';
@@ -24,10 +29,14 @@ export interface BenchPorts {
   echo?: number | false;
   sink?: number | false;
   source?: number | false;
+  reset?: number | false;
 }
 
-/** Default ports: 7 echo, 9 discard-like sink, 19 chargen-like source (as the inetd services). */
-export const DEFAULT_BENCH_PORTS = { echo: 7, sink: 9, source: 19 } as const;
+/**
+ * Default ports: 7 echo, 9 discard-like sink, 19 chargen-like source (as the inetd services), and
+ * 13 for the reset service.
+ */
+export const DEFAULT_BENCH_PORTS = { echo: 7, sink: 9, source: 19, reset: 13 } as const;
 
 /** Period of the source pattern: `byte[k] = k % SOURCE_PATTERN_PERIOD`. */
 export const SOURCE_PATTERN_PERIOD = 251;
@@ -220,21 +229,85 @@ export function serveSource(stream: Duplex): void {
   });
 }
 
+/** The reason text the reset service's RST carries (usbmux.md §3.7: a device's RST payload). */
+export function resetReason(sent: number): string {
+  return `reset by the device after ${sent} bytes`;
+}
+
+/**
+ * Port 13: a u64 BE count N; the device sends N bytes of the source pattern as fast as the host's
+ * window allows, then resets the connection: an RST whose payload is {@link resetReason}, as a
+ * device does when its service closes the socket or fails (usbmux.md §3.7). Writes complete only
+ * when their bytes went out, so the RST follows the last byte. Bytes after the count are ignored.
+ */
+export function serveReset(stream: Duplex): void {
+  stream.on('error', onServiceError);
+  const counter = new CountReader();
+  let started = false;
+  const reset = (sent: number): void => {
+    if (!stream.destroyed) stream.destroy(new Error(resetReason(sent)));
+  };
+  const send = (n: number): void => {
+    stream.pause();
+    let left = n;
+    let offset = 0;
+    const pump = (): void => {
+      while (left > 0) {
+        if (stream.destroyed) return;
+        const start = offset % PATTERN_BLOCK.length;
+        const take = Math.min(left, PATTERN_BLOCK.length - start);
+        left -= take;
+        offset += take;
+        const chunk = take === PATTERN_BLOCK.length ? PATTERN_BLOCK : PATTERN_BLOCK.subarray(start, start + take);
+        // The last write's callback runs once its bytes went out: the RST comes right behind them.
+        const more = stream.write(chunk, left === 0 ? () => reset(n) : undefined);
+        if (!more && left > 0) {
+          stream.once('drain', pump);
+          return;
+        }
+      }
+      if (n === 0) reset(0);
+    };
+    pump();
+  };
+  stream.on('data', (chunk: Buffer) => {
+    if (started) return;
+    try {
+      const [count] = counter.read(chunk, 0);
+      if (count === undefined) return;
+      started = true;
+      send(count);
+    } catch (err) {
+      stream.destroy(err as Error);
+    }
+  });
+  stream.on('end', () => stream.end());
+}
+
 /** What {@link serveBenchServices} started. */
 export interface BenchServices {
   /** The ports in use (a service left out is absent). */
-  readonly ports: { echo?: number; sink?: number; source?: number };
+  readonly ports: BenchServicePorts;
   /** Stops listening (open connections stay until their host closes them). */
   close(): void;
 }
 
-/** Listens with the echo, sink and source services on `mux` (defaults 7, 9, 19). */
+/** The ports the bench services listen on (a service left out is absent). */
+export interface BenchServicePorts {
+  echo?: number;
+  sink?: number;
+  source?: number;
+  reset?: number;
+}
+
+/** Listens with the echo, sink, source and reset services on `mux` (defaults 7, 9, 19, 13). */
 export function serveBenchServices(mux: DeviceMux, ports: BenchPorts = {}): BenchServices {
-  const chosen: { echo?: number; sink?: number; source?: number } = {};
+  const chosen: BenchServicePorts = {};
   const services = [
     ['echo', ports.echo ?? DEFAULT_BENCH_PORTS.echo, serveEcho],
     ['sink', ports.sink ?? DEFAULT_BENCH_PORTS.sink, serveSink],
     ['source', ports.source ?? DEFAULT_BENCH_PORTS.source, serveSource],
+    ['reset', ports.reset ?? DEFAULT_BENCH_PORTS.reset, serveReset],
   ] as const;
   const started: number[] = [];
   try {

@@ -7,7 +7,7 @@
  *            ┌────────────── SimulatedDevice ──────────────┐
  *  vusb ───> │ SimUsbDevice ─┐                              │
  *            │               ├─> DeviceMux ─┬─ 62078 Lockdownd ── StartService ─> com.apple.afc
- *  memory ─> │ InProcessLink ┘              ├─ 7 echo · 9 sink · 19 source            (serveAfc)
+ *  memory ─> │ InProcessLink ┘              ├─ 7 echo · 9 sink · 19 source · 13 reset (serveAfc)
  *            └──────────────────────────────┴──────────────────────────────────────┘
  * ```
  *
@@ -24,6 +24,7 @@ import type { Logger } from '../log.js';
 import type { DeviceLink } from '../transport/device-link.js';
 import { PID_IPHONE, speedToBitsPerSecond } from '../transport/usb-ids.js';
 import { serveAfc } from './afc-server.js';
+import type { AfcServerOptions } from './afc-server.js';
 import { serveBenchServices } from './bench-services.js';
 import {
   DigestCache,
@@ -36,13 +37,15 @@ import {
   writeBuiltinContent,
 } from './backup/index.js';
 import { isPlistDict } from '../protocol/plist.js';
-import type { BenchPorts, BenchServices } from './bench-services.js';
+import type { BenchPorts, BenchServicePorts, BenchServices } from './bench-services.js';
 import { DeviceMux } from './device-mux.js';
 import { DeviceIdentity } from './identity.js';
 import type { DeviceKeyPool } from './identity.js';
 import { InProcessLink } from './in-process-link.js';
 import { Lockdownd } from './lockdownd.js';
 import { createServiceRegistry } from './service-registry.js';
+import { DevicePorts } from './device-ports.js';
+import { SimNetworkSide } from './network-side.js';
 import type { TrustMode } from './sim-pairing.js';
 import { simSpeedToUsbSpeed } from './usb-descriptors.js';
 import type { SimUsbSpeed } from './usb-descriptors.js';
@@ -71,6 +74,8 @@ export interface SimulatedDeviceOptions {
    * Default `<stateDir>/Backup`, else a fresh temporary directory with a small built-in set, removed by close().
    */
   backupRoot?: string;
+  /** Limits of the AFC service (afc-server.ts), e.g. `maxWritePacket`; the defaults are a device's. */
+  afc?: Omit<AfcServerOptions, 'root' | 'deviceModel'>;
   /** The Trust dialog: `accept` (default), `deny`, `passcode` or `delay:MS`. */
   trust?: TrustMode | string;
   /** Where identity and trusted hosts persist; without it the device forgets them when it closes. */
@@ -87,7 +92,7 @@ export interface SimulatedDeviceOptions {
   speed?: SimUsbSpeed;
   /** idProduct (default by device class: iPhone 0x12A8, iPad 0x12AB, iPod 0x12AA). */
   productId?: number;
-  /** Bench service ports (default 7, 9, 19), or false for none. */
+  /** Bench service ports (default 7, 9, 19, 13), or false for none. */
   benchPorts?: BenchPorts | false;
   /** Shared source of pre-generated device keys, for processes that start many devices. */
   keyPool?: DeviceKeyPool;
@@ -100,8 +105,10 @@ export class SimulatedDevice {
   readonly identity: DeviceIdentity;
   readonly mux: DeviceMux;
   readonly lockdownd: Lockdownd;
+  /** The listening ports every link serves (lockdownd, started services). */
+  readonly ports: DevicePorts;
   /** Ports of the bench services (absent when turned off). */
-  readonly benchPorts: { echo?: number; sink?: number; source?: number };
+  readonly benchPorts: BenchServicePorts;
   /** The directory AFC serves. */
   readonly afcRoot: string;
   /** The content tree mobilebackup2 backs up and restores. */
@@ -116,11 +123,13 @@ export class SimulatedDevice {
   readonly #locationId: number;
   #usb: SimUsbDevice | undefined;
   #link: InProcessLink | undefined;
+  #network: SimNetworkSide | undefined;
   #closed = false;
 
   private constructor(parts: {
     identity: DeviceIdentity;
     mux: DeviceMux;
+    ports: DevicePorts;
     lockdownd: Lockdownd;
     bench: BenchServices | undefined;
     afcRoot: string;
@@ -133,6 +142,7 @@ export class SimulatedDevice {
     this.identity = parts.identity;
     this.mux = parts.mux;
     this.lockdownd = parts.lockdownd;
+    this.ports = parts.ports;
     this.#bench = parts.bench;
     this.benchPorts = parts.bench?.ports ?? {};
     this.afcRoot = parts.afcRoot;
@@ -203,7 +213,7 @@ export class SimulatedDevice {
     // lockdownd is made below; the service reads its values only once a host connects.
     let lockdowndRef: Lockdownd | undefined;
     const services = createServiceRegistry([
-      [AFC_SERVICE, (stream) => void serveAfc(stream, { root, deviceModel: identity.productType })],
+      [AFC_SERVICE, (stream) => void serveAfc(stream, { ...opts.afc, root, deviceModel: identity.productType })],
       [
         MOBILEBACKUP2_SERVICE,
         (stream) =>
@@ -222,9 +232,10 @@ export class SimulatedDevice {
       [INSTALLATION_PROXY_SERVICE, (stream) => serveInstallationProxy(stream, contentRoot)],
       [SPRINGBOARD_SERVICE, (stream) => serveSpringboardServices(stream, contentRoot)],
     ]);
+    const ports = new DevicePorts(mux);
     const lockdownd = new Lockdownd({
       identity,
-      mux,
+      mux: ports,
       services,
       ...(opts.trust !== undefined ? { trust: opts.trust } : {}),
       ...(opts.enableServiceSSL !== undefined ? { enableServiceSSL: opts.enableServiceSSL } : {}),
@@ -241,7 +252,7 @@ export class SimulatedDevice {
       if (ownsBackupRoot) await rm(contentRoot, { recursive: true, force: true });
       throw err;
     }
-    return new SimulatedDevice({ identity, mux, lockdownd, bench, afcRoot: root, ownsAfcRoot, backupRoot: contentRoot, ownsBackupRoot, productId, speed });
+    return new SimulatedDevice({ identity, mux, ports, lockdownd, bench, afcRoot: root, ownsAfcRoot, backupRoot: contentRoot, ownsBackupRoot, productId, speed });
   }
 
   get udid(): string {
@@ -306,11 +317,48 @@ export class SimulatedDevice {
     return link;
   }
 
+  /** The network side while it runs (`startNetwork`). */
+  get network(): SimNetworkSide | undefined {
+    return this.#network;
+  }
+
+  /**
+   * Puts the device on the network at `address` (network-side.ts): lockdownd and its services on
+   * TCP there, advertised over mDNS unless `advertise` is false. The USB side is not affected.
+   */
+  async startNetwork(address: string, opts: { advertise?: boolean } = {}): Promise<SimNetworkSide> {
+    this.#checkOpen();
+    if (this.#network) throw this.#busy(`it is on the network at ${this.#network.address}`);
+    const side = new SimNetworkSide(this.ports, {
+      address,
+      wifiMac: this.identity.wifiAddress,
+      hostName: `muxwire-${this.udid.slice(-8).toLowerCase()}`,
+      log: this.#log.child({ net: address }),
+      ...opts,
+    });
+    this.#network = side;
+    try {
+      await side.start();
+    } catch (err) {
+      this.#network = undefined;
+      throw err;
+    }
+    return side;
+  }
+
+  /** Takes the device off the network (mDNS goodbye, listeners and connections closed). */
+  async stopNetwork(): Promise<void> {
+    const side = this.#network;
+    this.#network = undefined;
+    await side?.stop();
+  }
+
   /** Unplugs, stops lockdownd and the bench services, and removes a temporary media directory. */
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
     await this.unplug();
+    await this.stopNetwork();
     this.lockdownd.stop();
     this.#bench?.close();
     if (this.#ownsAfcRoot) await rm(this.afcRoot, { recursive: true, force: true });

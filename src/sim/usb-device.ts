@@ -1,8 +1,8 @@
 /**
- * A simulated iPhone on the vusb wire (DESIGN.md "vusb"): the USB side of the device. It listens
- * on `<busDir>/<udid>.vusb` (the socket appearing is the plug-in), holds one host stack at a time
- * like a cable, answers control requests from its descriptor set (usb-descriptors.ts), and moves
- * the usbmux function's bulk traffic to and from a device-side mux:
+ * A simulated iPhone on the vusb wire (docs/ARCHITECTURE.md "The vusb wire"): the USB side of the
+ * device. It listens on `<busDir>/<udid>.vusb` (the socket appearing is the plug-in), holds one
+ * host stack at a time like a cable, answers control requests from its descriptor set
+ * (usb-descriptors.ts), and moves the usbmux function's bulk traffic to and from a device-side mux:
  *
  * ```
  *  host ──BULK_OUT ep 0x04──> device read (ends at a short packet) ──> mux.receive(bytes)

@@ -15,6 +15,18 @@ export interface DeviceLinkInfo {
   locationId: number;
   /** bit/s, usbmux.md §1.6. */
   speed: number;
+  /** Set for a network (Wi-Fi) device: how the daemon lists it (usbmux.md §4.5). */
+  network?: NetworkDeviceInfo;
+}
+
+/** What a network device's record carries instead of the USB fields. */
+export interface NetworkDeviceInfo {
+  /** `NetworkAddress`: the sockaddr in Apple's layout (protocol/network-address.ts). */
+  networkAddress: Buffer;
+  /** `EscapedFullServiceName`: the mDNS instance, `<wifi-mac>@<link-local>._apple-mobdev2._tcp.local`. */
+  serviceName: string;
+  /** `InterfaceIndex`: the interface whose subnet holds the address (0 when none does). */
+  interfaceIndex: number;
 }
 
 /**

@@ -1,7 +1,8 @@
 /**
- * Watching a vusb bus directory (DESIGN.md "vusb"): a `*.vusb` socket appearing is a plug-in, the
- * file going away (or being replaced) an unplug. Shared by the two TypeScript host stacks
- * (VusbSource for the daemon, VusbWebUsb for the TypeScript USB path) so both see the bus alike.
+ * Watching a vusb bus directory (docs/ARCHITECTURE.md "The vusb wire"): a `*.vusb` socket appearing
+ * is a plug-in, the file going away (or being replaced) an unplug. Shared by the two TypeScript
+ * host stacks (VusbSource for the daemon, VusbWebUsb for the TypeScript USB path) so both see the
+ * bus alike.
  *
  * fs.watch drives scans, a slow poll backs it up (inotify can miss events on some file systems),
  * and scans never overlap: a change during a scan runs one more scan after it. A socket file is

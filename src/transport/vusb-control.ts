@@ -1,9 +1,9 @@
 /**
- * The host's half of the vusb wire's control traffic (DESIGN.md "vusb"), shared by the two host
- * stacks that speak the wire in TypeScript: VusbLink (the daemon's vusb transport) and the
- * WebUSB-shaped devices of webusb-vusb.ts (the TypeScript USB path under test). It waits for the
- * device's HELLO, numbers CONTROL requests, matches CONTROL_DONE replies, maps their libusb status
- * to coded errors as libusb maps it for a real host, and fails everything outstanding once.
+ * The host's half of the vusb wire's control traffic (docs/ARCHITECTURE.md "The vusb wire"), shared
+ * by the two host stacks that speak the wire in TypeScript: VusbLink (the daemon's vusb transport)
+ * and the WebUSB-shaped devices of webusb-vusb.ts (the TypeScript USB path under test). It waits
+ * for the device's HELLO, numbers CONTROL requests, matches CONTROL_DONE replies, maps their libusb
+ * status to coded errors as libusb maps it for a real host, and fails everything outstanding once.
  *
  *   CONTROL       host→device  u32 id, 8-byte setup packet, OUT data stage
  *   CONTROL_DONE  device→host  u32 id, i32 status, IN data stage (≤ wLength)

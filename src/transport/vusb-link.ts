@@ -1,6 +1,6 @@
 /**
- * The host end of one vusb connection (DESIGN.md "vusb"): control transfers while the device is
- * being enumerated, then the DeviceLink the mux engine drives.
+ * The host end of one vusb connection (docs/ARCHITECTURE.md "The vusb wire"): control transfers
+ * while the device is being enumerated, then the DeviceLink the mux engine drives.
  *
  * IN side. A real host keeps `inTransfersInFlight` bulk IN transfers of `inTransferSize` bytes
  * queued (usbmuxd: 3 × 16384, usbmux.md §1.5). One device write (one BULK_IN message) fills them

@@ -1,10 +1,10 @@
 /**
- * Device discovery on a vusb bus directory (DESIGN.md "vusb"): every `*.vusb` UNIX socket in the
- * directory is a plugged-in device. The source watches the directory (fs.watch plus an initial
- * scan, and a slow poll as a safety net; every change triggers a rescan of the whole directory, so
- * missed or coalesced events cannot lose a device),
- * connects to each socket, enumerates the device as usbmuxd would (vusb-enumerate.ts) and emits
- * 'attach' with a DeviceLink; the connection ending or the file disappearing emits 'detach'.
+ * Device discovery on a vusb bus directory (docs/ARCHITECTURE.md "The vusb wire"): every `*.vusb`
+ * UNIX socket in the directory is a plugged-in device. The source watches the directory (fs.watch
+ * plus an initial scan, and a slow poll as a safety net; every change triggers a rescan of the
+ * whole directory, so missed or coalesced events cannot lose a device), connects to each socket,
+ * enumerates the device as usbmuxd would (vusb-enumerate.ts) and emits 'attach' with a DeviceLink;
+ * the connection ending or the file disappearing emits 'detach'.
  *
  * Per socket file, the states are:
  * ```

@@ -1,8 +1,9 @@
 /**
  * A WebUSB `USB` object whose devices are the simulated devices of a vusb bus directory
- * (DESIGN.md "vusb"): the TypeScript USB path (usb-webusb-link.ts) runs against it exactly as it
- * runs against the `usb` package's WebUSB on real hardware, so tests and CI exercise that path end
- * to end without hardware, as the vusb libusb library does for the native path.
+ * (docs/ARCHITECTURE.md "The vusb wire"): the TypeScript USB path (usb-webusb-link.ts) runs against
+ * it exactly as it runs against the `usb` package's WebUSB on real hardware, so tests and CI
+ * exercise that path end to end without hardware, as the vusb libusb library does for the native
+ * path.
  *
  * It behaves as an operating system's USB stack does under WebUSB:
  * - every `*.vusb` socket in the directory is a plugged-in device; the stack connects, takes the

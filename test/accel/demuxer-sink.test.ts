@@ -9,8 +9,8 @@ import { closeSync, mkdtempSync, openSync, rmSync } from 'node:fs';
 import { connect, createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, test } from 'node:test';
-import { DemuxEvent, DemuxField } from '../../src/accel/demux-core.js';
+import { after, test, type TestContext } from 'node:test';
+import { DEMUX_EVENT_FIELDS, DemuxEvent, DemuxField } from '../../src/accel/demux-core.js';
 import { JsAccel } from '../../src/accel/js-accel.js';
 import { NativeAccel } from '../../src/accel/native-accel.js';
 import { encodeMuxPacket, MuxProtocol } from '../../src/protocol/mux-header.js';
@@ -35,9 +35,31 @@ function fdOf(socket: Socket): number {
   return (socket as unknown as { _handle: { fd: number } })._handle.fd;
 }
 
-function data(payload: Buffer): Buffer {
-  const header = encodeTcpHeader({ sport: 7, dport: 1, seq: 0, ack: 0, flags: TcpFlag.ACK, window: 131072 });
+function data(payload: Buffer, flags: number = TcpFlag.ACK): Buffer {
+  const header = encodeTcpHeader({ sport: 7, dport: 1, seq: 0, ack: 0, flags, window: 131072 });
   return encodeMuxPacket(2, { protocol: MuxProtocol.TCP, txSeq: 0, rxSeq: 0 }, header, payload);
+}
+
+/**
+ * A native demuxer with one connection whose sink is a socket, direct sends on; `received()` lets
+ * go of the sink, ends the socket and resolves with everything the client got.
+ */
+async function directSink(t: TestContext, binding: NonNullable<ReturnType<typeof nativeBinding>>) {
+  const d = new NativeAccel(binding).createDemuxer({ version: 2 });
+  const slot = d.openConnection(7, 1);
+  const { host, client, close } = await socketPair();
+  t.after(close);
+  assert.equal(d.attachSink(slot, fdOf(host)), true);
+  d.setDirect(slot, true);
+  const received = async (): Promise<string> => {
+    d.detachSink(slot);
+    host.end();
+    const chunks: Buffer[] = [];
+    for await (const chunk of client) chunks.push(chunk as Buffer);
+    d.closeConnection(slot);
+    return Buffer.concat(chunks).toString();
+  };
+  return { d, slot, received };
 }
 
 async function readAll(client: Socket, bytes: number): Promise<Buffer> {
@@ -97,6 +119,34 @@ test('native: payloads go straight to the sink while the ring is empty, the rest
   d.closeConnection(slot);
 });
 
+test('native: an RST\'s payload (its reason text) is neither sent to the sink nor stored', async (t) => {
+  const binding = nativeBinding(t);
+  if (!binding) return;
+  const { d, slot, received } = await directSink(t, binding);
+  d.push(data(Buffer.from('the data')));
+  assert.equal(d.events[DemuxField.SENT], 8);
+  // A device ends a connection with RST and a reason, as the simulator's services do (§3.7).
+  d.push(data(Buffer.from('connection closed by the device service'), TcpFlag.RST | TcpFlag.ACK));
+  assert.equal(d.events[DemuxField.KIND], DemuxEvent.TCP, 'reported as a TCP packet without stored data');
+  assert.equal(d.events[DemuxField.PAYLOAD_LENGTH], 39, 'its length is still reported');
+  assert.equal(d.events[DemuxField.SENT], 0);
+  assert.equal(d.unread(slot), 0);
+  assert.equal(await received(), 'the data', 'the client got exactly the data, then EOF');
+});
+
+test('native: nothing behind an RST or a FIN goes to the sink, even in the same transfer', async (t) => {
+  const binding = nativeBinding(t);
+  if (!binding) return;
+  for (const end of [TcpFlag.RST | TcpFlag.ACK, TcpFlag.FIN | TcpFlag.ACK]) {
+    const { d, received } = await directSink(t, binding);
+    // One transfer: data, the end (a FIN's payload is data, an RST's is its reason), a late packet.
+    assert.equal(d.push(Buffer.concat([data(Buffer.from('before ')), data(Buffer.from('end'), end), data(Buffer.from('late'))])), 3);
+    const sent = [0, 1, 2].map((i) => d.events[i * DEMUX_EVENT_FIELDS + DemuxField.SENT]);
+    assert.deepEqual(sent, [7, end & TcpFlag.FIN ? 3 : 0, 0]);
+    assert.equal(await received(), end & TcpFlag.FIN ? 'before end' : 'before ');
+  }
+});
+
 test('native: only a stream socket can be a sink; closing the slot closes the duplicate', async (t) => {
   const binding = nativeBinding(t);
   if (!binding) return;
@@ -129,4 +179,14 @@ test('TypeScript twin: no sinks; payloads always go to the ring', async (t) => {
   d.push(data(Buffer.from('hello')));
   assert.equal(d.events[DemuxField.SENT], 0);
   assert.equal(d.unread(slot), 5);
+});
+
+test('TypeScript twin: an RST\'s payload is not stored in the ring', () => {
+  const d = new JsAccel().createDemuxer({ version: 2 });
+  const slot = d.openConnection(7, 1);
+  d.push(data(Buffer.from('kept')));
+  d.push(data(Buffer.from('reason'), TcpFlag.RST));
+  assert.equal(d.events[DemuxField.KIND], DemuxEvent.TCP);
+  assert.equal(d.events[DemuxField.PAYLOAD_LENGTH], 6);
+  assert.equal(d.unread(slot), 4);
 });

@@ -1,7 +1,7 @@
 /**
  * The addon and its TypeScript twin fed the same seeded random streams must give identical results,
- * bit for bit: return value and every entry of `out` (STYLE.md, the ws/bufferutil model). A failure
- * prints the seed; MUXWIRE_TEST_SEED=<seed> replays it.
+ * bit for bit: return value and every entry of `out` (docs/ARCHITECTURE.md "The accel contract",
+ * the ws/bufferutil model). A failure prints the seed; MUXWIRE_TEST_SEED=<seed> replays it.
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';

@@ -20,6 +20,7 @@ const TINY: E2eConfig = {
   repeats: 2,
   targetSeconds: 0.05,
   warmupBytes: 256 * 1024,
+  warmupSeconds: 0,
   minBytes: 1024 * 1024,
   maxBytes: 2 * 1024 * 1024,
   connections: 4,
@@ -85,7 +86,7 @@ describe('bench harness', () => {
     const [ours, direct] = results;
     assert.equal(ours?.id, 'muxwire-js');
     assert.equal(ours.unavailable, undefined, lines.join('\n'));
-    for (const id of ['download', 'upload', 'concurrent', 'connectMedian', 'connectOpenMedian', 'lockdownMedian', 'afcPullMuxwire', 'afcPushMuxwire', 'afcPullAppium', 'afcPushAppium', 'rssGrowth', 'cpuPerGB', 'farCpuPerGB', 'concurrentDaemonCpuPerGB', 'concurrentCpuPerGB'] as const) {
+    for (const id of ['download', 'upload', 'duplex', 'duplex8', 'concurrent', 'connectMedian', 'connectOpenMedian', 'lockdownMedian', 'afcPullMuxwire', 'afcPushMuxwire', 'afcPullAppium', 'afcPushAppium', 'rssGrowth', 'cpuPerGB', 'farCpuPerGB', 'concurrentDaemonCpuPerGB', 'concurrentCpuPerGB'] as const) {
       const s = ours.figures[id]?.summary;
       assert.ok(s && Number.isFinite(s.median), `${id}: ${ours.figures[id]?.missing ?? 'no summary'}`);
     }
@@ -143,5 +144,38 @@ describe('bench harness', () => {
     assert.equal(out[0]!.value, 3);
     assert.match(out[1]!.detail ?? '', /not available: no backend/);
     assert.match(formatReport({ ...report, gate: out }), /not available: no backend/);
+  });
+
+  test('a ratio is taken round by round: the gate reports its median, and its spread over the rounds', () => {
+    const runs = (...values: number[]) => ({ summary: summarize(values) });
+    const demuxCase = { transfer: 16384, payload: 49116, connections: 1 };
+    const report: BenchReport = {
+      version: 1,
+      startedAt: '',
+      seconds: 0,
+      mode: 'quick',
+      machine: machineInfo(),
+      e2e: [
+        { id: 'muxwire-js', label: 'a', about: '', notes: [], seconds: 0, figures: { download: runs(300, 600, 450) } },
+        { id: 'usbmuxd', label: 'c', about: '', notes: [], seconds: 0, figures: { download: runs(100, 100, 300) } },
+      ],
+      demux: [
+        // Round 3 was hit by load on the memcpy side only: the per-round median ignores it.
+        { name: 'one', bytes: 1, demuxCase, ns: { native: 10, memcpy: 6 }, rounds: { native: [10, 10, 10], memcpy: [6, 7, 30] } },
+        { name: 'two', bytes: 1, demuxCase: { ...demuxCase, connections: 64 }, ns: { native: 10, memcpy: 9 }, rounds: { native: [10, 10, 10], memcpy: [9, 9, 9] } },
+      ],
+    };
+    const gate: GateFile = {
+      thresholds: [
+        { id: 'dl', kind: 'e2e', figure: 'download', contender: 'muxwire-js', against: 'usbmuxd', min: 1.5, why: '' },
+        { id: 'memcpy', kind: 'demux', select: { payload: 49116 }, ratio: 'native÷memcpy', min: 0.5, why: '' },
+      ],
+    };
+    const [dl, memcpy] = checkGate(gate, report);
+    assert.equal(dl!.value, 4.5, 'the ratio of the medians');
+    assert.match(dl!.detail ?? '', /rounds 1\.50\.\.6\.00 over 3/);
+    assert.equal(memcpy!.status, 'pass');
+    assert.equal(memcpy!.value, 0.7, 'the worst case, as the median of its rounds');
+    assert.match(memcpy!.detail ?? '', /worst of 2 cases \(0\.70 0\.90\): one, rounds 0\.60\.\.3\.00 over 3 rounds/);
   });
 });

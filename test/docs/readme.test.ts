@@ -1,6 +1,6 @@
 /**
- * The README lists every error code and every environment switch the code uses (STYLE.md §14):
- * a new code or switch without its line fails here.
+ * The README lists every error code and every environment switch the code uses
+ * (docs/ARCHITECTURE.md, conventions §14): a new code or switch without its line fails here.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';

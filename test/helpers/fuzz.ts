@@ -1,5 +1,5 @@
 /**
- * A seeded mutation engine for fuzzing decoders (DESIGN.md "Tests": seeded, time-boxed,
+ * A seeded mutation engine for fuzzing decoders (docs/ARCHITECTURE.md "Tests": seeded, time-boxed,
  * reproducible). Every run prints its seed; `MUXWIRE_FUZZ_SEED=<n>` replays a run exactly.
  *
  * ```ts

@@ -1,8 +1,8 @@
 /**
- * Real peers for interop tests (DESIGN.md "Tests"): programs this project did not write, such as
- * libimobiledevice's `idevice_id` or Debian's `/usr/sbin/usbmuxd`. A test whose peer is missing is
- * skipped with the reason; with `MUXWIRE_REQUIRE_PEERS=1` (set by `.ci/run`, which installs the
- * peers) a missing peer fails the test instead, so CI cannot go green by skipping.
+ * Real peers for interop tests (docs/ARCHITECTURE.md "Tests"): programs this project did not write,
+ * such as libimobiledevice's `idevice_id` or Debian's `/usr/sbin/usbmuxd`. A test whose peer is
+ * missing is skipped with the reason; with `MUXWIRE_REQUIRE_PEERS=1` (set by `.ci/run`, which
+ * installs the peers) a missing peer fails the test instead, so CI cannot go green by skipping.
  *
  * ```ts
  * test('lists a simulated device', async (t) => {
@@ -15,7 +15,7 @@ import { accessSync, constants, statSync } from 'node:fs';
 import { delimiter, isAbsolute, join } from 'node:path';
 import assert from 'node:assert/strict';
 import type { TestContext } from 'node:test';
-import type { ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { connect, createServer, type Socket } from 'node:net';
 
 const found = new Map<string, string | undefined>();
@@ -103,4 +103,46 @@ export async function connectWithRetry(port: number, proxy: ChildProcess): Promi
       await new Promise((r) => setTimeout(r, 50));
     }
   }
+}
+
+/** What a program run to completion printed, and how it ended. */
+export interface ProgramResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * Runs a program to completion without blocking the event loop (a daemon or simulator in this
+ * process keeps serving it), feeding `input` on stdin. A program still running after `timeoutMs`
+ * (default 60 s) is killed and the promise rejects with what it printed. `children` collects the
+ * process so a test's after() can kill it if the test ends first.
+ */
+export function runProgram(
+  cmd: string,
+  args: string[],
+  opts: { env?: NodeJS.ProcessEnv; cwd?: string; input?: Buffer; timeoutMs?: number; children?: ChildProcess[] } = {},
+): Promise<ProgramResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { env: opts.env ?? process.env, cwd: opts.cwd, stdio: ['pipe', 'pipe', 'pipe'] });
+    opts.children?.push(child);
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
+    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`${cmd} ${args.join(' ')} did not finish; stdout: ${stdout} stderr: ${stderr}`));
+    }, opts.timeoutMs ?? 60_000);
+    child.on('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+    child.stdin.on('error', () => undefined); // a program that never reads its stdin
+    child.stdin.end(opts.input ?? Buffer.alloc(0));
+  });
 }

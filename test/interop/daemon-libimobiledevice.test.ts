@@ -15,7 +15,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { requirePeer } from '../helpers/peers.js';
+import { requirePeer, runProgram, type ProgramResult } from '../helpers/peers.js';
 import { MuxDaemon } from '../../src/daemon/mux-daemon.js';
 import { VusbSource } from '../../src/transport/vusb-source.js';
 import { SimulatedDevice } from '../../src/sim/simulator.js';
@@ -50,32 +50,9 @@ after(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-interface RunResult {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
 /** Runs a peer tool to completion (with a hang guard), feeding `input` on stdin. */
-function run(cmd: string, args: string[], opts: { input?: Buffer; timeoutMs?: number } = {}): Promise<RunResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { env, stdio: ['pipe', 'pipe', 'pipe'] });
-    children.push(child);
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
-    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`${cmd} ${args.join(' ')} did not finish; stdout: ${stdout} stderr: ${stderr}`));
-    }, opts.timeoutMs ?? 30_000);
-    child.on('error', reject);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-    child.stdin.end(opts.input ?? Buffer.alloc(0));
-  });
+function run(cmd: string, args: string[], opts: { input?: Buffer; timeoutMs?: number } = {}): Promise<ProgramResult> {
+  return runProgram(cmd, args, { env, children, timeoutMs: opts.timeoutMs ?? 30_000, ...(opts.input !== undefined ? { input: opts.input } : {}) });
 }
 
 function udid(which: keyof typeof sims): string {

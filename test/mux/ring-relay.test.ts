@@ -92,6 +92,29 @@ for (const mode of ['native', 'js'] as const) {
     return session(mux);
   }
 
+  /**
+   * A scripted device that accepts a connection to its port 5, relayed to a socket; `delivered()`
+   * ends the daemon's side and resolves with everything the client got.
+   */
+  async function scriptedRelay(viaFd: boolean) {
+    const device = new ScriptedDevice(2);
+    device.onSegment = (seg) => {
+      if (seg.flags === TcpFlag.SYN) device.send({ sport: seg.dport, dport: seg.sport, seq: 0, ack: 1, flags: TcpFlag.SYN | TcpFlag.ACK, window: 131072 });
+    };
+    const s = await session(device);
+    const conn = await s.connect(5);
+    const { host, client } = await socketPair();
+    conn.relayTo(host, viaFd ? fdOf(host) : undefined);
+    const ended = once(conn, 'end');
+    const delivered = async (): Promise<string> => {
+      host.end();
+      const chunks: Buffer[] = [];
+      for await (const c of client as AsyncIterable<Buffer>) chunks.push(c);
+      return Buffer.concat(chunks).toString();
+    };
+    return { device, s, conn, ended, delivered };
+  }
+
   for (const viaFd of [false, true]) {
   const how = viaFd ? ', descriptor given' : '';
   rtest(`relays 8 MB from the source service to a socket, intact${how}`, async () => {
@@ -154,15 +177,7 @@ for (const mode of ['native', 'js'] as const) {
   });
 
   rtest(`ends the connection after the socket took the last byte the device sent before FIN${how}`, async () => {
-    const device = new ScriptedDevice(2);
-    device.onSegment = (seg) => {
-      if (seg.flags === TcpFlag.SYN) device.send({ sport: seg.dport, dport: seg.sport, seq: 0, ack: 1, flags: TcpFlag.SYN | TcpFlag.ACK, window: 131072 });
-    };
-    const s = await session(device);
-    const conn = await s.connect(5);
-    const { host, client } = await socketPair();
-    conn.relayTo(host, viaFd ? fdOf(host) : undefined);
-    const ended = once(conn, 'end');
+    const { device, s, conn, ended, delivered } = await scriptedRelay(viaFd);
     const acks: number[] = [];
     device.onSegment = (seg) => {
       // Past the handshake's ACK (ack 1), which may reach the device only now.
@@ -173,11 +188,18 @@ for (const mode of ['native', 'js'] as const) {
     assert.deepEqual(acks, [7], 'one ACK, sent once the socket has the bytes');
     device.send({ sport: 5, dport: conn.sourcePort, seq: 7, ack: 1, flags: TcpFlag.FIN | TcpFlag.ACK, window: 131072 }, Buffer.from('then the end'));
     await ended;
-    host.end();
-    const chunks: Buffer[] = [];
-    for await (const c of client as AsyncIterable<Buffer>) chunks.push(c);
-    assert.equal(Buffer.concat(chunks).toString(), 'taken then the end');
+    assert.equal(await delivered(), 'taken then the end');
     assert.equal(s.stats().rings, 0, 'the slot closed once everything was taken');
+  });
+
+  rtest(`gives the client exactly the bytes before the device's RST: not its reason, not a late packet${how}`, async () => {
+    const { device, conn, ended, delivered } = await scriptedRelay(viaFd);
+    device.send({ sport: 5, dport: conn.sourcePort, seq: 1, ack: 1, flags: TcpFlag.ACK, window: 131072 }, Buffer.from('the data'));
+    device.send({ sport: 5, dport: conn.sourcePort, seq: 9, ack: 1, flags: TcpFlag.RST, window: 0 }, Buffer.from('connection closed by the device service'));
+    // A device that sends on after its RST: the host answers with an anonymous RST, the client sees nothing.
+    device.send({ sport: 5, dport: conn.sourcePort, seq: 9, ack: 1, flags: TcpFlag.ACK, window: 131072 }, Buffer.from('late'));
+    await ended;
+    assert.equal(await delivered(), 'the data');
   });
   }
 

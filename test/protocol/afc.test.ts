@@ -137,6 +137,53 @@ describe('AFC decoder: chunking', () => {
     }
   });
 
+  test('a streamed body (peekHeader, discard, takeUpTo) gives the same bytes at random splits', (t) => {
+    const rng = new Prng(fuzzSeed(t, 'afc streamed body'));
+    // The FILE_WRITE over a decoder limit of 1000 bytes, then a small packet read whole.
+    const big = encodeAfcPacket(packets[1]);
+    const after = encodeAfcPacket(packets[2]);
+    for (let i = 0; i < 50; i++) {
+      const d = new AfcPacketDecoder({ maxLength: 1000 });
+      let header: ReturnType<AfcPacketDecoder['peekHeader']>;
+      let remaining = -1;
+      const body: Buffer[] = [];
+      const whole: AfcPacket[] = [];
+      for (const chunk of splitRandomly(rng, Buffer.concat([big, after]), rng.pick([3, 40, 1000, 16384]))) {
+        d.push(chunk);
+        for (;;) {
+          if (remaining > 0) {
+            const piece = d.takeUpTo(remaining);
+            if (piece.length === 0) break;
+            body.push(Buffer.from(piece));
+            remaining -= piece.length;
+            continue;
+          }
+          if (remaining === -1) {
+            header = d.peekHeader(1 << 20);
+            if (header === undefined) break;
+            d.discard(AFC_HEADER_SIZE);
+            remaining = header.entireLength - AFC_HEADER_SIZE;
+            continue;
+          }
+          const p = d.next();
+          if (p === undefined) break;
+          whole.push(p);
+        }
+      }
+      assert.equal(header!.operation, AfcOp.FILE_WRITE);
+      assert.equal(header!.thisLength, 48);
+      assert.deepEqual(Buffer.concat(body), big.subarray(AFC_HEADER_SIZE));
+      assert.deepEqual(whole.map(plain), [plain(packets[2])]);
+    }
+  });
+
+  test('peekHeader bounds entire_length by its argument, not by the decoder limit', () => {
+    const d = new AfcPacketDecoder({ maxLength: 100 });
+    d.push(encodeAfcPacket(packets[1]));
+    assert.equal(d.peekHeader(1 << 20)?.entireLength, 40 + 8 + 70000);
+    assert.throws(() => d.next(), (err: unknown) => isMuxwireError(err) && err.code === 'MUXWIRE_ERR_BAD_LENGTH');
+  });
+
   test('LIMD-style delivery, header+args then payload, works', () => {
     const parts = encodeAfcPacketParts(packets[1]);
     assert.deepEqual(feed(new AfcPacketDecoder(), parts).map(plain), [plain(packets[1])]);

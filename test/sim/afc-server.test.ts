@@ -4,6 +4,8 @@
  * statuses, path confinement, and the session's pipelining and shutdown behaviour.
  */
 import { test, describe, beforeEach, afterEach } from 'node:test';
+import { createHash, randomBytes } from 'node:crypto';
+import { once } from 'node:events';
 import assert from 'node:assert/strict';
 import { lstat, mkdir, readFile, stat, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -481,8 +483,13 @@ describe('session', () => {
     await fx.session.finished;
   });
 
-  test('closes the connection on a packet over its limit', async () => {
-    peer.sendRaw(Buffer.concat([Buffer.from('CFA6LPAA'), u64(1024 ** 3, 48, 1, AfcOp.FILE_WRITE)]));
+  test('closes the connection on a packet other than FILE_WRITE over its limit', async () => {
+    peer.sendRaw(Buffer.concat([Buffer.from('CFA6LPAA'), u64(1024 ** 3, 1024 ** 3, 1, AfcOp.READ_DIR)]));
+    await peer.waitClosed();
+  });
+
+  test('closes the connection on a FILE_WRITE over maxWritePacket', async () => {
+    peer.sendRaw(Buffer.concat([Buffer.from('CFA6LPAA'), u64(2 ** 33, 48, 1, AfcOp.FILE_WRITE)]));
     await peer.waitClosed();
   });
 
@@ -588,3 +595,64 @@ function randomBytesFrom(rand: (n: number) => number): Buffer {
   for (let i = 0; i < b.length; i++) b[i] = rand(256);
   return b;
 }
+
+describe('FILE_WRITE packets larger than maxPacket', () => {
+  const MiB = 1024 * 1024;
+  const sha256 = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
+
+  /** A FILE_WRITE packet's header and handle; the data follows in separate writes. */
+  function writeHead(packetNum: number, handle: bigint, dataLength: number): Buffer {
+    return Buffer.concat([Buffer.from('CFA6LPAA'), u64(48 + dataLength, 48, packetNum, AfcOp.FILE_WRITE), u64(handle)]);
+  }
+
+  async function sendInPieces(data: Buffer, piece: number): Promise<void> {
+    for (let at = 0; at < data.length; at += piece) {
+      if (!fx.sockets.client.write(data.subarray(at, at + piece))) await once(fx.sockets.client, 'drain');
+    }
+  }
+
+  test('writes a 40 MiB FILE_WRITE to the file as it arrives, holding at most maxQueuedBytes', { timeout: 120_000 }, async () => {
+    await fx.close();
+    fx = await startAfcServer({ maxQueuedBytes: 4 * MiB });
+    peer = new RawAfcPeer(fx.sockets.client);
+    const h = await open('/big.bin', 3);
+    const data = randomBytes(40 * MiB + 5);
+    peer.sendRaw(writeHead(++num, h, data.length));
+    await sendInPieces(data, 256 * 1024);
+    // Pipelined behind it: answered after the write, in order.
+    peer.send({ packetNum: ++num, operation: AfcOp.GET_FILE_INFO, headerPayload: pathArg('/big.bin') });
+    const written = await peer.next();
+    assert.equal(written.packetNum, num - 1);
+    assert.equal(statusOf(written), AfcStatus.SUCCESS);
+    const info = await peer.next();
+    assert.equal(info.packetNum, num);
+    assert.equal(dict(info).st_size, String(data.length));
+    assert.equal(sha256(await readFile(join(fx.sandbox.root, 'big.bin'))), sha256(data));
+    assert.equal(fx.session.stats.streamedWrites, 1);
+    // Reading pauses above the limit; one socket read more may land before it takes effect.
+    assert.ok(fx.session.stats.maxQueuedBytes <= 4 * MiB + 2 * MiB, `held ${fx.session.stats.maxQueuedBytes} bytes`);
+    // The file position moved past the data: a second write appends.
+    assert.equal(await status(AfcOp.FILE_WRITE, u64(h), Buffer.from('tail')), AfcStatus.SUCCESS);
+    assert.equal((await stat(join(fx.sandbox.root, 'big.bin'))).size, data.length + 4);
+  });
+
+  test('takes in the whole body of a streamed write to a bad handle, answers INVALID_ARG and stays in step', { timeout: 60_000 }, async () => {
+    const data = randomBytes(20 * MiB);
+    peer.sendRaw(writeHead(++num, 999n, data.length));
+    await sendInPieces(data, MiB);
+    const reply = await peer.next();
+    assert.equal(reply.packetNum, num);
+    assert.equal(statusOf(reply), AfcStatus.INVALID_ARG);
+    assert.equal((await call(AfcOp.READ_DIR, pathArg('/'))).operation, AfcOp.DATA, 'the next request is read as a packet');
+  });
+
+  test('gives no answer to a streamed write the client cuts short, and ends the session', { timeout: 60_000 }, async () => {
+    const h = await open('/cut.bin', 3);
+    peer.sendRaw(writeHead(++num, h, 32 * MiB));
+    await sendInPieces(randomBytes(3 * MiB), MiB);
+    fx.sockets.client.end();
+    await peer.waitClosed();
+    await fx.session.finished;
+    assert.equal(fx.session.openFiles, 0);
+  });
+});

@@ -14,6 +14,7 @@ import {
   serveSink,
   serveSource,
   sourcePattern,
+  resetReason,
 } from '../../src/sim/bench-services.js';
 import { DeviceMux } from '../../src/sim/device-mux.js';
 import { HostHarness, TcpFlag } from './host-harness.js';
@@ -135,14 +136,14 @@ describe('source service', () => {
 });
 
 describe('bench services on a DeviceMux', () => {
-  test('listen on 7, 9 and 19 by default, on other ports when told, and stop listening on close', () => {
+  test('listen on 7, 9, 19 and 13 by default, on other ports when told, and stop listening on close', () => {
     const mux = new DeviceMux();
     const services = serveBenchServices(mux);
     assert.deepEqual(services.ports, DEFAULT_BENCH_PORTS);
-    assert.deepEqual(mux.listeningPorts, [7, 9, 19]);
+    assert.deepEqual([...mux.listeningPorts].sort((a, b) => a - b), [7, 9, 13, 19]);
     services.close();
     assert.deepEqual(mux.listeningPorts, []);
-    const custom = serveBenchServices(mux, { echo: 1007, sink: false, source: 1019 });
+    const custom = serveBenchServices(mux, { echo: 1007, sink: false, source: 1019, reset: false });
     assert.deepEqual(custom.ports, { echo: 1007, source: 1019 });
     assert.deepEqual(mux.listeningPorts, [1007, 1019]);
   });
@@ -181,5 +182,34 @@ describe('bench services on a DeviceMux', () => {
     const body = Buffer.concat(received);
     assert.equal(body.length, 10_000);
     assert.equal(findPatternMismatch(body, 0), -1);
+  });
+
+  test('the reset service sends exactly N pattern bytes, then an RST with its reason', async () => {
+    const host = new HostHarness();
+    host.negotiate(2);
+    serveBenchServices(host.mux);
+    host.connect(1, 13);
+    host.tcp({ sport: 1, dport: 13, flags: TcpFlag.ACK, seq: 1, ack: 1 }, encodeCount(100_000));
+    const received: Buffer[] = [];
+    let acked = 1;
+    let rst: ReturnType<HostHarness['take']>[number] | undefined;
+    for (let round = 0; round < 50 && rst === undefined; round++) {
+      await new Promise((r) => setImmediate(r));
+      for (const p of host.take()) {
+        if (p.tcp!.flags & TcpFlag.RST) rst = p;
+        else if (p.data!.length > 0) {
+          received.push(p.data!);
+          acked += p.data!.length;
+        }
+      }
+      host.tcp({ sport: 1, dport: 13, flags: TcpFlag.ACK, seq: 9, ack: acked });
+    }
+    const body = Buffer.concat(received);
+    assert.equal(body.length, 100_000);
+    assert.equal(findPatternMismatch(body, 0), -1);
+    assert.ok(rst, 'an RST followed the data');
+    assert.equal(rst.tcp!.seq, 100_001, 'right behind the last byte');
+    assert.equal(rst.data!.toString(), resetReason(100_000));
+    assert.equal(host.mux.connectionCount, 0);
   });
 });

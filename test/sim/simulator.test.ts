@@ -81,8 +81,8 @@ describe('SimulatedDevice', () => {
     assert.equal(d.identity.deviceName, 'Test Phone');
     assert.equal(d.identity.productVersion, '17.5');
     assert.equal(d.productId, 0x12a8);
-    assert.deepEqual(d.mux.listeningPorts, [7, 9, 19, 62078]);
-    assert.deepEqual(d.benchPorts, { echo: 7, sink: 9, source: 19 });
+    assert.deepEqual(d.mux.listeningPorts, [7, 9, 13, 19, 62078]);
+    assert.deepEqual(d.benchPorts, { echo: 7, sink: 9, source: 19, reset: 13 });
   });
 
   test('serves the host mux engine over an in-process link: echo, sink, source and refusal', async () => {

@@ -1,7 +1,7 @@
 import { MuxwireError } from '../../errors.js';
 import { startService } from '../../client/device-services.js';
 import { AfcClient } from '../../services/afc/afc-client.js';
-import { ProgressLine, formatBytes, formatRate, withLockdown } from '../device-command.js';
+import { ProgressLine, formatBytes, formatRate, withLockdown, NETWORK_HELP, NETWORK_OPTION } from '../device-command.js';
 import { COMMON_HELP, makeClient, parseCommand, printJson, runCommand } from '../common.js';
 
 const HELP = `usage: muxwire afc [options] <operation> ARGS
@@ -22,6 +22,7 @@ operations:
 options:
   -r, --recursive      with rm: remove a whole tree
   --no-progress        no progress line on pull and push
+${NETWORK_HELP}
 ${COMMON_HELP}`;
 
 const ARITY: Record<string, number> = { ls: 1, stat: 1, pull: 2, push: 2, rm: 1, mkdir: 1, mv: 2, devinfo: 0 };
@@ -29,6 +30,7 @@ const ARITY: Record<string, number> = { ls: 1, stat: 1, pull: 2, push: 2, rm: 1,
 export function run(argv: string[]): Promise<number> {
   return runCommand('afc', HELP, argv, async () => {
     const { values, positionals } = parseCommand(argv, {
+      ...NETWORK_OPTION,
       recursive: { type: 'boolean', short: 'r' },
       'no-progress': { type: 'boolean' },
     });
@@ -40,7 +42,7 @@ export function run(argv: string[]): Promise<number> {
       throw new MuxwireError('MUXWIRE_ERR_BAD_ARGUMENT', `afc ${op} takes ${ARITY[op]} argument${ARITY[op] === 1 ? '' : 's'}, got ${args.length}`);
     }
     const client = makeClient(values);
-    await withLockdown(client, values.udid, { label: 'muxwire' }, async (handle) => {
+    await withLockdown(client, { udid: values.udid, network: values.network === true }, { label: 'muxwire' }, async (handle) => {
       const afc = new AfcClient(await startService(client, handle, 'com.apple.afc'));
       try {
         await operate(afc, op, args as string[], { json: values.json === true, progress: values['no-progress'] !== true, recursive: values.recursive === true });

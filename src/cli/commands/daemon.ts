@@ -1,6 +1,7 @@
 /**
- * `muxwire daemon`: the usbmuxd-compatible daemon (DESIGN.md "The command").
+ * `muxwire daemon`: the usbmuxd-compatible daemon (README "Commands").
  */
+import { isIP } from 'node:net';
 import { resolve as resolvePath } from 'node:path';
 import { parseArgs } from 'node:util';
 import { MuxwireError } from '../../errors.js';
@@ -9,14 +10,14 @@ import { reportFailure } from '../main.js';
 import { MuxDaemon } from '../../daemon/mux-daemon.js';
 import { DEFAULT_PAIR_DIR } from '../../daemon/pair-store.js';
 import { tuneV8ForDaemon } from '../../daemon/v8-tuning.js';
-import { DEFAULT_SOCKET_PATH, parseListenAddress } from '../../daemon/server.js';
+import { DEFAULT_SOCKET_PATH, parseListenAddress, takeListenFds } from '../../daemon/server.js';
 import type { TcpAddress } from '../../daemon/server.js';
 import type { DeviceSource } from '../../transport/device-link.js';
 
 const HELP = `usage: muxwire daemon [options]
 
-Serves the usbmuxd client protocol (binary and plist) so libimobiledevice, pymobiledevice3, go-ios
-and appium tools work unchanged, and runs the device mux protocol to each attached device.
+Serves the usbmuxd client protocol (binary and plist) so libimobiledevice's tools, go-ios and
+appium-ios-device work unchanged, and runs the device mux protocol to each attached device.
 
 options:
   --socket PATH         UNIX socket to serve (default ${DEFAULT_SOCKET_PATH}); clients find it with
@@ -28,15 +29,24 @@ options:
   --pair-dir DIR        pair records and SystemBUID, usbmuxd's layout (default ${DEFAULT_PAIR_DIR})
   --vusb-dir DIR        take simulated devices from a vusb bus directory (see 'muxwire sim')
   --simulate N          start N simulated devices inside the daemon (echo 7, sink 9, source 19,
-                        lockdownd, AFC)
+                        reset 13, lockdownd, AFC)
   --no-usb              do not look for real USB devices
   --backend B           auto | native | js: which USB implementation finds and drives devices:
                         native (libusb through the addon; MUXWIRE_LIBUSB_PATH picks the library),
                         js (WebUSB through the usb package), auto (native when the addon and
                         libusb load, else js). MUXWIRE_NO_NATIVE=1 forces js
   --no-preflight        do not check pairing when a device appears
+  --network             also list network (Wi-Fi) devices found over mDNS (_apple-mobdev2._tcp)
+                        that have a pair record (its WiFiMACAddress names the device), as
+                        ConnectionType Network; Connect to one is relayed over TCP
+  --network-device HOST also list the device at IP address HOST (repeatable, no mDNS needed;
+                        it needs a pair record too)
   -v, --verbose         debug logging (-v -v: trace, every packet)
   -h, --help            this text
+
+Under socket activation (LISTEN_FDS and LISTEN_PID, as systemd passes them; see 'muxwire service')
+the inherited sockets are served instead of the default socket; --socket and --listen still add
+their own.
 
 Prints 'muxwire daemon: listening on <address>' when ready. SIGINT/SIGTERM reset every device
 connection, close every client and remove the socket file.
@@ -59,6 +69,8 @@ export async function run(argv: string[]): Promise<number> {
         'no-usb': { type: 'boolean' },
         backend: { type: 'string' },
         'no-preflight': { type: 'boolean' },
+        network: { type: 'boolean' },
+        'network-device': { type: 'string', multiple: true },
         verbose: { type: 'boolean', short: 'v', multiple: true },
         help: { type: 'boolean', short: 'h' },
       },
@@ -97,13 +109,19 @@ export async function run(argv: string[]): Promise<number> {
       simulate = Number(o.simulate);
       if (!/^\d+$/.test(o.simulate) || simulate > 1024) throw new MuxwireError('MUXWIRE_ERR_BAD_ARGUMENT', `--simulate takes a count from 0 to 1024, not '${o.simulate}'`);
     }
-    if (o['no-socket'] && listen.length === 0) throw new MuxwireError('MUXWIRE_ERR_BAD_ARGUMENT', '--no-socket needs at least one --listen');
+    const networkHosts = o['network-device'] ?? [];
+    for (const host of networkHosts) {
+      if (isIP(host) === 0) throw new MuxwireError('MUXWIRE_ERR_BAD_ARGUMENT', `--network-device takes an IP address, not '${host}'`);
+    }
+    const listenFds = takeListenFds();
+    if (o['no-socket'] && listen.length === 0 && listenFds.length === 0) throw new MuxwireError('MUXWIRE_ERR_BAD_ARGUMENT', '--no-socket needs at least one --listen');
 
     const pairDir = o['pair-dir'] ?? DEFAULT_PAIR_DIR;
     daemon = new MuxDaemon({
-      socketPath: o['no-socket'] ? null : (o.socket ?? DEFAULT_SOCKET_PATH),
+      socketPath: o['no-socket'] ? null : (o.socket ?? (listenFds.length > 0 ? null : DEFAULT_SOCKET_PATH)),
       ...(socketMode !== undefined ? { socketMode } : {}),
       listen,
+      listenFds,
       pairDir,
       preflight: !o['no-preflight'],
     });
@@ -131,6 +149,10 @@ export async function run(argv: string[]): Promise<number> {
       const { VusbSource } = await import('../../transport/vusb-source.js');
       const source: DeviceSource = new VusbSource({ dir: o['vusb-dir'] });
       await daemon.addSource(source);
+    }
+    if (o.network || networkHosts.length > 0) {
+      const { createNetworkSource } = await import('../../daemon/network-devices.js');
+      await daemon.addSource(createNetworkSource(daemon.pairStore, { mdns: o.network === true, hosts: networkHosts }));
     }
     if (simulate > 0) {
       const { SimulatedDevice } = await import('../../sim/simulator.js');

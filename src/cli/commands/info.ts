@@ -1,5 +1,5 @@
 import { formatPlistValue } from '../format-value.js';
-import { withLockdown } from '../device-command.js';
+import { withLockdown, NETWORK_HELP, NETWORK_OPTION } from '../device-command.js';
 import { COMMON_HELP, makeClient, parseCommand, printJson, runCommand } from '../common.js';
 
 const HELP = `usage: muxwire info [options]
@@ -12,17 +12,18 @@ options:
   -k, --key KEY       read one key
   -q, --domain DOMAIN read a domain (e.g. com.apple.mobile.battery)
   -s, --simple        no session: only the values devices give to unpaired hosts
+${NETWORK_HELP}
 ${COMMON_HELP}`;
 
 export function run(argv: string[]): Promise<number> {
   return runCommand('info', HELP, argv, async () => {
     const { values } = parseCommand(
       argv,
-      { key: { type: 'string', short: 'k' }, domain: { type: 'string', short: 'q' }, simple: { type: 'boolean', short: 's' } },
+      { ...NETWORK_OPTION, key: { type: 'string', short: 'k' }, domain: { type: 'string', short: 'q' }, simple: { type: 'boolean', short: 's' } },
       false,
     );
     const client = makeClient(values);
-    const value = await withLockdown(client, values.udid, { label: 'muxwire', session: !values.simple }, ({ lockdown }) =>
+    const value = await withLockdown(client, { udid: values.udid, network: values.network === true }, { label: 'muxwire', session: !values.simple }, ({ lockdown }) =>
       lockdown.getValue({ key: values.key as string | undefined, domain: values.domain as string | undefined }),
     );
     if (values.json) printJson(value ?? null);

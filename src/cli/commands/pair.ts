@@ -1,5 +1,5 @@
 import { MuxwireError } from '../../errors.js';
-import { trustNotice, withLockdown } from '../device-command.js';
+import { trustNotice, withLockdown, NETWORK_HELP, NETWORK_OPTION } from '../device-command.js';
 import { COMMON_HELP, makeClient, parseCommand, printJson, runCommand } from '../common.js';
 
 const HELP = `usage: muxwire pair [options]
@@ -11,15 +11,16 @@ find it too.
 
 options:
   --trust-timeout MS  how long to wait for the user to answer the Trust dialog (default 60000)
+${NETWORK_HELP}
 ${COMMON_HELP}`;
 
 export function run(argv: string[]): Promise<number> {
   return runCommand('pair', HELP, argv, async () => {
-    const { values } = parseCommand(argv, { 'trust-timeout': { type: 'string' } }, false);
+    const { values } = parseCommand(argv, { ...NETWORK_OPTION, 'trust-timeout': { type: 'string' } }, false);
     const trustTimeout = values['trust-timeout'] !== undefined ? Number(values['trust-timeout']) : 60_000;
     if (!(trustTimeout > 0)) throw new MuxwireError('MUXWIRE_ERR_BAD_ARGUMENT', '--trust-timeout must be a positive number of ms');
     const client = makeClient(values);
-    const { udid, record } = await withLockdown(client, values.udid, { label: 'muxwire', session: false }, async ({ lockdown }, device) => ({
+    const { udid, record } = await withLockdown(client, { udid: values.udid, network: values.network === true }, { label: 'muxwire', session: false }, async ({ lockdown }, device) => ({
       udid: device.udid,
       record: await lockdown.pair(client, {
         udid: device.udid,

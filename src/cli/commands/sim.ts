@@ -16,8 +16,15 @@ const HELP = `usage: muxwire sim [options]
 Runs simulated iPhones on a vusb bus directory: each one listens on <dir>/<udid>.vusb, where
 'muxwire daemon --vusb-dir DIR' (or usbmuxd through the vusb libusb library) finds it. A device
 serves lockdownd on port 62078 (pairing, TLS sessions, StartService com.apple.afc) and the bench
-services echo (7), sink (9) and source (19). One line per device is printed when it can serve:
+services echo (7), sink (9), source (19) and reset (13: N bytes, then an RST). One line per device is printed when it can serve:
   muxwire sim: ready <udid> <path>
+With --network ADDR the device is also on the network, as an iPhone on Wi-Fi: lockdownd on TCP
+ADDR:62078, each started service on its own TCP port at ADDR, and an mDNS advertisement of
+_apple-mobdev2._tcp (instance <Wi-Fi MAC>@<link-local address>) on the interface of ADDR, where
+'muxwire daemon --network' finds it. It prints, once reachable:
+  muxwire sim: network <udid> <addr> <service name>
+SIGUSR1 takes the network side down (mDNS goodbye, listeners closed; USB stays) and prints
+'muxwire sim: network down <udid>'; SIGUSR2 brings it back.
 SIGINT or SIGTERM unplugs every device and exits.
 
 options:
@@ -39,6 +46,9 @@ options:
   --speed high|super  USB speed: high (480 Mbit/s, 512-byte packets, default) or super
                       (5 Gbit/s, 1024-byte packets)
   --count N           run N devices (default 1; --udid names only one device)
+  --network ADDR      also serve the device on the network at IP address ADDR (one device)
+  --no-mdns           with --network: do not advertise over mDNS (reach it by address)
+  --no-usb            with --network: no vusb side, the device is on the network only
   -v, --verbose       debug logging on stderr
   -h, --help          this help`;
 
@@ -55,6 +65,9 @@ const OPTIONS = {
   'mux-version': { type: 'string' },
   speed: { type: 'string' },
   count: { type: 'string' },
+  network: { type: 'string' },
+  'no-mdns': { type: 'boolean' },
+  'no-usb': { type: 'boolean' },
   verbose: { type: 'boolean', short: 'v' },
   help: { type: 'boolean', short: 'h' },
 } as const;
@@ -148,15 +161,23 @@ export async function run(argv: string[]): Promise<number> {
     if (count > 1 && values.udid !== undefined) throw badArgument('--udid names one device; leave it out with --count');
     // An empty MUXWIRE_VUSB_DIR counts as unset, not as the current directory.
     const busDir = resolve(values['vusb-dir'] ?? (process.env.MUXWIRE_VUSB_DIR || 'vusb'));
+    const network = values.network;
+    if (network === undefined && (values['no-mdns'] || values['no-usb'])) throw badArgument('--no-mdns and --no-usb go with --network ADDR');
+    if (network !== undefined && count > 1) throw badArgument('--network serves one device (lockdownd has one port 62078 per address)');
     const plans = Array.from({ length: count }, (_, i) => deviceOptions(values, i, count));
     for (const opts of plans) {
       if (signals.received()) break;
       const device = await SimulatedDevice.create(opts);
       devices.push(device);
-      const path = await device.plug(busDir);
-      process.stdout.write(`muxwire sim: ready ${device.udid} ${path}\n`);
+      if (!values['no-usb']) {
+        const path = await device.plug(busDir);
+        process.stdout.write(`muxwire sim: ready ${device.udid} ${path}\n`);
+      }
     }
+    const onNetwork = network === undefined || devices[0] === undefined ? undefined : networkControl(devices[0], network, !values['no-mdns']);
+    if (onNetwork !== undefined) await onNetwork.up();
     await signals.signalled;
+    onNetwork?.release();
     await closeAll(devices);
     return 0;
   } catch (err) {
@@ -164,6 +185,42 @@ export async function run(argv: string[]): Promise<number> {
     await closeAll(devices);
     return reportFailure('sim', err);
   }
+}
+
+/**
+ * The network side of `device` at `address`, and SIGUSR1 / SIGUSR2 to take it down and up while
+ * the USB side stays (one change at a time, in the order the signals came).
+ */
+function networkControl(device: SimulatedDevice, address: string, advertise: boolean): { up: () => Promise<void>; release: () => void } {
+  let chain = Promise.resolve();
+  const up = async (): Promise<void> => {
+    if (device.network !== undefined) return;
+    const side = await device.startNetwork(address, { advertise });
+    process.stdout.write(`muxwire sim: network ${device.udid} ${side.address} ${side.serviceName}\n`);
+  };
+  const down = async (): Promise<void> => {
+    if (device.network === undefined) return;
+    await device.stopNetwork();
+    process.stdout.write(`muxwire sim: network down ${device.udid}\n`);
+  };
+  const report = (err: unknown): void => {
+    process.stderr.write(`muxwire sim: ${err instanceof Error ? err.message : String(err)}\n`);
+  };
+  const onDown = (): void => {
+    chain = chain.then(down).catch(report);
+  };
+  const onUp = (): void => {
+    chain = chain.then(up).catch(report);
+  };
+  process.on('SIGUSR1', onDown);
+  process.on('SIGUSR2', onUp);
+  return {
+    up,
+    release: () => {
+      process.off('SIGUSR1', onDown);
+      process.off('SIGUSR2', onUp);
+    },
+  };
 }
 
 async function closeAll(devices: SimulatedDevice[]): Promise<void> {

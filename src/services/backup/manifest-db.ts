@@ -16,13 +16,34 @@
  * ```
  *
  * SQLite comes from better-sqlite3 (README "Dependencies"): a synchronous API over the real
- * SQLite library, built from source by node-gyp when no prebuilt binary can be fetched.
+ * SQLite library, built from source by node-gyp when no prebuilt binary can be fetched. It is an
+ * optional dependency (installing muxwire never fails for want of a compiler), loaded here on first
+ * use; without it, reading or writing a Manifest.db is MUXWIRE_ERR_SQLITE_UNAVAILABLE.
  */
 import { createHash } from 'node:crypto';
-import Database from 'better-sqlite3';
+import { createRequire } from 'node:module';
+import type Database from 'better-sqlite3';
 import { MuxwireError } from '../../errors.js';
 import { PlistUID, decodeBinaryPlist, encodeBinaryPlist, isPlistDict } from '../../protocol/plist.js';
 import type { PlistDict, PlistValue } from '../../protocol/plist.js';
+
+let sqlite: typeof Database | undefined;
+
+/** Opens a database with better-sqlite3, loaded on first use. */
+function openDatabase(path: string, options?: Database.Options): Database.Database {
+  if (!sqlite) {
+    try {
+      sqlite = createRequire(import.meta.url)('better-sqlite3') as typeof Database;
+    } catch (err) {
+      throw new MuxwireError(
+        'MUXWIRE_ERR_SQLITE_UNAVAILABLE',
+        `backups need SQLite, and better-sqlite3 is not installed (it builds from source where no prebuilt binary can be fetched: install a C++ compiler and run npm install again): ${(err as Error).message.split('\n')[0]}`,
+        { cause: err },
+      );
+    }
+  }
+  return new sqlite(path, options);
+}
 
 /** Entry kinds as the `flags` column writes them. */
 export const MANIFEST_FLAG_FILE = 1;
@@ -125,7 +146,7 @@ export function decodeMBFile(blob: Buffer): Omit<ManifestEntry, 'fileID' | 'doma
 
 /** Writes a new Manifest.db at `path` (which must not exist) with `entries`, in one transaction. */
 export function writeManifestDb(path: string, entries: Iterable<ManifestEntry>): void {
-  const db = new Database(path);
+  const db = openDatabase(path);
   try {
     db.pragma('journal_mode = DELETE');
     db.exec(`
@@ -151,8 +172,9 @@ export function writeManifestDb(path: string, entries: Iterable<ManifestEntry>):
 export function readManifestDb(path: string): ManifestEntry[] {
   let db: Database.Database;
   try {
-    db = new Database(path, { readonly: true, fileMustExist: true });
+    db = openDatabase(path, { readonly: true, fileMustExist: true });
   } catch (err) {
+    if (err instanceof MuxwireError) throw err;
     throw new MuxwireError('MUXWIRE_ERR_BAD_MANIFEST', `cannot open ${path}: ${(err as Error).message}`, { cause: err });
   }
   try {
