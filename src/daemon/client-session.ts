@@ -85,7 +85,8 @@ export class ClientSession {
   #ctx: ClientContext;
   #state: ClientState = 'command';
   #protoVersion: 0 | 1 = 0;
-  #decoder = new ClientMessageDecoder();
+  /** Requests: integer fields are range-checked as they are decoded ('bad-request'). */
+  #decoder = new ClientMessageDecoder({ requests: true });
   #progName: string | undefined;
   #bundleId: string | undefined;
   #clientVersion: string | undefined;
@@ -300,6 +301,9 @@ export class ClientSession {
         this.#plistRequest(msg.tag, msg.plist);
         return;
       case 'bad-plist':
+      case 'bad-request':
+        // usbmuxd answers BADCOMMAND to a request it cannot read; a number it would have cut to
+        // size (DeviceID 2^40+1 → device 1, PortNumber 70000 → 4464) is refused the same way.
         this.#protoVersion = 1;
         this.#debug(`malformed plist request: ${msg.error.message}`);
         this.#result(msg.tag, ResultCode.BADCOMMAND);
@@ -648,11 +652,12 @@ function onFlushCheck(client: ClientSession): void {
   client.checkFlush();
 }
 
-/** A plist integer as a u32, or undefined. */
+/**
+ * An integer field of a request, or undefined when absent. The decoder has already refused every
+ * value out of its range or of another type (REQUEST_INTEGER_FIELDS), so a present one is a number.
+ */
 function toUint(v: PlistValue | undefined): number | undefined {
-  if (typeof v === 'number' && Number.isInteger(v) && v >= 0) return v >>> 0;
-  if (typeof v === 'bigint' && v >= 0n) return Number(v & 0xffffffffn);
-  return undefined;
+  return typeof v === 'number' ? v : undefined;
 }
 
 /**

@@ -35,6 +35,9 @@ function check(m: ClientMessage): void {
     case 'bad-plist':
       assert.equal(m.error.code, 'MUXWIRE_ERR_BAD_PLIST');
       return;
+    case 'bad-request':
+      assert.equal(m.error.code, 'MUXWIRE_ERR_BAD_REQUEST');
+      return;
     case 'plist':
       // Whatever decoded must be encodable again.
       encodeClientMessage(m);
