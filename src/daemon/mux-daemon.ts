@@ -96,6 +96,8 @@ export class MuxDaemon {
 
   /** Starts listening. Device sources added before or after are started by addSource. */
   async start(): Promise<void> {
+    // Before any client can ask for a record: modes right, no key copies from a crashed save.
+    await this.pairStore.prepare();
     await this.#server.start();
   }
 
