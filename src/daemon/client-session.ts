@@ -38,6 +38,8 @@ import type { ListenerInfo } from '../protocol/client-plist.js';
 import type { PlistDict, PlistValue } from '../protocol/plist.js';
 import type { MuxConnection, MuxConnectionStats } from '../mux/mux-connection.js';
 import type { DeviceEntry, DeviceRegistry } from './device-registry.js';
+import type { AccessPolicy, ClientAction, ClientPeer } from './access-policy.js';
+import type { PeerCredentials } from '../accel/peer-credentials.js';
 import { EINVAL, errnoOf, validatePairRecordId } from './pair-store.js';
 import type { PairStore } from './pair-store.js';
 
@@ -48,6 +50,8 @@ export type ClientState = 'command' | 'listening' | 'connecting' | 'connected' |
 export interface ClientContext {
   registry: DeviceRegistry;
   pairStore: PairStore;
+  /** Who may do what (access-policy.ts). */
+  policy: AccessPolicy;
   /** Every live client, for ListListeners. */
   clients: ReadonlySet<ClientSession>;
   /** Connect timeout (ms) for device connections. */
@@ -74,10 +78,12 @@ const FLUSH_STALL_MS = 1000;
 /** Device data a client's socket may hold unwritten before its connection stops reading. */
 const RELAY_HIGH_WATER = 256 * 1024;
 
-export class ClientSession {
+export class ClientSession implements ClientPeer {
   /** The client number (log context, ListListeners "ID String"). */
   readonly id: number;
   readonly socket: Socket;
+  /** Which listener accepted it. */
+  readonly transport: 'unix' | 'tcp';
 
   /** The logger the client's own is a child of, and that child once a line needs it. */
   #parentLog: Logger;
@@ -97,11 +103,18 @@ export class ClientSession {
   #flushMark = -1;
   #flushProgressAt = 0;
   #onData = (chunk: Buffer): void => this.#receive(chunk);
+  /** undefined: not read yet; null: read and not available. */
+  #credentials: PeerCredentials | null | undefined;
+  #authenticated = false;
+  /** A refusal that closes the client is on its way out: no more requests are read. */
+  #closing = false;
+  #refusalLogged = false;
 
   /** `log`: the daemon's logger; the client's lines carry `client=N` on top of its context. */
-  constructor(socket: Socket, id: number, ctx: ClientContext, log: Logger) {
+  constructor(socket: Socket, id: number, ctx: ClientContext, log: Logger, transport: 'unix' | 'tcp' = 'unix') {
     this.socket = socket;
     this.id = id;
+    this.transport = transport;
     this.#ctx = ctx;
     this.#parentLog = log;
     socket.on('data', this.#onData);
@@ -112,6 +125,17 @@ export class ClientSession {
 
   get state(): ClientState {
     return this.#state;
+  }
+
+  /** The connecting process's ids (SO_PEERCRED), read once on first use; undefined when unknown. */
+  credentials(): PeerCredentials | undefined {
+    if (this.#credentials === undefined) this.#credentials = this.#ctx.policy.peerReader?.read(this.socket) ?? null;
+    return this.#credentials ?? undefined;
+  }
+
+  /** A TCP client that sent the right token (access-policy.ts). */
+  get authenticated(): boolean {
+    return this.#authenticated;
   }
 
   /**
@@ -255,7 +279,7 @@ export class ClientSession {
   #processCommands(): void {
     // One request at a time: a pair-record request waits for the disk, and the requests behind it
     // wait for it, so replies leave in request order as usbmuxd's do.
-    while ((this.#state === 'command' || this.#state === 'listening') && !this.#busy) {
+    while ((this.#state === 'command' || this.#state === 'listening') && !this.#busy && !this.#closing) {
       let msg: ClientMessage | undefined;
       try {
         msg = this.#decoder.next();
@@ -283,12 +307,16 @@ export class ClientSession {
     }
     // EOF from a command or listen client: answer what is pending, then close.
     this.#endPending = true;
-    if (!this.#busy) this.socket.end();
+    if (!this.#busy && !this.#closing) this.socket.end();
   }
 
   #endPending = false;
 
   #handle(msg: ClientMessage): void {
+    if (this.transport === 'tcp' && !this.#authenticated && this.#ctx.policy.tcpTokenRequired) {
+      this.#authenticate(msg);
+      return;
+    }
     switch (msg.kind) {
       case 'listen':
         this.#listen(msg.tag);
@@ -321,6 +349,46 @@ export class ClientSession {
       default:
         // Daemon-to-client types (RESULT, DEVICE_ADD…) sent by a client.
         this.#result(msg.tag, ResultCode.BADCOMMAND);
+    }
+  }
+
+  /**
+   * The first request on a TCP listener that needs a token: `{MessageType: "Authenticate", Token}`
+   * gets Result 0 (in plist; the client's reply format stays as it was), anything else Result 13
+   * and the socket is closed (access-policy.ts).
+   */
+  #authenticate(msg: ClientMessage): void {
+    const plist = msg.kind === 'plist' ? msg.plist : undefined;
+    if (plist !== undefined && plist.MessageType === 'Authenticate' && this.#ctx.policy.checkToken(plist.Token)) {
+      this.#authenticated = true;
+      this.#debug('TCP client authenticated');
+      this.socket.write(encodePlistResult(msg.tag, ResultCode.OK, CLIENT_VERSION_PLIST));
+      return;
+    }
+    if (msg.kind === 'plist' || msg.kind === 'bad-plist' || msg.kind === 'bad-request') this.#protoVersion = 1;
+    const refusal = this.#ctx.policy.decide('list', this)!;
+    const why = plist?.MessageType === 'Authenticate' ? 'wrong token' : 'no Authenticate request first';
+    this.#refuse(msg.tag, { ...refusal, error: new MuxwireError(refusal.error.code, `TCP client refused: ${why}`, { detail: refusal.result }) });
+  }
+
+  /** Answers `action` per the policy; true when it was refused (the Result is sent). */
+  #refused(tag: number, action: ClientAction): boolean {
+    const refusal = this.#ctx.policy.decide(action, this);
+    if (refusal === undefined) return false;
+    this.#refuse(tag, refusal);
+    return true;
+  }
+
+  #refuse(tag: number, refusal: { result: number; close: boolean; error: MuxwireError }): void {
+    // One warning per client: a client that asks again and again does not flood the log.
+    if (!this.#refusalLogged) this.log.warn(refusal.error.message);
+    else this.#debug(refusal.error.message);
+    this.#refusalLogged = true;
+    this.#result(tag, refusal.result);
+    if (refusal.close) {
+      this.#closing = true;
+      this.socket.end();
+      this.socket.once('finish', () => this.fail());
     }
   }
 
@@ -360,13 +428,13 @@ export class ClientSession {
         this.#async(tag, this.#ctx.pairStore.readBUID().then((buid) => buidReply(buid)));
         return;
       case 'ReadPairRecord':
-        this.#async(tag, this.#readPairRecord(req.PairRecordID));
+        if (!this.#refused(tag, 'read-pair-record')) this.#async(tag, this.#readPairRecord(req.PairRecordID));
         return;
       case 'SavePairRecord':
-        this.#async(tag, this.#savePairRecord(req.PairRecordID, req.PairRecordData, toUint(req.DeviceID)));
+        if (!this.#refused(tag, 'save-pair-record')) this.#async(tag, this.#savePairRecord(req.PairRecordID, req.PairRecordData, toUint(req.DeviceID)));
         return;
       case 'DeletePairRecord':
-        this.#async(tag, this.#deletePairRecord(req.PairRecordID));
+        if (!this.#refused(tag, 'delete-pair-record')) this.#async(tag, this.#deletePairRecord(req.PairRecordID));
         return;
       default:
         this.#debug(`unknown MessageType ${type}`);
