@@ -39,6 +39,7 @@ import type { PlistDict, PlistValue } from '../protocol/plist.js';
 import type { MuxConnection, MuxConnectionStats } from '../mux/mux-connection.js';
 import type { DeviceEntry, DeviceRegistry } from './device-registry.js';
 import type { AccessPolicy, ClientAction, ClientPeer } from './access-policy.js';
+import type { BudgetHolder, ClientLimits, ClientMemoryBudget } from './client-limits.js';
 import type { PeerCredentials } from '../accel/peer-credentials.js';
 import { EINVAL, errnoOf, validatePairRecordId } from './pair-store.js';
 import type { PairStore } from './pair-store.js';
@@ -52,6 +53,10 @@ export interface ClientContext {
   pairStore: PairStore;
   /** Who may do what (access-policy.ts). */
   policy: AccessPolicy;
+  /** Per-client memory and time limits (client-limits.ts). */
+  limits: ClientLimits;
+  /** The memory budget of all clients together. */
+  budget: ClientMemoryBudget;
   /** Every live client, for ListListeners. */
   clients: ReadonlySet<ClientSession>;
   /** Connect timeout (ms) for device connections. */
@@ -68,6 +73,10 @@ export interface ClientStats {
   socketWritable: number;
   /** True while the daemon does not read the client (backpressure from the device side). */
   socketReadPaused: boolean;
+  /** True while its requests are not read because its replies are over the soft cap. */
+  pausedForReplies: boolean;
+  /** Bytes it holds toward the daemon's client budget (client-limits.ts). */
+  held: number;
   connection: (MuxConnectionStats & { readPaused: boolean; writableNeedDrain: boolean }) | undefined;
 }
 
@@ -78,7 +87,7 @@ const FLUSH_STALL_MS = 1000;
 /** Device data a client's socket may hold unwritten before its connection stops reading. */
 const RELAY_HIGH_WATER = 256 * 1024;
 
-export class ClientSession implements ClientPeer {
+export class ClientSession implements ClientPeer, BudgetHolder {
   /** The client number (log context, ListListeners "ID String"). */
   readonly id: number;
   readonly socket: Socket;
@@ -109,6 +118,21 @@ export class ClientSession implements ClientPeer {
   /** A refusal that closes the client is on its way out: no more requests are read. */
   #closing = false;
   #refusalLogged = false;
+  /** Bytes this client holds as last reported to the budget (client-limits.ts). */
+  #held = 0;
+  /** Requests are not read while the replies queued are over the soft cap. */
+  #replyPaused = false;
+  /** Runs while a request is arriving (its first bytes in, the rest not). */
+  #requestTimer: NodeJS.Timeout | undefined;
+  /**
+   * After each reply is taken by the kernel: what the client holds now, and reading again once
+   * half the soft cap is left ('drain' is no signal: it only follows a write that returned false,
+   * which a soft cap below the socket's own high-water mark never sees).
+   */
+  #onFlushed = (): void => {
+    this.#account();
+    if (this.#replyPaused && this.socket.writableLength <= this.#ctx.limits.replyHighWater / 2) this.#repliesDrained();
+  };
 
   /** `log`: the daemon's logger; the client's lines carry `client=N` on top of its context. */
   constructor(socket: Socket, id: number, ctx: ClientContext, log: Logger, transport: 'unix' | 'tcp' = 'unix') {
@@ -177,6 +201,8 @@ export class ClientSession implements ClientPeer {
       state: this.#state,
       socketWritable: this.socket.writableLength,
       socketReadPaused: this.socket.isPaused(),
+      pausedForReplies: this.#replyPaused,
+      held: this.#held,
       connection: conn === undefined ? undefined : { ...conn.stats(), readPaused: conn.isPaused(), writableNeedDrain: conn.writableNeedDrain },
     };
   }
@@ -233,7 +259,83 @@ export class ClientSession implements ClientPeer {
       this.fail(new MuxwireError('MUXWIRE_ERR_SLOW_CLIENT', 'listener does not read its events'));
       return;
     }
-    this.socket.write(bytes);
+    this.#send(bytes);
+  }
+
+  // ---- memory and time limits (client-limits.ts) ---------------------------------------------------
+
+  /** Bytes held for this client: requests not yet decoded, replies not yet taken by the kernel. */
+  get held(): number {
+    return this.#held;
+  }
+
+  /** Writes a reply or event, accounts for it, and closes the client past the hard cap. */
+  #send(bytes: Buffer): void {
+    this.socket.write(bytes, this.#onFlushed);
+    if (this.socket.writableLength > this.#ctx.limits.replyMax) {
+      this.log.warn(`client does not read its replies (${this.socket.writableLength} bytes queued); closing it`);
+      this.fail(new MuxwireError('MUXWIRE_ERR_CLIENT_LIMIT', 'client does not read its replies'));
+      return;
+    }
+    this.#account();
+  }
+
+  /** Reports what the client holds to the budget (which may close the biggest holder). */
+  #account(): void {
+    const state = this.#state;
+    const now = state === 'closed' || state === 'connected' ? 0 : this.#decoder.buffered + this.socket.writableLength;
+    const before = this.#held;
+    if (now === before) return;
+    this.#held = now;
+    this.#ctx.budget.update(this, before, now);
+  }
+
+  /** @internal The budget of all clients is spent and this client holds the most. */
+  overBudget(): void {
+    this.log.warn(`clients hold more than the daemon's budget of ${this.#ctx.budget.limit} bytes; closing this one (${this.#held} bytes)`);
+    this.fail(new MuxwireError('MUXWIRE_ERR_CLIENT_LIMIT', 'daemon memory budget for clients exceeded'));
+  }
+
+  /** Stops reading requests until the queued replies drain (the client reads them). */
+  #pauseForReplies(): void {
+    this.#replyPaused = true;
+    this.socket.pause();
+    this.#debug(`${this.socket.writableLength} bytes of replies queued; not reading requests until they drain`);
+  }
+
+  #repliesDrained(): void {
+    this.#replyPaused = false;
+    if (this.#state !== 'command' && this.#state !== 'listening') return;
+    this.socket.resume();
+    this.#processCommands();
+    if (this.#endPending && !this.#busy && !this.#closing && !this.#replyPaused) this.socket.end();
+  }
+
+  /** True while requests are not read because replies are queued (diagnostics, tests). */
+  get pausedForReplies(): boolean {
+    return this.#replyPaused;
+  }
+
+  #armRequestTimer(): void {
+    if (this.#requestTimer !== undefined) return;
+    this.#requestTimer = setTimeout(onRequestTimeout, this.#ctx.limits.requestTimeoutMs, this);
+    this.#requestTimer.unref();
+  }
+
+  #clearRequestTimer(): void {
+    if (this.#requestTimer === undefined) return;
+    clearTimeout(this.#requestTimer);
+    this.#requestTimer = undefined;
+  }
+
+  /** @internal A request started arriving requestTimeoutMs ago and is still not whole. */
+  requestTimedOut(): void {
+    this.#requestTimer = undefined;
+    // Only the client's own slowness counts: not bytes we stopped reading, nor whole requests
+    // waiting behind a pair-record request, nor tunnel bytes behind a Connect.
+    if ((this.#state !== 'command' && this.#state !== 'listening') || this.#replyPaused || !this.#decoder.partial) return;
+    this.log.warn(`request not complete after ${this.#ctx.limits.requestTimeoutMs} ms (${this.#decoder.buffered} bytes in); closing the client`);
+    this.fail(new MuxwireError('MUXWIRE_ERR_CLIENT_LIMIT', 'request not complete in time'));
   }
 
   // ---- the one fatal path ------------------------------------------------------------------------
@@ -252,6 +354,7 @@ export class ClientSession implements ClientPeer {
     }
     if (this.#flushTimer !== undefined) clearInterval(this.#flushTimer);
     this.#flushTimer = undefined;
+    this.#clearRequestTimer();
     this.socket.off('data', this.#onData);
     const conn = this.#conn;
     this.#conn = undefined;
@@ -260,6 +363,7 @@ export class ClientSession implements ClientPeer {
       conn.destroy();
     }
     this.socket.destroy();
+    this.#account();
     this.#ctx.onClosed(this);
   }
 
@@ -274,12 +378,17 @@ export class ClientSession implements ClientPeer {
     if (state === 'closed') return;
     this.#decoder.push(chunk);
     this.#processCommands();
+    this.#account();
   }
 
   #processCommands(): void {
     // One request at a time: a pair-record request waits for the disk, and the requests behind it
     // wait for it, so replies leave in request order as usbmuxd's do.
     while ((this.#state === 'command' || this.#state === 'listening') && !this.#busy && !this.#closing) {
+      if (this.socket.writableLength >= this.#ctx.limits.replyHighWater) {
+        this.#pauseForReplies();
+        return;
+      }
       let msg: ClientMessage | undefined;
       try {
         msg = this.#decoder.next();
@@ -289,7 +398,11 @@ export class ClientSession implements ClientPeer {
         this.fail(err as Error);
         return;
       }
-      if (msg === undefined) return;
+      if (msg === undefined) {
+        if (this.#decoder.buffered > 0) this.#armRequestTimer();
+        return;
+      }
+      this.#clearRequestTimer();
       this.#handle(msg);
     }
   }
@@ -307,7 +420,7 @@ export class ClientSession implements ClientPeer {
     }
     // EOF from a command or listen client: answer what is pending, then close.
     this.#endPending = true;
-    if (!this.#busy && !this.#closing) this.socket.end();
+    if (!this.#busy && !this.#closing && !this.#replyPaused) this.socket.end();
   }
 
   #endPending = false;
@@ -362,7 +475,7 @@ export class ClientSession implements ClientPeer {
     if (plist !== undefined && plist.MessageType === 'Authenticate' && this.#ctx.policy.checkToken(plist.Token)) {
       this.#authenticated = true;
       this.#debug('TCP client authenticated');
-      this.socket.write(encodePlistResult(msg.tag, ResultCode.OK, CLIENT_VERSION_PLIST));
+      this.#send(encodePlistResult(msg.tag, ResultCode.OK, CLIENT_VERSION_PLIST));
       return;
     }
     if (msg.kind === 'plist' || msg.kind === 'bad-plist' || msg.kind === 'bad-request') this.#protoVersion = 1;
@@ -460,7 +573,8 @@ export class ClientSession implements ClientPeer {
         this.#busy = false;
         if (this.#state === 'command' || this.#state === 'listening') {
           this.#processCommands();
-          if (this.#endPending && !this.#busy) this.socket.end();
+          this.#account();
+          if (this.#endPending && !this.#busy && !this.#replyPaused) this.socket.end();
         }
       });
   }
@@ -689,12 +803,12 @@ export class ClientSession implements ClientPeer {
   #result(tag: number, n: number): void {
     if (this.#state === 'closed') return;
     const bytes = this.#protoVersion === 1 ? encodePlistResult(tag, n, CLIENT_VERSION_PLIST) : encodeClientMessage({ kind: 'result', tag, result: n });
-    this.socket.write(bytes);
+    this.#send(bytes);
   }
 
   #reply(tag: number, dict: PlistDict): void {
     if (this.#state === 'closed') return;
-    this.socket.write(encodeClientMessage({ kind: 'plist', tag, version: CLIENT_VERSION_PLIST, plist: dict }));
+    this.#send(encodeClientMessage({ kind: 'plist', tag, version: CLIENT_VERSION_PLIST, plist: dict }));
   }
 
   /** The device a tunnel goes to (log context). */
@@ -718,6 +832,10 @@ function flushToClient(client: ClientSession): void {
 
 function onFlushCheck(client: ClientSession): void {
   client.checkFlush();
+}
+
+function onRequestTimeout(client: ClientSession): void {
+  client.requestTimedOut();
 }
 
 /**

@@ -12,6 +12,8 @@ import type { ClientContext, ClientStats } from './client-session.js';
 import { DeviceRegistry } from './device-registry.js';
 import type { DeviceEntry, PreflightHook } from './device-registry.js';
 import { AccessPolicy } from './access-policy.js';
+import { ClientMemoryBudget, resolveClientLimits } from './client-limits.js';
+import type { ClientLimits } from './client-limits.js';
 import type { PairAccess } from './access-policy.js';
 import { PairStore, DEFAULT_PAIR_DIR } from './pair-store.js';
 import type { PairRecordSaved } from './pair-store.js';
@@ -43,6 +45,8 @@ export interface MuxDaemonOptions {
   tcpToken?: Buffer;
   /** The access policy itself, for tests and embedders (pairAccess and tcpToken are then unused). */
   policy?: AccessPolicy;
+  /** Client memory and time limits over the defaults and the environment (client-limits.ts). */
+  limits?: Partial<ClientLimits>;
 }
 
 /** Counts for tests and diagnostics. */
@@ -59,6 +63,10 @@ export class MuxDaemon {
   readonly registry: DeviceRegistry;
   /** Who may do what (access-policy.ts). */
   readonly policy: AccessPolicy;
+  /** The client limits in force. */
+  readonly limits: ClientLimits;
+  /** What all clients together hold (client-limits.ts). */
+  readonly budget: ClientMemoryBudget;
   readonly pairStore: PairStore;
   #server: ClientServer;
   #clients = new Set<ClientSession>();
@@ -76,6 +84,8 @@ export class MuxDaemon {
   constructor(opts: MuxDaemonOptions = {}) {
     const policy = opts.policy ?? new AccessPolicy({ pairAccess: opts.pairAccess, tcpToken: opts.tcpToken, listen: opts.listen });
     this.policy = policy;
+    this.limits = resolveClientLimits(opts.limits);
+    this.budget = new ClientMemoryBudget(this.limits.memoryBudget);
     this.pairStore = new PairStore(opts.pairDir ?? DEFAULT_PAIR_DIR);
     const preflight = opts.preflight === true ? createPreflight(() => this) : opts.preflight === false ? undefined : opts.preflight;
     this.registry = new DeviceRegistry({ preflight, hideMs: opts.hideMs, connectTimeoutMs: opts.connectTimeoutMs });
@@ -84,6 +94,8 @@ export class MuxDaemon {
       registry: this.registry,
       pairStore: this.pairStore,
       policy,
+      limits: this.limits,
+      budget: this.budget,
       clients,
       connectTimeoutMs: opts.connectTimeoutMs,
       onClosed: (client) => clients.delete(client),

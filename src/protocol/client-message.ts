@@ -252,6 +252,14 @@ export class ClientMessageDecoder {
     return this.#queue.length;
   }
 
+  /** True while the bytes held are the start of a message that has not wholly arrived. */
+  get partial(): boolean {
+    const q = this.#queue;
+    if (q.length === 0) return false;
+    if (q.length < CLIENT_HEADER_SIZE) return true;
+    return q.length < q.peek(4).readUInt32LE(0);
+  }
+
   push(chunk: Buffer): void {
     this.#queue.push(chunk);
   }
