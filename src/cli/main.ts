@@ -23,6 +23,7 @@ const COMMANDS: Record<string, Command> = {
   afc: { summary: 'move files over AFC', load: () => import('./commands/afc.js') },
   demo: { summary: 'daemon, simulated device, pairing and an AFC transfer end to end', load: () => import('./commands/demo.js') },
   bench: { summary: 'run the benchmarks', load: () => import('./commands/bench.js') },
+  soak: { summary: 'bounded reliability run of the daemon, one table of figures', load: () => import('./commands/soak.js') },
 };
 
 function usage(): string {

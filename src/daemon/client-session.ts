@@ -84,6 +84,12 @@ export interface ClientStats {
 const MAX_EVENT_BACKLOG = 1024 * 1024;
 /** A closing tunnel that makes no progress delivering to its client for this long is cut (§3.9). */
 const FLUSH_STALL_MS = 1000;
+/**
+ * Most requests of one client answered in one turn of the event loop; the rest wait for the next
+ * turn, so a client that pipelines thousands of requests cannot hold every other client up for
+ * the time it takes to answer them all.
+ */
+const REQUESTS_PER_TURN = 64;
 /** Device data a client's socket may hold unwritten before its connection stops reading. */
 const RELAY_HIGH_WATER = 256 * 1024;
 
@@ -129,6 +135,8 @@ export class ClientSession implements ClientPeer, BudgetHolder {
    * half the soft cap is left ('drain' is no signal: it only follows a write that returned false,
    * which a soft cap below the socket's own high-water mark never sees).
    */
+  /** Requests are waiting for the next turn (REQUESTS_PER_TURN); reading is paused meanwhile. */
+  #yielded = false;
   #onFlushed = (): void => {
     this.#account();
     if (this.#replyPaused && this.socket.writableLength <= this.#ctx.limits.replyHighWater / 2) this.#repliesDrained();
@@ -296,6 +304,21 @@ export class ClientSession implements ClientPeer, BudgetHolder {
     this.fail(new MuxwireError('MUXWIRE_ERR_CLIENT_LIMIT', 'daemon memory budget for clients exceeded'));
   }
 
+  /** Lets the other clients' events run before this client's next requests are answered. */
+  #yieldTurn(): void {
+    this.#yielded = true;
+    const readPaused = !this.#replyPaused;
+    if (readPaused) this.socket.pause();
+    setImmediate(() => {
+      this.#yielded = false;
+      if (this.#state !== 'command' && this.#state !== 'listening') return;
+      if (readPaused && !this.#replyPaused) this.socket.resume();
+      this.#processCommands();
+      this.#account();
+      if (this.#endPending && !this.#busy && !this.#closing && !this.#replyPaused && !this.#yielded) this.socket.end();
+    });
+  }
+
   /** Stops reading requests until the queued replies drain (the client reads them). */
   #pauseForReplies(): void {
     this.#replyPaused = true;
@@ -384,7 +407,13 @@ export class ClientSession implements ClientPeer, BudgetHolder {
   #processCommands(): void {
     // One request at a time: a pair-record request waits for the disk, and the requests behind it
     // wait for it, so replies leave in request order as usbmuxd's do.
+    if (this.#yielded) return;
+    let handled = 0;
     while ((this.#state === 'command' || this.#state === 'listening') && !this.#busy && !this.#closing) {
+      if (handled === REQUESTS_PER_TURN) {
+        this.#yieldTurn();
+        return;
+      }
       if (this.socket.writableLength >= this.#ctx.limits.replyHighWater) {
         this.#pauseForReplies();
         return;
@@ -403,6 +432,7 @@ export class ClientSession implements ClientPeer, BudgetHolder {
         return;
       }
       this.#clearRequestTimer();
+      handled++;
       this.#handle(msg);
     }
   }
@@ -420,7 +450,7 @@ export class ClientSession implements ClientPeer, BudgetHolder {
     }
     // EOF from a command or listen client: answer what is pending, then close.
     this.#endPending = true;
-    if (!this.#busy && !this.#closing && !this.#replyPaused) this.socket.end();
+    if (!this.#busy && !this.#closing && !this.#replyPaused && !this.#yielded) this.socket.end();
   }
 
   #endPending = false;
