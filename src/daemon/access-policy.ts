@@ -1,5 +1,5 @@
 /**
- * Who may do what with the daemon, decided here and nowhere else (DESIGN.md "Access policy"):
+ * Who may do what with the daemon, decided here and nowhere else (docs/ARCHITECTURE.md, src/daemon/):
  * the request handlers ask `decide(action, peer)` and act on the answer.
  *
  * ```

@@ -1,5 +1,5 @@
 /**
- * How much memory clients may make the daemon hold (DESIGN.md "Access policy": limits live with
+ * How much memory clients may make the daemon hold (docs/ARCHITECTURE.md, src/daemon/: limits live with
  * the client session, as named constants with documented overrides). usbmuxd has none of these:
  * a client that writes requests and never reads the replies grows it without end.
  *
