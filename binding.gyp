@@ -14,6 +14,8 @@
         'native/demuxer.cc',
         'native/demuxer-binding.cc',
         'native/mux-scan.cc',
+        # SO_PEERCRED for the daemon's access policy (src/accel/peer-credentials.ts).
+        'native/peer-cred.cc',
         # The native USB pipeline: libusb is loaded at run time (usb-loader.cc), so no libusb
         # headers or libraries are needed to build.
         'native/usb-binding.cc',

@@ -13,6 +13,7 @@
 #include "demuxer-binding.h"
 #include "mux-scan.h"
 #include "napi-args.h"
+#include "peer-cred.h"
 #include "usb-binding.h"
 
 namespace muxwire {
@@ -35,10 +36,37 @@ class MuxwireAddon : public Napi::Addon<MuxwireAddon> {
                     // The native USB pipeline (usb-binding.cc); src/accel/usb-host.ts checks its
                     // own ABI version, so adding it leaves kAbiVersion alone.
                     InstanceValue("UsbHost", DefineUsbHostClass(env), napi_enumerable),
+                    // Added after ABI 3 without a bump: src/accel/peer-credentials.ts checks for
+                    // it, and an addon without it only leaves restrictive access policies off.
+                    InstanceMethod("peerCredentials", &MuxwireAddon::PeerCredentialsJs,
+                                   napi_enumerable),
                 });
   }
 
  private:
+  // peerCredentials(fd: number): {pid, uid, gid} | number — the errno when the kernel refuses
+  // (peer-cred.h); pid is -1 where the platform does not report it.
+  Napi::Value PeerCredentialsJs(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (info.Length() != 1 || !info[0].IsNumber()) {
+      Napi::TypeError::New(env, "peerCredentials takes (fd: number)").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    const double fd = info[0].As<Napi::Number>().DoubleValue();
+    if (!(fd >= 0 && fd <= 0x7fffffff) || fd != static_cast<double>(static_cast<int>(fd))) {
+      Napi::RangeError::New(env, "fd must be an integer in 0..2^31-1").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    PeerCred cred{};
+    const int err = ReadPeerCred(static_cast<int>(fd), &cred);
+    if (err != 0) return Napi::Number::New(env, err);
+    Napi::Object out = Napi::Object::New(env);
+    out.Set("pid", Napi::Number::New(env, static_cast<double>(cred.pid)));
+    out.Set("uid", Napi::Number::New(env, static_cast<double>(cred.uid)));
+    out.Set("gid", Napi::Number::New(env, static_cast<double>(cred.gid)));
+    return out;
+  }
+
   // scanMuxPackets(buf: Uint8Array, version: 1 | 2, out: Uint32Array): number (mux-scan.h).
   Napi::Value ScanMuxPacketsJs(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();

@@ -60,7 +60,7 @@ const POINTS = [
   ['src/daemon/client-session.js', '    #receive(chunk) {\n', "        globalThis.__timelineStamp?.('D0');\n"],
   ['src/mux/device-session.js', '        this.link.flush?.();\n', "        globalThis.__timelineStamp?.('D1');\n"],
   ['src/transport/vusb-link.js', '            callback: (n, buf) => {\n', "                globalThis.__timelineStamp?.('D2');\n"],
-  ['src/daemon/client-session.js', '        this.socket.write(bytes);\n    }\n    #reply', null],
+  ['src/daemon/client-session.js', '        this.#send(bytes);\n    }\n    #reply', null],
 ];
 
 function instrument() {
@@ -73,7 +73,7 @@ function instrument() {
     if (at < 0 || text.indexOf(find, at + 1) >= 0) throw new Error(`${file}: the stamp point ${JSON.stringify(find)} is not there exactly once (has the code moved?)`);
     const patched =
       add === null
-        ? text.replace(find, "        this.socket.write(bytes);\n        globalThis.__timelineStamp?.('D3');\n    }\n    #reply")
+        ? text.replace(find, "        this.#send(bytes);\n        globalThis.__timelineStamp?.('D3');\n    }\n    #reply")
         : text.slice(0, at + find.length) + add + text.slice(at + find.length);
     writeFileSync(path, patched);
   }

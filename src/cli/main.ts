@@ -29,6 +29,7 @@ const COMMANDS: Record<string, Command> = {
   demo: { summary: 'daemon, simulated device, pairing and an AFC transfer end to end', load: () => import('./commands/demo.js') },
   bench: { summary: 'run the benchmarks', load: () => import('./commands/bench.js') },
   service: { summary: 'install, remove or inspect muxwire as the systemd usbmuxd service', load: () => import('./commands/service.js') },
+  soak: { summary: 'bounded reliability run of the daemon, one table of figures', load: () => import('./commands/soak.js') },
 };
 
 /** This installation's version, from its package.json (one source of truth for --version and the units). */

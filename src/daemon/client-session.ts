@@ -38,6 +38,9 @@ import type { ListenerInfo } from '../protocol/client-plist.js';
 import type { PlistDict, PlistValue } from '../protocol/plist.js';
 import type { MuxConnection, MuxConnectionStats } from '../mux/mux-connection.js';
 import type { DeviceEntry, DeviceRegistry } from './device-registry.js';
+import type { AccessPolicy, ClientAction, ClientPeer } from './access-policy.js';
+import type { BudgetHolder, ClientLimits, ClientMemoryBudget } from './client-limits.js';
+import type { PeerCredentials } from '../accel/peer-credentials.js';
 import { EINVAL, errnoOf, validatePairRecordId } from './pair-store.js';
 import type { PairStore } from './pair-store.js';
 
@@ -48,6 +51,12 @@ export type ClientState = 'command' | 'listening' | 'connecting' | 'connected' |
 export interface ClientContext {
   registry: DeviceRegistry;
   pairStore: PairStore;
+  /** Who may do what (access-policy.ts). */
+  policy: AccessPolicy;
+  /** Per-client memory and time limits (client-limits.ts). */
+  limits: ClientLimits;
+  /** The memory budget of all clients together. */
+  budget: ClientMemoryBudget;
   /** Every live client, for ListListeners. */
   clients: ReadonlySet<ClientSession>;
   /** Connect timeout (ms) for device connections. */
@@ -64,6 +73,10 @@ export interface ClientStats {
   socketWritable: number;
   /** True while the daemon does not read the client (backpressure from the device side). */
   socketReadPaused: boolean;
+  /** True while its requests are not read because its replies are over the soft cap. */
+  pausedForReplies: boolean;
+  /** Bytes it holds toward the daemon's client budget (client-limits.ts). */
+  held: number;
   connection: (MuxConnectionStats & { readPaused: boolean; writableNeedDrain: boolean }) | undefined;
 }
 
@@ -71,13 +84,21 @@ export interface ClientStats {
 const MAX_EVENT_BACKLOG = 1024 * 1024;
 /** A closing tunnel that makes no progress delivering to its client for this long is cut (§3.9). */
 const FLUSH_STALL_MS = 1000;
+/**
+ * Most requests of one client answered in one turn of the event loop; the rest wait for the next
+ * turn, so a client that pipelines thousands of requests cannot hold every other client up for
+ * the time it takes to answer them all.
+ */
+const REQUESTS_PER_TURN = 64;
 /** Device data a client's socket may hold unwritten before its connection stops reading. */
 const RELAY_HIGH_WATER = 256 * 1024;
 
-export class ClientSession {
+export class ClientSession implements ClientPeer, BudgetHolder {
   /** The client number (log context, ListListeners "ID String"). */
   readonly id: number;
   readonly socket: Socket;
+  /** Which listener accepted it. */
+  readonly transport: 'unix' | 'tcp';
 
   /** The logger the client's own is a child of, and that child once a line needs it. */
   #parentLog: Logger;
@@ -85,7 +106,8 @@ export class ClientSession {
   #ctx: ClientContext;
   #state: ClientState = 'command';
   #protoVersion: 0 | 1 = 0;
-  #decoder = new ClientMessageDecoder();
+  /** Requests: integer fields are range-checked as they are decoded ('bad-request'). */
+  #decoder = new ClientMessageDecoder({ requests: true });
   #progName: string | undefined;
   #bundleId: string | undefined;
   #clientVersion: string | undefined;
@@ -96,11 +118,35 @@ export class ClientSession {
   #flushMark = -1;
   #flushProgressAt = 0;
   #onData = (chunk: Buffer): void => this.#receive(chunk);
+  /** undefined: not read yet; null: read and not available. */
+  #credentials: PeerCredentials | null | undefined;
+  #authenticated = false;
+  /** A refusal that closes the client is on its way out: no more requests are read. */
+  #closing = false;
+  #refusalLogged = false;
+  /** Bytes this client holds as last reported to the budget (client-limits.ts). */
+  #held = 0;
+  /** Requests are not read while the replies queued are over the soft cap. */
+  #replyPaused = false;
+  /** Runs while a request is arriving (its first bytes in, the rest not). */
+  #requestTimer: NodeJS.Timeout | undefined;
+  /**
+   * After each reply is taken by the kernel: what the client holds now, and reading again once
+   * half the soft cap is left ('drain' is no signal: it only follows a write that returned false,
+   * which a soft cap below the socket's own high-water mark never sees).
+   */
+  /** Requests are waiting for the next turn (REQUESTS_PER_TURN); reading is paused meanwhile. */
+  #yielded = false;
+  #onFlushed = (): void => {
+    this.#account();
+    if (this.#replyPaused && this.socket.writableLength <= this.#ctx.limits.replyHighWater / 2) this.#repliesDrained();
+  };
 
   /** `log`: the daemon's logger; the client's lines carry `client=N` on top of its context. */
-  constructor(socket: Socket, id: number, ctx: ClientContext, log: Logger) {
+  constructor(socket: Socket, id: number, ctx: ClientContext, log: Logger, transport: 'unix' | 'tcp' = 'unix') {
     this.socket = socket;
     this.id = id;
+    this.transport = transport;
     this.#ctx = ctx;
     this.#parentLog = log;
     socket.on('data', this.#onData);
@@ -111,6 +157,17 @@ export class ClientSession {
 
   get state(): ClientState {
     return this.#state;
+  }
+
+  /** The connecting process's ids (SO_PEERCRED), read once on first use; undefined when unknown. */
+  credentials(): PeerCredentials | undefined {
+    if (this.#credentials === undefined) this.#credentials = this.#ctx.policy.peerReader?.read(this.socket) ?? null;
+    return this.#credentials ?? undefined;
+  }
+
+  /** A TCP client that sent the right token (access-policy.ts). */
+  get authenticated(): boolean {
+    return this.#authenticated;
   }
 
   /**
@@ -152,6 +209,8 @@ export class ClientSession {
       state: this.#state,
       socketWritable: this.socket.writableLength,
       socketReadPaused: this.socket.isPaused(),
+      pausedForReplies: this.#replyPaused,
+      held: this.#held,
       connection: conn === undefined ? undefined : { ...conn.stats(), readPaused: conn.isPaused(), writableNeedDrain: conn.writableNeedDrain },
     };
   }
@@ -208,7 +267,98 @@ export class ClientSession {
       this.fail(new MuxwireError('MUXWIRE_ERR_SLOW_CLIENT', 'listener does not read its events'));
       return;
     }
-    this.socket.write(bytes);
+    this.#send(bytes);
+  }
+
+  // ---- memory and time limits (client-limits.ts) ---------------------------------------------------
+
+  /** Bytes held for this client: requests not yet decoded, replies not yet taken by the kernel. */
+  get held(): number {
+    return this.#held;
+  }
+
+  /** Writes a reply or event, accounts for it, and closes the client past the hard cap. */
+  #send(bytes: Buffer): void {
+    this.socket.write(bytes, this.#onFlushed);
+    if (this.socket.writableLength > this.#ctx.limits.replyMax) {
+      this.log.warn(`client does not read its replies (${this.socket.writableLength} bytes queued); closing it`);
+      this.fail(new MuxwireError('MUXWIRE_ERR_CLIENT_LIMIT', 'client does not read its replies'));
+      return;
+    }
+    this.#account();
+  }
+
+  /** Reports what the client holds to the budget (which may close the biggest holder). */
+  #account(): void {
+    const state = this.#state;
+    const now = state === 'closed' || state === 'connected' ? 0 : this.#decoder.buffered + this.socket.writableLength;
+    const before = this.#held;
+    if (now === before) return;
+    this.#held = now;
+    this.#ctx.budget.update(this, before, now);
+  }
+
+  /** @internal The budget of all clients is spent and this client holds the most. */
+  overBudget(): void {
+    this.log.warn(`clients hold more than the daemon's budget of ${this.#ctx.budget.limit} bytes; closing this one (${this.#held} bytes)`);
+    this.fail(new MuxwireError('MUXWIRE_ERR_CLIENT_LIMIT', 'daemon memory budget for clients exceeded'));
+  }
+
+  /** Lets the other clients' events run before this client's next requests are answered. */
+  #yieldTurn(): void {
+    this.#yielded = true;
+    const readPaused = !this.#replyPaused;
+    if (readPaused) this.socket.pause();
+    setImmediate(() => {
+      this.#yielded = false;
+      if (this.#state !== 'command' && this.#state !== 'listening') return;
+      if (readPaused && !this.#replyPaused) this.socket.resume();
+      this.#processCommands();
+      this.#account();
+      if (this.#endPending && !this.#busy && !this.#closing && !this.#replyPaused && !this.#yielded) this.socket.end();
+    });
+  }
+
+  /** Stops reading requests until the queued replies drain (the client reads them). */
+  #pauseForReplies(): void {
+    this.#replyPaused = true;
+    this.socket.pause();
+    this.#debug(`${this.socket.writableLength} bytes of replies queued; not reading requests until they drain`);
+  }
+
+  #repliesDrained(): void {
+    this.#replyPaused = false;
+    if (this.#state !== 'command' && this.#state !== 'listening') return;
+    this.socket.resume();
+    this.#processCommands();
+    if (this.#endPending && !this.#busy && !this.#closing && !this.#replyPaused) this.socket.end();
+  }
+
+  /** True while requests are not read because replies are queued (diagnostics, tests). */
+  get pausedForReplies(): boolean {
+    return this.#replyPaused;
+  }
+
+  #armRequestTimer(): void {
+    if (this.#requestTimer !== undefined) return;
+    this.#requestTimer = setTimeout(onRequestTimeout, this.#ctx.limits.requestTimeoutMs, this);
+    this.#requestTimer.unref();
+  }
+
+  #clearRequestTimer(): void {
+    if (this.#requestTimer === undefined) return;
+    clearTimeout(this.#requestTimer);
+    this.#requestTimer = undefined;
+  }
+
+  /** @internal A request started arriving requestTimeoutMs ago and is still not whole. */
+  requestTimedOut(): void {
+    this.#requestTimer = undefined;
+    // Only the client's own slowness counts: not bytes we stopped reading, nor whole requests
+    // waiting behind a pair-record request, nor tunnel bytes behind a Connect.
+    if ((this.#state !== 'command' && this.#state !== 'listening') || this.#replyPaused || !this.#decoder.partial) return;
+    this.log.warn(`request not complete after ${this.#ctx.limits.requestTimeoutMs} ms (${this.#decoder.buffered} bytes in); closing the client`);
+    this.fail(new MuxwireError('MUXWIRE_ERR_CLIENT_LIMIT', 'request not complete in time'));
   }
 
   // ---- the one fatal path ------------------------------------------------------------------------
@@ -227,6 +377,7 @@ export class ClientSession {
     }
     if (this.#flushTimer !== undefined) clearInterval(this.#flushTimer);
     this.#flushTimer = undefined;
+    this.#clearRequestTimer();
     this.socket.off('data', this.#onData);
     const conn = this.#conn;
     this.#conn = undefined;
@@ -235,6 +386,7 @@ export class ClientSession {
       conn.destroy();
     }
     this.socket.destroy();
+    this.#account();
     this.#ctx.onClosed(this);
   }
 
@@ -249,12 +401,23 @@ export class ClientSession {
     if (state === 'closed') return;
     this.#decoder.push(chunk);
     this.#processCommands();
+    this.#account();
   }
 
   #processCommands(): void {
     // One request at a time: a pair-record request waits for the disk, and the requests behind it
     // wait for it, so replies leave in request order as usbmuxd's do.
-    while ((this.#state === 'command' || this.#state === 'listening') && !this.#busy) {
+    if (this.#yielded) return;
+    let handled = 0;
+    while ((this.#state === 'command' || this.#state === 'listening') && !this.#busy && !this.#closing) {
+      if (handled === REQUESTS_PER_TURN) {
+        this.#yieldTurn();
+        return;
+      }
+      if (this.socket.writableLength >= this.#ctx.limits.replyHighWater) {
+        this.#pauseForReplies();
+        return;
+      }
       let msg: ClientMessage | undefined;
       try {
         msg = this.#decoder.next();
@@ -264,7 +427,12 @@ export class ClientSession {
         this.fail(err as Error);
         return;
       }
-      if (msg === undefined) return;
+      if (msg === undefined) {
+        if (this.#decoder.buffered > 0) this.#armRequestTimer();
+        return;
+      }
+      this.#clearRequestTimer();
+      handled++;
       this.#handle(msg);
     }
   }
@@ -282,12 +450,16 @@ export class ClientSession {
     }
     // EOF from a command or listen client: answer what is pending, then close.
     this.#endPending = true;
-    if (!this.#busy) this.socket.end();
+    if (!this.#busy && !this.#closing && !this.#replyPaused && !this.#yielded) this.socket.end();
   }
 
   #endPending = false;
 
   #handle(msg: ClientMessage): void {
+    if (this.transport === 'tcp' && !this.#authenticated && this.#ctx.policy.tcpTokenRequired) {
+      this.#authenticate(msg);
+      return;
+    }
     switch (msg.kind) {
       case 'listen':
         this.#listen(msg.tag);
@@ -300,6 +472,9 @@ export class ClientSession {
         this.#plistRequest(msg.tag, msg.plist);
         return;
       case 'bad-plist':
+      case 'bad-request':
+        // usbmuxd answers BADCOMMAND to a request it cannot read; a number it would have cut to
+        // size (DeviceID 2^40+1 → device 1, PortNumber 70000 → 4464) is refused the same way.
         this.#protoVersion = 1;
         this.#debug(`malformed plist request: ${msg.error.message}`);
         this.#result(msg.tag, ResultCode.BADCOMMAND);
@@ -317,6 +492,46 @@ export class ClientSession {
       default:
         // Daemon-to-client types (RESULT, DEVICE_ADD…) sent by a client.
         this.#result(msg.tag, ResultCode.BADCOMMAND);
+    }
+  }
+
+  /**
+   * The first request on a TCP listener that needs a token: `{MessageType: "Authenticate", Token}`
+   * gets Result 0 (in plist; the client's reply format stays as it was), anything else Result 13
+   * and the socket is closed (access-policy.ts).
+   */
+  #authenticate(msg: ClientMessage): void {
+    const plist = msg.kind === 'plist' ? msg.plist : undefined;
+    if (plist !== undefined && plist.MessageType === 'Authenticate' && this.#ctx.policy.checkToken(plist.Token)) {
+      this.#authenticated = true;
+      this.#debug('TCP client authenticated');
+      this.#send(encodePlistResult(msg.tag, ResultCode.OK, CLIENT_VERSION_PLIST));
+      return;
+    }
+    if (msg.kind === 'plist' || msg.kind === 'bad-plist' || msg.kind === 'bad-request') this.#protoVersion = 1;
+    const refusal = this.#ctx.policy.decide('list', this)!;
+    const why = plist?.MessageType === 'Authenticate' ? 'wrong token' : 'no Authenticate request first';
+    this.#refuse(msg.tag, { ...refusal, error: new MuxwireError(refusal.error.code, `TCP client refused: ${why}`, { detail: refusal.result }) });
+  }
+
+  /** Answers `action` per the policy; true when it was refused (the Result is sent). */
+  #refused(tag: number, action: ClientAction): boolean {
+    const refusal = this.#ctx.policy.decide(action, this);
+    if (refusal === undefined) return false;
+    this.#refuse(tag, refusal);
+    return true;
+  }
+
+  #refuse(tag: number, refusal: { result: number; close: boolean; error: MuxwireError }): void {
+    // One warning per client: a client that asks again and again does not flood the log.
+    if (!this.#refusalLogged) this.log.warn(refusal.error.message);
+    else this.#debug(refusal.error.message);
+    this.#refusalLogged = true;
+    this.#result(tag, refusal.result);
+    if (refusal.close) {
+      this.#closing = true;
+      this.socket.end();
+      this.socket.once('finish', () => this.fail());
     }
   }
 
@@ -356,13 +571,13 @@ export class ClientSession {
         this.#async(tag, this.#ctx.pairStore.readBUID().then((buid) => buidReply(buid)));
         return;
       case 'ReadPairRecord':
-        this.#async(tag, this.#readPairRecord(req.PairRecordID));
+        if (!this.#refused(tag, 'read-pair-record')) this.#async(tag, this.#readPairRecord(req.PairRecordID));
         return;
       case 'SavePairRecord':
-        this.#async(tag, this.#savePairRecord(req.PairRecordID, req.PairRecordData, toUint(req.DeviceID)));
+        if (!this.#refused(tag, 'save-pair-record')) this.#async(tag, this.#savePairRecord(req.PairRecordID, req.PairRecordData, toUint(req.DeviceID)));
         return;
       case 'DeletePairRecord':
-        this.#async(tag, this.#deletePairRecord(req.PairRecordID));
+        if (!this.#refused(tag, 'delete-pair-record')) this.#async(tag, this.#deletePairRecord(req.PairRecordID));
         return;
       default:
         this.#debug(`unknown MessageType ${type}`);
@@ -388,7 +603,8 @@ export class ClientSession {
         this.#busy = false;
         if (this.#state === 'command' || this.#state === 'listening') {
           this.#processCommands();
-          if (this.#endPending && !this.#busy) this.socket.end();
+          this.#account();
+          if (this.#endPending && !this.#busy && !this.#replyPaused) this.socket.end();
         }
       });
   }
@@ -617,12 +833,12 @@ export class ClientSession {
   #result(tag: number, n: number): void {
     if (this.#state === 'closed') return;
     const bytes = this.#protoVersion === 1 ? encodePlistResult(tag, n, CLIENT_VERSION_PLIST) : encodeClientMessage({ kind: 'result', tag, result: n });
-    this.socket.write(bytes);
+    this.#send(bytes);
   }
 
   #reply(tag: number, dict: PlistDict): void {
     if (this.#state === 'closed') return;
-    this.socket.write(encodeClientMessage({ kind: 'plist', tag, version: CLIENT_VERSION_PLIST, plist: dict }));
+    this.#send(encodeClientMessage({ kind: 'plist', tag, version: CLIENT_VERSION_PLIST, plist: dict }));
   }
 
   /** The device a tunnel goes to (log context). */
@@ -648,11 +864,16 @@ function onFlushCheck(client: ClientSession): void {
   client.checkFlush();
 }
 
-/** A plist integer as a u32, or undefined. */
+function onRequestTimeout(client: ClientSession): void {
+  client.requestTimedOut();
+}
+
+/**
+ * An integer field of a request, or undefined when absent. The decoder has already refused every
+ * value out of its range or of another type (REQUEST_INTEGER_FIELDS), so a present one is a number.
+ */
 function toUint(v: PlistValue | undefined): number | undefined {
-  if (typeof v === 'number' && Number.isInteger(v) && v >= 0) return v >>> 0;
-  if (typeof v === 'bigint' && v >= 0n) return Number(v & 0xffffffffn);
-  return undefined;
+  return typeof v === 'number' ? v : undefined;
 }
 
 /**

@@ -11,10 +11,14 @@ import { ClientSession } from './client-session.js';
 import type { ClientContext, ClientStats } from './client-session.js';
 import { DeviceRegistry } from './device-registry.js';
 import type { DeviceEntry, PreflightHook } from './device-registry.js';
+import { AccessPolicy } from './access-policy.js';
+import { ClientMemoryBudget, resolveClientLimits } from './client-limits.js';
+import type { ClientLimits } from './client-limits.js';
+import type { PairAccess } from './access-policy.js';
 import { PairStore, DEFAULT_PAIR_DIR } from './pair-store.js';
 import type { PairRecordSaved } from './pair-store.js';
 import { createPreflight } from './preflight.js';
-import { ClientServer, DEFAULT_SOCKET_PATH } from './server.js';
+import { ClientServer, DEFAULT_SOCKET_MODE, DEFAULT_SOCKET_PATH } from './server.js';
 import type { TcpAddress } from './server.js';
 
 export interface MuxDaemonOptions {
@@ -37,6 +41,14 @@ export interface MuxDaemonOptions {
   hideMs?: number;
   /** Connect timeout for device connections (ms, default 5000). */
   connectTimeoutMs?: number;
+  /** Who may read, save and delete pair records (default `any`, as usbmuxd; access-policy.ts). */
+  pairAccess?: PairAccess;
+  /** TCP clients must authenticate with this token (the `--tcp-token` file's text). */
+  tcpToken?: Buffer;
+  /** The access policy itself, for tests and embedders (pairAccess and tcpToken are then unused). */
+  policy?: AccessPolicy;
+  /** Client memory and time limits over the defaults and the environment (client-limits.ts). */
+  limits?: Partial<ClientLimits>;
 }
 
 /** Counts for tests and diagnostics. */
@@ -51,6 +63,12 @@ export interface MuxDaemonStats {
 
 export class MuxDaemon {
   readonly registry: DeviceRegistry;
+  /** Who may do what (access-policy.ts). */
+  readonly policy: AccessPolicy;
+  /** The client limits in force. */
+  readonly limits: ClientLimits;
+  /** What all clients together hold (client-limits.ts). */
+  readonly budget: ClientMemoryBudget;
   readonly pairStore: PairStore;
   #server: ClientServer;
   #clients = new Set<ClientSession>();
@@ -58,8 +76,18 @@ export class MuxDaemon {
   #sources: Array<{ source: DeviceSource; onAttach: (l: DeviceLink) => void; onDetach: (l: DeviceLink) => void }> = [];
   #context: ClientContext;
   #closed = false;
+  #startupWarning: string | undefined;
 
+  /**
+   * Throws MuxwireError MUXWIRE_ERR_NATIVE_UNAVAILABLE for a restrictive `pairAccess` where peer
+   * credentials cannot be read, MUXWIRE_ERR_BAD_ARGUMENT for a TCP address off loopback without a
+   * token (access-policy.ts).
+   */
   constructor(opts: MuxDaemonOptions = {}) {
+    const policy = opts.policy ?? new AccessPolicy({ pairAccess: opts.pairAccess, tcpToken: opts.tcpToken, listen: opts.listen });
+    this.policy = policy;
+    this.limits = resolveClientLimits(opts.limits);
+    this.budget = new ClientMemoryBudget(this.limits.memoryBudget);
     this.pairStore = new PairStore(opts.pairDir ?? DEFAULT_PAIR_DIR);
     const preflight = opts.preflight === true ? createPreflight(() => this) : opts.preflight === false ? undefined : opts.preflight;
     this.registry = new DeviceRegistry({ preflight, hideMs: opts.hideMs, connectTimeoutMs: opts.connectTimeoutMs });
@@ -67,6 +95,9 @@ export class MuxDaemon {
     this.#context = {
       registry: this.registry,
       pairStore: this.pairStore,
+      policy,
+      limits: this.limits,
+      budget: this.budget,
       clients,
       connectTimeoutMs: opts.connectTimeoutMs,
       onClosed: (client) => clients.delete(client),
@@ -83,6 +114,7 @@ export class MuxDaemon {
       for (const c of clients) c.devicePaired(entry);
     });
     const socketPath = opts.socketPath === null ? undefined : (opts.socketPath ?? DEFAULT_SOCKET_PATH);
+    this.#startupWarning = policy.startupWarning(socketPath === undefined ? undefined : (opts.socketMode ?? DEFAULT_SOCKET_MODE), (opts.listen ?? []).length > 0);
     this.#server = new ClientServer({
       socketPath,
       socketMode: opts.socketMode,
@@ -99,7 +131,10 @@ export class MuxDaemon {
 
   /** Starts listening. Device sources added before or after are started by addSource. */
   async start(): Promise<void> {
+    // Before any client can ask for a record: modes right, no key copies from a crashed save.
+    await this.pairStore.prepare();
     await this.#server.start();
+    if (this.#startupWarning !== undefined) log.warn(this.#startupWarning);
   }
 
   /** Takes devices from `source` (attach/detach events) and starts it. */
@@ -168,7 +203,7 @@ export class MuxDaemon {
     const id = this.#nextClientId++;
     // usbmuxd sets 128 KiB socket buffers; Node's defaults are close enough and not settable here.
     if (transport === 'tcp') socket.setNoDelay(true);
-    const client = new ClientSession(socket, id, this.#context, log);
+    const client = new ClientSession(socket, id, this.#context, log, transport);
     this.#clients.add(client);
     if (log.enabled('debug')) client.log.debug(`accepted (${transport})`);
   }

@@ -3,22 +3,27 @@
  * through muxwire works with libimobiledevice's usbmuxd and the other way round:
  *
  * ```
- * <dir>/                          default /var/lib/lockdown (created 0755 when missing)
- *   SystemConfiguration.plist     XML dict { SystemBUID: "<36-char upper-case UUID>" }
+ * <dir>/                          default /var/lib/lockdown, mode 0700
+ *   SystemConfiguration.plist     XML dict { SystemBUID: "<36-char upper-case UUID>" }, 0600
  *   <UDID>.plist                  XML pair record, mode 0600 (it holds private keys)
+ *   <UDID>.plist.<pid>.<hex>.tmp  a save in progress (temp file → fsync → rename → fsync dir)
  * ```
+ *
+ * `prepare()` (the daemon's start-up) puts a directory left by anyone else right: the directory
+ * made 0700, every record 0600, and the temp files of a writer that died (kill -9 mid-save: each
+ * is a full or partial copy of a private key) removed, each fix with a log line.
  *
  * Differences from usbmuxd, on purpose:
  * - Writes are atomic: a temporary file in the same directory, fsync, rename. usbmuxd removes the
  *   old file and rewrites it, so a crash in between loses the pairing.
- * - Files are created 0600, not with the umask's 0644.
+ * - Files are created 0600, not with the umask's 0644, in a 0700 directory (usbmuxd: 0755).
  * - A PairRecordID is a file name, never a path: `/`, `\`, `..`, NUL, control characters and the
  *   empty string are refused with EINVAL (usbmuxd uses it unsanitised, §6.9).
  * - The BUID is a random UUID (crypto), not `rand()` seeded with the time.
  */
 import { EventEmitter } from 'node:events';
 import { randomUUID, randomBytes } from 'node:crypto';
-import { mkdir, open, rename, unlink } from 'node:fs/promises';
+import { chmod, mkdir, open, readdir, rename, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { MuxwireError } from '../errors.js';
 import { log } from '../log.js';
@@ -31,6 +36,22 @@ export const DEFAULT_PAIR_DIR = '/var/lib/lockdown';
 /** Largest pair record or configuration file read (real ones are ~4 KiB). */
 const MAX_RECORD_BYTES = 1024 * 1024;
 const SYSTEM_CONFIGURATION = 'SystemConfiguration.plist';
+/** Mode of the pair directory: only the daemon's user may list or open what it holds. */
+export const PAIR_DIR_MODE = 0o700;
+/** Mode of every record and of SystemConfiguration.plist. */
+export const PAIR_RECORD_MODE = 0o600;
+/** The name writeAtomic gives its temp file: `<name>.<pid>.<hex>.tmp`. */
+const TEMP_FILE = /^(.+)\.(\d+)\.[0-9a-f]+\.tmp$/;
+
+/** What `PairStore.prepare()` found and fixed. */
+export interface PairStorePrepared {
+  /** The directory's mode was changed to 0700. */
+  dirModeFixed: boolean;
+  /** Records (and SystemConfiguration.plist) whose mode was changed to 0600. */
+  modesFixed: string[];
+  /** Temp files of dead writers, removed. */
+  tempFilesRemoved: string[];
+}
 
 /** errno values usbmuxd puts in Result.Number for pair-record commands (§4.4, §6.9). */
 export const ENOENT = 2;
@@ -59,6 +80,68 @@ export class PairStore extends EventEmitter implements PairRecordStore {
   constructor(dir: string = DEFAULT_PAIR_DIR) {
     super();
     this.dir = dir;
+  }
+
+  /**
+   * Start-up tidy (the daemon calls it before serving): creates the directory 0700 or makes an
+   * existing one 0700, makes every `*.plist` 0600, and removes temp files whose writer process is
+   * gone. Each fix is logged; a fix the file system refuses is a warning, not a failure.
+   */
+  async prepare(): Promise<PairStorePrepared> {
+    const done: PairStorePrepared = { dirModeFixed: false, modesFixed: [], tempFilesRemoved: [] };
+    const plog = log.child({ pairstore: this.dir });
+    let st;
+    try {
+      await this.#ensureDir();
+      st = await stat(this.dir);
+    } catch (err) {
+      // A daemon without access to the directory still serves devices; every record request
+      // reports the error itself (EACCES, EIO).
+      plog.warn(`pair directory unusable: ${(err as Error).message}`);
+      return done;
+    }
+    if ((st.mode & 0o777) !== PAIR_DIR_MODE) {
+      try {
+        await chmod(this.dir, PAIR_DIR_MODE);
+        done.dirModeFixed = true;
+        plog.warn(`pair directory was mode ${octal(st.mode)}; made it ${octal(PAIR_DIR_MODE)}`);
+      } catch (err) {
+        plog.warn(`pair directory is mode ${octal(st.mode)} and cannot be made ${octal(PAIR_DIR_MODE)}: ${(err as Error).message}`);
+      }
+    }
+    for (const name of await readdir(this.dir)) {
+      const path = join(this.dir, name);
+      const temp = TEMP_FILE.exec(name);
+      if (temp !== null) {
+        if (processAlive(Number(temp[2]))) continue; // a save of a live writer, renamed any moment now
+        try {
+          await unlink(path);
+          done.tempFilesRemoved.push(name);
+          plog.warn(`removed ${name}, left by a save that never finished`);
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== 'ENOENT') plog.warn(`cannot remove ${name}: ${(err as Error).message}`);
+        }
+        continue;
+      }
+      if (!name.endsWith('.plist')) continue;
+      let mode: number;
+      try {
+        const fst = await stat(path);
+        if (!fst.isFile()) continue;
+        mode = fst.mode & 0o777;
+      } catch {
+        continue;
+      }
+      if (mode === PAIR_RECORD_MODE) continue;
+      try {
+        await chmod(path, PAIR_RECORD_MODE);
+        done.modesFixed.push(name);
+        plog.warn(`${name} was mode ${octal(mode)}; made it ${octal(PAIR_RECORD_MODE)}`);
+      } catch (err) {
+        plog.warn(`${name} is mode ${octal(mode)} and cannot be made ${octal(PAIR_RECORD_MODE)}: ${(err as Error).message}`);
+      }
+    }
+    return done;
   }
 
   /** The host's SystemBUID, created and saved when missing (usbmux.md §4.10). */
@@ -153,7 +236,8 @@ export class PairStore extends EventEmitter implements PairRecordStore {
 
   async #ensureDir(): Promise<void> {
     try {
-      await mkdir(this.dir, { recursive: true, mode: 0o755 });
+      // Parents made on the way get the same mode: nothing under them is for other users either.
+      await mkdir(this.dir, { recursive: true, mode: PAIR_DIR_MODE });
     } catch (err) {
       throw new MuxwireError('MUXWIRE_ERR_PAIR_DIR', `cannot create ${this.dir}: ${(err as Error).message}`, { cause: err, detail: 1 });
     }
@@ -203,12 +287,32 @@ async function readLimited(path: string): Promise<Buffer> {
   }
 }
 
-/** temp file (0600) in the same directory → write → fsync → rename → fsync the directory. */
+function octal(mode: number): string {
+  return '0' + (mode & 0o777).toString(8);
+}
+
+/** Whether a process with this id exists (EPERM: it does, under another user). */
+function processAlive(pid: number): boolean {
+  if (pid === process.pid) return true;
+  if (!Number.isSafeInteger(pid) || pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * temp file (0600) in the same directory → write → fsync → rename → fsync the directory, so a
+ * crash at any point leaves either the old record or the new one, never a mix; a temp file a
+ * crash leaves behind is removed by the next `prepare()`.
+ */
 async function writeAtomic(path: string, data: Buffer): Promise<void> {
   const tmp = `${path}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
   let fh;
   try {
-    fh = await open(tmp, 'wx', 0o600);
+    fh = await open(tmp, 'wx', PAIR_RECORD_MODE);
     await fh.writeFile(data);
     await fh.sync();
     await fh.close();

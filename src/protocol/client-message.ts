@@ -29,7 +29,7 @@ import {
 import { decodePlist, encodeXmlPlist, isPlistDict } from './plist.js';
 import type { PlistDict } from './plist.js';
 import { decodeFlatXmlDict } from './client-flat-plist.js';
-import { resultMessage } from './client-plist.js';
+import { requestIntegerProblem, resultMessage } from './client-plist.js';
 
 export { ClientMessageType, ResultCode, CLIENT_HEADER_SIZE } from './client-header.js';
 
@@ -57,6 +57,11 @@ export type ClientMessage =
   | { kind: 'plist'; tag: number; version: number; plist: PlistDict }
   /** A PLIST message whose body is not a plist dictionary: a daemon can still answer it. */
   | { kind: 'bad-plist'; tag: number; version: number; error: MuxwireError }
+  /**
+   * A request dictionary with an integer field out of range or of the wrong type (decoders with
+   * `requests: true` only; `plist` is what was read, for the client information in it).
+   */
+  | { kind: 'bad-request'; tag: number; version: number; plist: PlistDict; error: MuxwireError }
   /**
    * Anything else: a header version other than 0/1 (answer BADVERSION), an unknown type, or a
    * binary message whose size does not match its type (answer BADCOMMAND).
@@ -118,7 +123,8 @@ export function encodeClientMessage(msg: ClientMessage): Buffer {
       return b;
     }
     case 'bad-plist':
-      throw new MuxwireError('MUXWIRE_ERR_BAD_MESSAGE', 'a bad-plist message cannot be encoded');
+    case 'bad-request':
+      throw new MuxwireError('MUXWIRE_ERR_BAD_MESSAGE', `a ${msg.kind} message cannot be encoded`);
   }
 }
 
@@ -149,16 +155,20 @@ export function encodePlistResult(tag: number, result: number, version: number =
  * dictionary. Both XML (what usbmuxd speaks) and binary are read; the flat requests libusbmuxd
  * sends take a fast path (client-flat-plist.ts) that gives the same dictionary.
  */
-export function decodeClientPlist(body: Buffer): PlistDict {
+export function decodeClientPlist(body: Buffer, opts: { keepReals?: boolean } = {}): PlistDict {
   const flat = decodeFlatXmlDict(body);
   if (flat !== undefined) return flat;
-  const value = decodePlist(body);
+  const value = decodePlist(body, opts);
   if (!isPlistDict(value)) throw new MuxwireError('MUXWIRE_ERR_BAD_PLIST', 'client plist message is not a dictionary');
   return value;
 }
 
-/** Decodes one whole message (header + payload, `frame.length` = header length). */
-export function decodeClientFrame(frame: Buffer): ClientMessage {
+/**
+ * Decodes one whole message (header + payload, `frame.length` = header length). With `requests`
+ * (a daemon reading its clients), a plist request's integer fields are range-checked here
+ * (REQUEST_INTEGER_FIELDS, reals kept apart from integers): a bad one gives 'bad-request'.
+ */
+export function decodeClientFrame(frame: Buffer, requests = false): ClientMessage {
   const h = decodeClientHeader(frame);
   const { tag, version, message } = h;
   const payload = frame.subarray(CLIENT_HEADER_SIZE);
@@ -168,7 +178,12 @@ export function decodeClientFrame(frame: Buffer): ClientMessage {
   switch (message) {
     case ClientMessageType.PLIST:
       try {
-        return { kind: 'plist', tag, version, plist: decodeClientPlist(payload) };
+        const plist = decodeClientPlist(payload, { keepReals: requests });
+        const problem = requests ? requestIntegerProblem(plist) : undefined;
+        if (problem !== undefined) {
+          return { kind: 'bad-request', tag, version, plist, error: new MuxwireError('MUXWIRE_ERR_BAD_REQUEST', `bad integer field ${problem}`) };
+        }
+        return { kind: 'plist', tag, version, plist };
       } catch (err) {
         const error = err instanceof MuxwireError ? err : new MuxwireError('MUXWIRE_ERR_BAD_PLIST', String(err), { cause: err });
         return { kind: 'bad-plist', tag, version, error };
@@ -223,15 +238,26 @@ export function decodeClientFrame(frame: Buffer): ClientMessage {
 export class ClientMessageDecoder {
   readonly #queue = new ByteQueue();
   readonly #maxLength: number;
+  readonly #requests: boolean;
   #failed: MuxwireError | undefined;
 
-  constructor(opts: { maxLength?: number } = {}) {
+  /** `requests`: the stream holds client requests, whose integer fields are checked (decodeClientFrame). */
+  constructor(opts: { maxLength?: number; requests?: boolean } = {}) {
     this.#maxLength = opts.maxLength ?? CLIENT_MAX_LENGTH_DEFAULT;
+    this.#requests = opts.requests === true;
   }
 
   /** Bytes received and not yet returned as messages. */
   get buffered(): number {
     return this.#queue.length;
+  }
+
+  /** True while the bytes held are the start of a message that has not wholly arrived. */
+  get partial(): boolean {
+    const q = this.#queue;
+    if (q.length === 0) return false;
+    if (q.length < CLIENT_HEADER_SIZE) return true;
+    return q.length < q.peek(4).readUInt32LE(0);
   }
 
   push(chunk: Buffer): void {
@@ -252,7 +278,7 @@ export class ClientMessageDecoder {
       throw this.#failed;
     }
     if (q.length < length) return undefined;
-    return decodeClientFrame(q.take(length));
+    return decodeClientFrame(q.take(length), this.#requests);
   }
 
   /** Consumes and returns every byte not yet decoded (tunnel data after Result 0). */

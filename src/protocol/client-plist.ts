@@ -12,7 +12,7 @@
  * Connect  PortNumber = htons(port) read as an integer: 62078 → 32498 (byte swap, §4.7)
  * ```
  */
-import { isPlistDict } from './plist.js';
+import { PlistReal, isPlistDict } from './plist.js';
 import type { PlistDict, PlistValue } from './plist.js';
 
 /** `kLibUSBMuxVersion` that libusbmuxd sends (usbmux.md §4.12). */
@@ -30,9 +30,63 @@ export function encodePortNumber(port: number): number {
   return ((port & 0xff) << 8) | ((port >>> 8) & 0xff);
 }
 
-/** The port a plist `PortNumber` means: usbmuxd truncates to u16 and applies ntohs (a swap). */
+/**
+ * The port a plist `PortNumber` means (ntohs, a swap). usbmuxd truncates a larger number to u16;
+ * a daemon request is range-checked first (REQUEST_INTEGER_FIELDS), so `n` is 0..65535 here.
+ */
 export function decodePortNumber(n: number): number {
   return encodePortNumber(n & 0xffff);
+}
+
+/**
+ * Every integer a request dictionary may carry, with its largest value: device ids are u32
+ * (usbmuxd's `uint32_t device_id`), PortNumber is the u16 of htons, kLibUSBMuxVersion a u32.
+ * usbmuxd reads each with `plist_get_uint_val` and casts, so DeviceID 2^40+1 means device 1 and
+ * PortNumber 70000 a 16-bit wrap; a daemon refuses them instead (Result 1, BADCOMMAND).
+ */
+export const REQUEST_INTEGER_FIELDS: Readonly<Record<string, number>> = {
+  DeviceID: 0xffffffff,
+  PortNumber: 0xffff,
+  kLibUSBMuxVersion: 0xffffffff,
+};
+
+/**
+ * Why `value` is not an integer in 0..`max`, or undefined when it is one: a negative or too
+ * large integer, a real (even an integral one, which a decoder with `keepReals` hands over as a
+ * PlistReal), or another type.
+ */
+export function integerFieldProblem(value: PlistValue, max: number): string | undefined {
+  if (typeof value === 'number') {
+    // A plain number from a decoder without keepReals may be a real: only integers pass.
+    if (!Number.isInteger(value)) return `${value} is not an integer`;
+    return value < 0 || value > max ? `${value} is outside 0..${max}` : undefined;
+  }
+  if (typeof value === 'bigint') return `${value} is outside 0..${max}`; // safe integers are numbers
+  if (value instanceof PlistReal) return `a real (${value.value}) where an integer belongs`;
+  return `a ${plistTypeName(value)} where an integer belongs`;
+}
+
+/**
+ * The first integer field of a request (REQUEST_INTEGER_FIELDS) whose value is out of range or of
+ * another type, as `key: why`, or undefined when every one present is good.
+ */
+export function requestIntegerProblem(req: PlistDict): string | undefined {
+  for (const key in REQUEST_INTEGER_FIELDS) {
+    const value = Object.hasOwn(req, key) ? req[key] : undefined;
+    if (value === undefined) continue;
+    const why = integerFieldProblem(value, REQUEST_INTEGER_FIELDS[key]!);
+    if (why !== undefined) return `${key}: ${why}`;
+  }
+  return undefined;
+}
+
+function plistTypeName(v: PlistValue): string {
+  if (typeof v === 'string') return 'string';
+  if (typeof v === 'boolean') return 'boolean';
+  if (Buffer.isBuffer(v)) return 'data';
+  if (v instanceof Date) return 'date';
+  if (Array.isArray(v)) return 'array';
+  return isPlistDict(v) ? 'dictionary' : 'UID';
 }
 
 /** What the daemon knows about one attached device, as Properties reports it. */

@@ -40,7 +40,7 @@ import {
   setDictMember,
   uidValue,
 } from './plist-types.js';
-import type { PlistDict, PlistValue } from './plist-types.js';
+import type { PlistDecodeOptions, PlistDict, PlistValue } from './plist-types.js';
 
 /** The 8-byte magic at the start of every binary plist. */
 export const BPLIST_MAGIC = Buffer.from('bplist00', 'latin1');
@@ -71,8 +71,10 @@ class BinaryReader {
   readonly #leaves = new Map<number, PlistValue>();
   /** Remaining decode budget: one unit per value plus one per 16 bytes of data copied. */
   #budget: number;
+  readonly #keepReals: boolean;
 
-  constructor(buf: Buffer) {
+  constructor(buf: Buffer, opts: PlistDecodeOptions = {}) {
+    this.#keepReals = opts.keepReals === true;
     if (buf.length < HEADER_SIZE + 1 + TRAILER_SIZE) badPlist(`binary plist of ${buf.length} bytes is too short`);
     if (!buf.subarray(0, 8).equals(BPLIST_MAGIC)) badPlist('binary plist does not start with bplist00');
     this.#buf = buf;
@@ -165,7 +167,8 @@ class BinaryReader {
         const size = 1 << (marker & 0x0f);
         if (size !== 4 && size !== 8) badPlist(`real of ${size} bytes`);
         this.#checkSpan(pos + 1, size);
-        return this.#leaf(index, size === 4 ? buf.readFloatBE(pos + 1) : buf.readDoubleBE(pos + 1));
+        const real = size === 4 ? buf.readFloatBE(pos + 1) : buf.readDoubleBE(pos + 1);
+        return this.#leaf(index, this.#keepReals ? new PlistReal(real) : real);
       }
       case 0x3: {
         if (marker !== 0x33) badPlist(`bad date marker 0x${marker.toString(16)}`);
@@ -250,9 +253,9 @@ class BinaryReader {
 }
 
 /** Decodes a `bplist00` binary plist. Throws MUXWIRE_ERR_BAD_PLIST for anything malformed. */
-export function decodeBinaryPlist(input: Buffer | Uint8Array): PlistValue {
+export function decodeBinaryPlist(input: Buffer | Uint8Array, opts?: PlistDecodeOptions): PlistValue {
   const buf = Buffer.isBuffer(input) ? input : Buffer.from(input.buffer, input.byteOffset, input.byteLength);
-  const r = new BinaryReader(buf);
+  const r = new BinaryReader(buf, opts);
   return r.object(r.top, 0);
 }
 

@@ -44,6 +44,16 @@ export class PlistReal {
   constructor(readonly value: number) {}
 }
 
+/** Options of the decoders (`decodePlist`, `decodeXmlPlist`, `decodeBinaryPlist`). */
+export interface PlistDecodeOptions {
+  /**
+   * Every real comes back as a `PlistReal`, so an integral real (`<real>1</real>`) can be told
+   * from an integer; by default a real is a plain `number`. The daemon reads requests this way to
+   * refuse a real where an integer belongs.
+   */
+  keepReals?: boolean;
+}
+
 /** Error code for any plist that cannot be decoded, or any value that cannot be encoded. */
 export const BAD_PLIST = 'MUXWIRE_ERR_BAD_PLIST';
 

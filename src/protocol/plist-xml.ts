@@ -37,7 +37,7 @@ import {
   setDictMember,
   uidValue,
 } from './plist-types.js';
-import type { PlistDict, PlistValue } from './plist-types.js';
+import type { PlistDecodeOptions, PlistDict, PlistValue } from './plist-types.js';
 
 const XML_HEADER =
   '<?xml version="1.0" encoding="UTF-8"?>\n' +
@@ -221,10 +221,12 @@ function isSpace(code: number): boolean {
 
 class XmlReader {
   readonly #s: string;
+  readonly #keepReals: boolean;
   #i = 0;
 
-  constructor(s: string) {
+  constructor(s: string, opts: PlistDecodeOptions = {}) {
     this.#s = s;
+    this.#keepReals = opts.keepReals === true;
   }
 
   #fail(what: string): never {
@@ -382,8 +384,10 @@ class XmlReader {
         return tag.selfClosing ? '' : this.#text('string');
       case 'integer':
         return this.#integer(tag.selfClosing ? '' : this.#text('integer'));
-      case 'real':
-        return this.#real(tag.selfClosing ? '' : this.#text('real'));
+      case 'real': {
+        const real = this.#real(tag.selfClosing ? '' : this.#text('real'));
+        return this.#keepReals ? new PlistReal(real) : real;
+      }
       case 'true':
       case 'false':
         if (!tag.selfClosing && this.#text(tag.name).trim() !== '') this.#fail(`text inside <${tag.name}>`);
@@ -490,7 +494,7 @@ class XmlReader {
  * Decodes an XML plist (bytes in UTF-8, or a string). Throws MUXWIRE_ERR_BAD_PLIST for anything
  * that is not a well-formed plist.
  */
-export function decodeXmlPlist(input: Buffer | Uint8Array | string): PlistValue {
+export function decodeXmlPlist(input: Buffer | Uint8Array | string, opts?: PlistDecodeOptions): PlistValue {
   const text = typeof input === 'string' ? input : Buffer.from(input.buffer, input.byteOffset, input.byteLength).toString('utf8');
-  return new XmlReader(text).document();
+  return new XmlReader(text, opts).document();
 }

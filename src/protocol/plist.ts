@@ -11,10 +11,10 @@
  */
 import { decodeBinaryPlist, BPLIST_MAGIC } from './plist-binary.js';
 import { decodeXmlPlist } from './plist-xml.js';
-import type { PlistValue } from './plist-types.js';
+import type { PlistDecodeOptions, PlistValue } from './plist-types.js';
 
 export { PlistReal, PlistUID, isPlistDict, PLIST_MAX_DEPTH } from './plist-types.js';
-export type { PlistDict, PlistValue } from './plist-types.js';
+export type { PlistDecodeOptions, PlistDict, PlistValue } from './plist-types.js';
 export { encodeXmlPlist, decodeXmlPlist } from './plist-xml.js';
 export { encodeBinaryPlist, decodeBinaryPlist, BPLIST_MAGIC } from './plist-binary.js';
 
@@ -26,6 +26,6 @@ export function isBinaryPlist(buf: Buffer | Uint8Array): boolean {
 }
 
 /** Decodes a plist in either format, chosen by its first bytes. Throws MUXWIRE_ERR_BAD_PLIST. */
-export function decodePlist(buf: Buffer | Uint8Array): PlistValue {
-  return isBinaryPlist(buf) ? decodeBinaryPlist(buf) : decodeXmlPlist(buf);
+export function decodePlist(buf: Buffer | Uint8Array, opts?: PlistDecodeOptions): PlistValue {
+  return isBinaryPlist(buf) ? decodeBinaryPlist(buf, opts) : decodeXmlPlist(buf, opts);
 }

@@ -117,3 +117,29 @@ test('daemonV8Flags: the budget by default, nothing when MUXWIRE_V8_TUNING=0', (
   assert.deepEqual(daemonV8Flags({ MUXWIRE_V8_TUNING: '1' }), [`--interrupt-budget=${DAEMON_INTERRUPT_BUDGET}`]);
   assert.deepEqual(daemonV8Flags({ MUXWIRE_V8_TUNING: '0' }), []);
 });
+
+test('--pair-access owner without the addon (MUXWIRE_NO_NATIVE=1) refuses to start with one coded line', () => {
+  const env = { ...process.env, MUXWIRE_NO_NATIVE: '1' };
+  const r = spawnSync(process.execPath, [CLI, 'daemon', '--pair-access', 'owner', '--socket', join(dir, 'never-owner'), '--no-usb', '--no-preflight'], { encoding: 'utf8', env, timeout: 20_000 });
+  assert.equal(r.status, 1);
+  assert.match(r.stderr, /^muxwire daemon: --pair-access owner needs peer credentials: MUXWIRE_NO_NATIVE=1 [^\n]*\(MUXWIRE_ERR_NATIVE_UNAVAILABLE\)\n$/);
+  const tcp = spawnSync(process.execPath, [CLI, 'daemon', '--no-socket', '--listen', '0.0.0.0:0', '--no-usb'], { encoding: 'utf8', timeout: 20_000 });
+  assert.equal(tcp.status, 1);
+  assert.match(tcp.stderr, /^muxwire daemon: --listen 0\.0\.0\.0:0 is not loopback: TCP off loopback needs --tcp-token FILE \(MUXWIRE_ERR_BAD_ARGUMENT\)\n$/);
+  const noListen = spawnSync(process.execPath, [CLI, 'daemon', '--tcp-token', '/nonexistent', '--socket', join(dir, 'never-token')], { encoding: 'utf8', timeout: 20_000 });
+  assert.equal(noListen.status, 1);
+  assert.match(noListen.stderr, /\(MUXWIRE_ERR_BAD_ARGUMENT\)\n$/);
+});
+
+test('warns once at start-up that pair records are open to everyone with the default, and not with --pair-access owner', async () => {
+  const runs: Array<[string[], boolean]> = [[[], true], [['--socket-mode', '0600'], false]];
+  if (process.env.MUXWIRE_NO_NATIVE !== '1') runs.push([['--pair-access', 'owner'], false]);
+  for (const [extra, warned] of runs) {
+    const { child, stderr } = await startDaemon(['--socket', join(dir, `warn-${runs.findIndex((r) => r[0] === extra)}`), '--pair-dir', join(dir, 'pairs4'), '--no-preflight', '--no-usb', ...extra]);
+    const closed = once(child, 'close');
+    child.kill('SIGTERM');
+    assert.equal((await closed)[0], 0);
+    const lines = stderr().split('\n').filter((l) => /every local user can read and delete pair records/.test(l));
+    assert.equal(lines.length, warned ? 1 : 0, `${extra.join(' ')}: ${stderr()}`);
+  }
+});

@@ -13,6 +13,10 @@
  * The only acceptable outcomes of `run` are returning, or throwing a MuxwireError whose code is in
  * `codes` (default: any MUXWIRE_ERR_* code). Anything else fails the test with the seed, the
  * iteration and the input in hex.
+ *
+ * Honest counts: the test's title must say how many inputs it runs ("survives 100,000 mutated
+ * streams"); the run states how many it ran and fails when that is fewer than the title says,
+ * or than `iterations`. The time budget is a hang guard, not a quiet cut-off: reaching it fails.
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
@@ -216,7 +220,7 @@ export interface FuzzOptions {
   seeds: readonly Buffer[];
   /** Mutated inputs to try (the issue asks for ≥ 100,000 per decoder). */
   iterations?: number;
-  /** Hang guard: stop early (and say so) after this long. */
+  /** Hang guard: stop and fail after this long (default 240 s, under the runner's 300 s). */
   timeBudgetMs?: number;
   /** Pieces of the format to insert (XML tags, entity starts, bplist markers…). */
   tokens?: readonly Buffer[];
@@ -234,6 +238,12 @@ export interface FuzzStats {
   elapsedMs: number;
 }
 
+/** The input count a fuzz test's title states ("… 100,000 mutated streams" → 100000). */
+export function claimedInputs(title: string): number | undefined {
+  const m = /(\d{1,3}(?:,\d{3})+|\d+) (?:mutated|random|inputs)/.exec(title);
+  return m === null ? undefined : Number(m[1]!.replace(/,/g, ''));
+}
+
 /**
  * Runs the mutation loop. Fails (with seed, iteration and input hex) on any outcome other than a
  * value or a coded MuxwireError.
@@ -242,13 +252,15 @@ export function runFuzz(t: TestContext | undefined, opts: FuzzOptions): FuzzStat
   const seed = fuzzSeed(t, opts.name);
   const rng = new Prng(seed);
   const iterations = opts.iterations ?? 100_000;
-  const budget = opts.timeBudgetMs ?? 30_000;
+  const budget = opts.timeBudgetMs ?? 240_000;
+  const claimed = t !== undefined ? claimedInputs(t.name) : iterations;
+  assert.ok(claimed !== undefined, `fuzz test title "${t?.name}" does not say how many inputs it runs`);
+  assert.ok(iterations >= claimed, `${opts.name}: ${iterations} iterations, fewer than the ${claimed} the title claims`);
   const start = Date.now();
   const stats: FuzzStats = { seed, iterations: 0, accepted: 0, rejected: new Map(), elapsedMs: 0 };
   for (let i = 0; i < iterations; i++) {
     if ((i & 1023) === 0 && Date.now() - start > budget) {
-      t?.diagnostic(`${opts.name}: time budget of ${budget} ms reached after ${i} inputs`);
-      break;
+      assert.fail(`${opts.name}: time budget of ${budget} ms reached after ${i} of ${iterations} inputs (seed ${seed})`);
     }
     const base = rng.pick(opts.seeds);
     const input = rng.chance(0.05) ? base : mutate(rng, base, opts.seeds, opts.tokens);
@@ -273,5 +285,6 @@ export function runFuzz(t: TestContext | undefined, opts: FuzzOptions): FuzzStat
   stats.elapsedMs = Date.now() - start;
   const rejected = [...stats.rejected].map(([c, n]) => `${c}=${n}`).join(' ');
   t?.diagnostic(`${opts.name}: ${stats.iterations} inputs in ${stats.elapsedMs} ms, ${stats.accepted} accepted, rejected: ${rejected}`);
+  assert.ok(stats.iterations >= claimed, `${opts.name}: ran ${stats.iterations} inputs, fewer than the ${claimed} claimed`);
   return stats;
 }

@@ -10,8 +10,8 @@ import {
 } from '../../src/protocol/client-message.js';
 import type { ClientMessage } from '../../src/protocol/client-message.js';
 import { decodeClientHeader, encodeClientHeader } from '../../src/protocol/client-header.js';
-import { connectRequest, resultMessage } from '../../src/protocol/client-plist.js';
-import { encodeBinaryPlist } from '../../src/protocol/plist.js';
+import { connectRequest, integerFieldProblem, requestIntegerProblem, resultMessage } from '../../src/protocol/client-plist.js';
+import { PlistReal, decodePlist, encodeBinaryPlist, encodeXmlPlist } from '../../src/protocol/plist.js';
 import { isMuxwireError } from '../../src/errors.js';
 import { Prng, feed, fuzzSeed, splitBytes, splitRandomly } from '../helpers/fuzz.js';
 import { CONNECT_22, CONNECT_ACCEPTED, CONNECT_REFUSED, LISTEN, LISTEN_RESULT, hex } from './fixtures.js';
@@ -116,6 +116,41 @@ describe('client messages: what a daemon must be able to answer', () => {
     assert.equal(msg.kind, 'bad-plist');
     assert.equal(msg.tag, 6);
     assert.ok(msg.kind === 'bad-plist' && isMuxwireError(msg.error, 'MUXWIRE_ERR_BAD_PLIST'));
+  });
+
+  test('a request decoder refuses integer fields out of range or of another type as bad-request', () => {
+    for (const body of [encodeXmlPlist, encodeBinaryPlist]) {
+      const bad = body({ ...connectRequest(1, 22), DeviceID: 2 ** 40 + 1 });
+      const bytes = Buffer.concat([encodeClientHeader({ length: 16 + bad.length, version: 1, message: 8, tag: 3 }), bad]);
+      const msg = decodeClientFrame(bytes, true);
+      assert.equal(msg.kind, 'bad-request');
+      assert.ok(msg.kind === 'bad-request' && isMuxwireError(msg.error, 'MUXWIRE_ERR_BAD_REQUEST'));
+      assert.match((msg as { error: Error }).error.message, /DeviceID: 1099511627777 is outside 0\.\.4294967295/);
+      // A client reading replies is not a request decoder: the same bytes stay a plist there.
+      assert.equal(decodeClientFrame(bytes).kind, 'plist');
+      const good = body(connectRequest(0xffffffff, 65535));
+      const goodBytes = Buffer.concat([encodeClientHeader({ length: 16 + good.length, version: 0, message: 8, tag: 3 }), good]);
+      assert.equal(decodeClientFrame(goodBytes, true).kind, 'plist');
+    }
+  });
+
+  test('integer fields: ranges, reals kept apart from integers, wrong types named', () => {
+    assert.equal(integerFieldProblem(65535, 0xffff), undefined);
+    assert.equal(integerFieldProblem(0, 0xffff), undefined);
+    assert.match(integerFieldProblem(65536, 0xffff)!, /outside 0\.\.65535/);
+    assert.match(integerFieldProblem(-1, 0xffff)!, /outside/);
+    assert.match(integerFieldProblem(2n ** 64n - 1n, 0xffffffff)!, /outside/);
+    assert.match(integerFieldProblem(0.5, 0xffff)!, /not an integer/);
+    assert.match(integerFieldProblem(new PlistReal(3), 0xffff)!, /a real \(3\)/);
+    assert.match(integerFieldProblem('3', 0xffff)!, /a string/);
+    assert.match(integerFieldProblem(Buffer.alloc(1), 0xffff)!, /a data/);
+    assert.equal(requestIntegerProblem({ MessageType: 'Connect', DeviceID: 1, PortNumber: 2, kLibUSBMuxVersion: 3 }), undefined);
+    assert.match(requestIntegerProblem({ MessageType: 'Listen', kLibUSBMuxVersion: -3 })!, /^kLibUSBMuxVersion: /);
+    // keepReals: an integral real is a PlistReal, in XML and binary; by default a plain number.
+    for (const body of [encodeXmlPlist({ a: new PlistReal(5) }), encodeBinaryPlist({ a: new PlistReal(5) })]) {
+      assert.deepEqual(decodePlist(body), { a: 5 });
+      assert.deepEqual(decodePlist(body, { keepReals: true }), { a: new PlistReal(5) });
+    }
   });
 
   test('a plist that is not a dictionary gives bad-plist', () => {

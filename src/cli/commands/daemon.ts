@@ -9,6 +9,7 @@ import { log, setLogLevel } from '../../log.js';
 import { reportFailure } from '../main.js';
 import { MuxDaemon } from '../../daemon/mux-daemon.js';
 import { DEFAULT_PAIR_DIR } from '../../daemon/pair-store.js';
+import { parsePairAccess, readTcpToken } from '../../daemon/access-policy.js';
 import { tuneV8ForDaemon } from '../../daemon/v8-tuning.js';
 import { DEFAULT_SOCKET_PATH, parseListenAddress, takeListenFds } from '../../daemon/server.js';
 import type { TcpAddress } from '../../daemon/server.js';
@@ -25,7 +26,14 @@ options:
   --socket-mode MODE    octal mode of the socket file (default 0666, as usbmuxd, so every local
                         user reaches devices; e.g. 0660 to limit it to the socket's group)
   --no-socket           serve no UNIX socket (use with --listen)
-  --listen HOST:PORT    also serve TCP (repeatable); PORT alone means 127.0.0.1:PORT
+  --listen HOST:PORT    also serve TCP (repeatable); PORT alone means 127.0.0.1:PORT. Loopback
+                        only, unless --tcp-token is given
+  --tcp-token FILE      every TCP client must first send {MessageType: "Authenticate", Token:
+                        <the file's text>} (file mode 0600, 16+ bytes); UNIX clients never do
+  --pair-access WHO     who may read, save and delete pair records: any (default, as usbmuxd:
+                        every user who reaches the socket), owner (root and the daemon's user),
+                        group:NAME (and members of group NAME). Others get Result 13; listing
+                        and connecting stay open. owner and group need the addon (SO_PEERCRED)
   --pair-dir DIR        pair records and SystemBUID, usbmuxd's layout (default ${DEFAULT_PAIR_DIR})
   --vusb-dir DIR        take simulated devices from a vusb bus directory (see 'muxwire sim')
   --simulate N          start N simulated devices inside the daemon (echo 7, sink 9, source 19,
@@ -63,6 +71,8 @@ export async function run(argv: string[]): Promise<number> {
         'socket-mode': { type: 'string' },
         'no-socket': { type: 'boolean' },
         listen: { type: 'string', multiple: true },
+        'tcp-token': { type: 'string' },
+        'pair-access': { type: 'string' },
         'pair-dir': { type: 'string' },
         'vusb-dir': { type: 'string' },
         simulate: { type: 'string' },
@@ -116,8 +126,14 @@ export async function run(argv: string[]): Promise<number> {
     const listenFds = takeListenFds();
     if (o['no-socket'] && listen.length === 0 && listenFds.length === 0) throw new MuxwireError('MUXWIRE_ERR_BAD_ARGUMENT', '--no-socket needs at least one --listen');
 
+    const pairAccess = parsePairAccess(o['pair-access'] ?? 'any');
+    const tcpToken = o['tcp-token'] !== undefined ? readTcpToken(o['tcp-token']) : undefined;
+    if (tcpToken !== undefined && listen.length === 0) throw new MuxwireError('MUXWIRE_ERR_BAD_ARGUMENT', '--tcp-token needs a --listen');
+
     const pairDir = o['pair-dir'] ?? DEFAULT_PAIR_DIR;
     daemon = new MuxDaemon({
+      pairAccess,
+      ...(tcpToken !== undefined ? { tcpToken } : {}),
       socketPath: o['no-socket'] ? null : (o.socket ?? (listenFds.length > 0 ? null : DEFAULT_SOCKET_PATH)),
       ...(socketMode !== undefined ? { socketMode } : {}),
       listen,

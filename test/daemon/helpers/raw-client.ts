@@ -46,6 +46,11 @@ export class RawClient {
     return new RawClient(socket);
   }
 
+  /** A client on a socket that is already connected (TCP, for instance). */
+  static wrap(socket: Socket): RawClient {
+    return new RawClient(socket);
+  }
+
   get closed(): boolean {
     return this.#closed;
   }
