@@ -6,12 +6,11 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { chmod, mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { requireCondition, requirePeer } from '../helpers/peers.js';
+import { requireCondition, requirePeer, runProgram } from '../helpers/peers.js';
 import { MuxDaemon } from '../../src/daemon/mux-daemon.js';
 import { VusbSource } from '../../src/transport/vusb-source.js';
 import { SimulatedDevice } from '../../src/sim/simulator.js';
@@ -49,23 +48,7 @@ after(async () => {
 
 /** Runs a tool to completion (hang guard 30 s), as root or as nobody. */
 function run(cmd: string, args: string[], asNobody: boolean): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'], ...(asNobody ? { uid: NOBODY, gid: NOBODY } : {}) });
-    children.push(child);
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
-    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`${cmd} ${args.join(' ')} did not finish; stdout: ${stdout} stderr: ${stderr}`));
-    }, 30_000);
-    child.on('error', reject);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
+  return runProgram(cmd, args, { env, timeoutMs: 30_000, children, ...(asNobody ? { uid: NOBODY, gid: NOBODY } : {}) });
 }
 
 test('with --pair-access owner: root pairs and reads in TLS; nobody lists and connects but cannot use or remove the pairing', async (t) => {
