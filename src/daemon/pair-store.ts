@@ -22,9 +22,10 @@
  * - The BUID is a random UUID (crypto), not `rand()` seeded with the time.
  */
 import { EventEmitter } from 'node:events';
-import { randomUUID, randomBytes } from 'node:crypto';
-import { chmod, mkdir, open, readdir, rename, stat, unlink } from 'node:fs/promises';
+import { randomUUID } from 'node:crypto';
+import { chmod, mkdir, open, readdir, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
+import { writeFileAtomic } from '../atomic-file.js';
 import { MuxwireError } from '../errors.js';
 import { log } from '../log.js';
 import { decodePlist, encodeXmlPlist, isPlistDict } from '../protocol/plist.js';
@@ -304,34 +305,15 @@ function processAlive(pid: number): boolean {
 }
 
 /**
- * temp file (0600) in the same directory → write → fsync → rename → fsync the directory, so a
- * crash at any point leaves either the old record or the new one, never a mix; a temp file a
- * crash leaves behind is removed by the next `prepare()`.
+ * A record written whole (src/atomic-file.ts: temp file 0600, fsync, rename, directory fsync), so a
+ * crash leaves the old record or the new one; a temp file a crash leaves behind is removed by the
+ * next `prepare()`.
  */
 async function writeAtomic(path: string, data: Buffer): Promise<void> {
-  const tmp = `${path}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
-  let fh;
   try {
-    fh = await open(tmp, 'wx', PAIR_RECORD_MODE);
-    await fh.writeFile(data);
-    await fh.sync();
-    await fh.close();
-    fh = undefined;
-    await rename(tmp, path);
+    await writeFileAtomic(path, data, PAIR_RECORD_MODE);
   } catch (err) {
-    await fh?.close().catch(() => undefined);
-    await unlink(tmp).catch(() => undefined);
     throw fsError(err, `cannot write ${path}`);
-  }
-  try {
-    const dir = await open(join(path, '..'), 'r');
-    try {
-      await dir.sync();
-    } finally {
-      await dir.close();
-    }
-  } catch {
-    // Directory fsync is best effort (not every file system supports it).
   }
 }
 

@@ -14,8 +14,9 @@
  * comes back after a restart.
  */
 import { randomBytes, createPrivateKey, createPublicKey, type KeyObject } from 'node:crypto';
-import { readFile, writeFile, rename, mkdir } from 'node:fs/promises';
-import { join } from 'node:path';
+import { readFile, mkdir } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { writeFileAtomic as writeWhole } from '../atomic-file.js';
 import { MuxwireError } from '../errors.js';
 import { generateRsaKeyPair, publicKeyToPkcs1Pem, type RsaKeyPairPem } from '../lockdown/certificates.js';
 
@@ -340,11 +341,8 @@ async function readStored(dir: string): Promise<Partial<StoredIdentity>> {
   }
 }
 
-/** Writes a file so a reader sees either the old or the new content, never a partial one. */
+/** Writes a file whole (src/atomic-file.ts), mode 0600, making its directory first. */
 export async function writeFileAtomic(path: string, data: string | Buffer): Promise<void> {
-  const dir = path.slice(0, path.lastIndexOf('/')) || '.';
-  await mkdir(dir, { recursive: true });
-  const tmp = `${path}.${process.pid}.${hex(4)}.tmp`;
-  await writeFile(tmp, data, { mode: 0o600 });
-  await rename(tmp, path);
+  await mkdir(dirname(path), { recursive: true });
+  await writeWhole(path, data, 0o600);
 }

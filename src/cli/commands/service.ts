@@ -14,10 +14,10 @@
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync, readlinkSync, realpathSync } from 'node:fs';
-import { mkdir, open, readFile, rename, unlink } from 'node:fs/promises';
+import { mkdir, readFile, unlink } from 'node:fs/promises';
 import { dirname, join, resolve as resolvePath } from 'node:path';
-import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
+import { writeFileAtomic } from '../../atomic-file.js';
 import { MuxwireError } from '../../errors.js';
 import { parseArgs } from 'node:util';
 import { packageVersion } from '../main.js';
@@ -230,21 +230,12 @@ export function refuseWhileUsbmuxdRuns(owners: SocketOwnership): void {
   );
 }
 
-/** Writes `content` to `path` whole: temporary file (0644) beside it, fsync, rename. */
+/** Writes `content` to `path` whole (src/atomic-file.ts), mode 0644. */
 async function writeWhole(path: string, content: string): Promise<void> {
-  await mkdir(dirname(path), { recursive: true });
-  const tmp = `${path}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
-  let fh;
   try {
-    fh = await open(tmp, 'wx', 0o644);
-    await fh.writeFile(content);
-    await fh.sync();
-    await fh.close();
-    fh = undefined;
-    await rename(tmp, path);
+    await mkdir(dirname(path), { recursive: true });
+    await writeFileAtomic(path, content, 0o644);
   } catch (err) {
-    await fh?.close().catch(() => undefined);
-    await unlink(tmp).catch(() => undefined);
     throw new MuxwireError('MUXWIRE_ERR_IO', `cannot write ${path}: ${(err as Error).message}`, { cause: err });
   }
 }
