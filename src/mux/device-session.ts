@@ -269,7 +269,7 @@ export class DeviceSession extends EventEmitter implements MuxConnectionHost {
     // SYN: seq 0, ack 0 (usbmux.md §3.3 step 2), written out now rather than at the end of the
     // tick, so the device answers it while the connection object below is being built.
     if (rootLog.enabled('trace')) this.log.trace(`[OUT] conn=${sport}→${port} flags=0x2 seq=0 ack=0 len=0`);
-    this.#sendTcp(sport, port, 0, 0, TcpFlag.SYN, undefined, 0, 0);
+    this.#sendTcp(sport, port, 0, 0, TcpFlag.SYN, undefined, 0);
     this.link.flush?.();
     const conn = new MuxConnection({
       host: this,
@@ -319,13 +319,13 @@ export class DeviceSession extends EventEmitter implements MuxConnectionHost {
   // ---- MuxConnectionHost ---------------------------------------------------------------------
 
   /** @internal */
-  sendSegment(conn: MuxConnection, flags: number, data?: Buffer, offset = 0, length = 0): void {
-    if (rootLog.enabled('trace')) conn.log.trace(`[OUT] flags=0x${flags.toString(16)} seq=${conn.txSeq} ack=${conn.rxAck} len=${data === undefined ? 0 : length}`);
-    this.#sendTcp(conn.sourcePort, conn.devicePort, conn.txSeq, conn.rxAck, flags, data, offset, length);
+  sendSegment(conn: MuxConnection, flags: number, length = 0): void {
+    if (rootLog.enabled('trace')) conn.log.trace(`[OUT] flags=0x${flags.toString(16)} seq=${conn.txSeq} ack=${conn.rxAck} len=${length}`);
+    this.#sendTcp(conn.sourcePort, conn.devicePort, conn.txSeq, conn.rxAck, flags, length > 0 ? conn : undefined, length);
   }
 
-  /** One TCP packet to the device: header, and `length` bytes of `data` from `offset`. */
-  #sendTcp(sport: number, dport: number, seq: number, ack: number, flags: number, data: Buffer | undefined, offset: number, length: number): void {
+  /** One TCP packet to the device: header, and `length` payload bytes taken from `from`. */
+  #sendTcp(sport: number, dport: number, seq: number, ack: number, flags: number, from: MuxConnection | undefined, length: number): void {
     if (this.#state !== 'active') return;
     tcpScratch.sport = sport;
     tcpScratch.dport = dport;
@@ -333,7 +333,7 @@ export class DeviceSession extends EventEmitter implements MuxConnectionHost {
     tcpScratch.ack = ack;
     tcpScratch.flags = flags;
     tcpScratch.window = HOST_WINDOW;
-    const dataLength = data === undefined ? 0 : length;
+    const dataLength = from === undefined ? 0 : length;
     const hsize = muxHeaderSize(this.#version);
     const size = hsize + TCP_HEADER_SIZE + dataLength;
     // Data packets come from the pool (returned when the link has written them); headers-only
@@ -342,7 +342,7 @@ export class DeviceSession extends EventEmitter implements MuxConnectionHost {
     const packet = pooled?.buf ?? Buffer.allocUnsafe(size);
     this.#writeMuxHeader(packet, MuxProtocol.TCP);
     encodeTcpHeader(tcpScratch, packet, hsize);
-    if (data !== undefined && dataLength > 0) data.copy(packet, hsize + TCP_HEADER_SIZE, offset, offset + dataLength);
+    if (from !== undefined && dataLength > 0) from.takePayload(packet, hsize + TCP_HEADER_SIZE, dataLength);
     this.link.sendPacket(packet, pooled?.release);
   }
 

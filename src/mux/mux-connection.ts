@@ -77,11 +77,16 @@ const COPY_BELOW = 2048;
 /** Largest chunk handed to the readable side from a ring at once: one device packet's worth, so
  * the readable buffer stays within its highWaterMark plus one packet as on the stream path. */
 const RING_CHUNK = 65536;
+/** A chunk this long filled a socket read (Node reads 64 KiB at a time): the stream goes on. */
+const FULL_READ = 65536;
 
 /** What a connection needs from its device session: sending segments and giving its port back. */
 export interface MuxConnectionHost {
-  /** Sends one TCP segment for `conn`; `data` is sent from `offset`, `length` bytes. */
-  sendSegment(conn: MuxConnection, flags: number, data?: Buffer, offset?: number, length?: number): void;
+  /**
+   * Sends one TCP segment for `conn` with `length` payload bytes, which the host copies into its
+   * packet with `conn.takePayload` (the one copy of the upload path).
+   */
+  sendSegment(conn: MuxConnection, flags: number, length?: number): void;
   /** Forgets `conn`: its port is free again and device packets for it get an anonymous RST. */
   releaseConnection(conn: MuxConnection): void;
   /** Ring mode: `conn` has delivered (or dropped) everything in its ring; close its slot. */
@@ -191,10 +196,18 @@ export class MuxConnection extends Duplex {
   #readPaused = false;
   #readableEnded = false;
 
-  // The one write waiting for the device's window.
-  #wChunk: Buffer | undefined;
-  #wOffset = 0;
+  // Writer bytes not yet sent: the chunks of the current write, after the unsent tail of the
+  // writes before it (less than one packet), oldest first. #wCallback is the current write's.
+  #tx: Buffer[] = [];
+  #txHead = 0;
+  #txOffset = 0;
+  #txBytes = 0;
   #wCallback: ((err?: Error | null) => void) | undefined;
+  #pumping = false;
+  /** The last chunk written was a full socket read: more of the stream is probably on its way. */
+  #lastReadFull = false;
+  /** A short tail waits for the rest of this loop turn's reads (flushed by setImmediate). */
+  #tailFlushScheduled = false;
 
   #bytesReceived = 0;
   #bytesSent = 0;
@@ -251,12 +264,11 @@ export class MuxConnection extends Duplex {
 
   /** Buffered bytes, for tests and diagnostics. */
   stats(): MuxConnectionStats {
-    const pendingWrite = this.#wChunk ? this.#wChunk.length - this.#wOffset : 0;
     return {
       state: this.#state,
       rxQueued: this.#rxQueued,
       readableBuffered: this.readableLength,
-      txPending: pendingWrite + this.writableLength,
+      txPending: this.#wCallback === undefined ? this.#txBytes + this.writableLength : Math.max(this.#txBytes, this.writableLength),
       inFlight: (this.#txSeq - this.#deviceAck) >>> 0,
       bytesReceived: this.#bytesReceived,
       bytesSent: this.#bytesSent,
@@ -338,7 +350,7 @@ export class MuxConnection extends Duplex {
       return;
     }
     const sentBefore = this.#bytesSent;
-    if (this.#wChunk !== undefined) this.#pump();
+    if (this.#txBytes > 0) this.#pump();
     // At least one ACK per device data packet, as usbmuxd (§3.6); a data packet we just sent
     // carried it already.
     // With a sink, the ACK waits for the sink to take the bytes (#sinkWritten): an ACK now could
@@ -417,7 +429,7 @@ export class MuxConnection extends Duplex {
     // The opener hears of it first (the daemon writes Result 0 at once, while the handshake ACK
     // below waits for the link's end-of-tick flush), and any data it writes now carries the ACK.
     resolve?.(this);
-    if (this.#state === 'connected' && this.#wChunk !== undefined) this.#pump();
+    if (this.#state === 'connected' && this.#txBytes > 0) this.#pump();
     if (this.#state === 'connected' && this.#ackSent !== this.#rxAck) this.#sendAck();
   }
 
@@ -676,60 +688,144 @@ export class MuxConnection extends Duplex {
   // ---- writer → device ---------------------------------------------------------------------------
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (err?: Error | null) => void): void {
-    if (this.#state === 'connecting') {
-      // Written before the device accepted: held (with its callback) until the handshake is done.
-      this.#wChunk = chunk;
-      this.#wOffset = 0;
-      this.#wCallback = callback;
-      return;
-    }
-    if (this.#state !== 'connected') {
+    if (this.#state !== 'connecting' && this.#state !== 'connected') {
       // The device side is over (reset, FIN, unplug): like a TCP peer gone, the bytes go nowhere.
       if (this.log.enabled('debug')) this.log.debug(`discarding ${chunk.length} bytes written after the connection ${this.#closeReason ?? 'closed'}`);
       callback();
       return;
     }
-    this.#wChunk = chunk;
-    this.#wOffset = 0;
+    this.#queueTx(chunk);
     this.#wCallback = callback;
-    this.#pump();
+    // Written before the device accepted: held (with its callback) until the handshake is done.
+    if (this.#state === 'connected') this.#pump();
   }
 
   override _writev(chunks: Array<{ chunk: Buffer; encoding: BufferEncoding }>, callback: (err?: Error | null) => void): void {
-    // Many small writes become one packet instead of one USB transfer each (usbmux.md §5.2).
-    let total = 0;
-    for (const c of chunks) total += c.chunk.length;
-    const joined = Buffer.allocUnsafe(total);
-    let at = 0;
-    for (const c of chunks) at += c.chunk.copy(joined, at);
-    this._write(joined, 'buffer' as BufferEncoding, callback);
+    if (this.#state !== 'connecting' && this.#state !== 'connected') {
+      callback();
+      return;
+    }
+    // Many small writes become one packet instead of one USB transfer each (usbmux.md §5.2): the
+    // packet is filled from all of them, with no joined copy in between.
+    for (const c of chunks) this.#queueTx(c.chunk);
+    this.#wCallback = callback;
+    if (this.#state === 'connected') this.#pump();
   }
 
-  /** Sends as much of the pending write as the device's window allows. */
+  #queueTx(chunk: Buffer): void {
+    if (chunk.length === 0) return;
+    this.#tx.push(chunk);
+    this.#txBytes += chunk.length;
+    this.#lastReadFull = chunk.length >= FULL_READ;
+  }
+
+  /**
+   * Sends what the device's window allows, in packets as full as the writer's bytes make them.
+   *
+   * A socket hands the daemon its bytes in reads of 64 KiB, which is not a multiple of a packet
+   * (49116): sending each read on its own would split every second packet at the read's end. So
+   * a short tail is held back while a write is in progress, its callback is called (the tail is
+   * less than a packet, so this buffers little), and if the writer has more buffered the Writable
+   * hands it over at once (synchronously) and the tail leaves in a full packet with its head.
+   * When nothing more comes, the tail goes out at once: an interactive write is never delayed.
+   * The callback of a write is held while more than one packet of it waits for the window, so
+   * the writer is pushed back by the Writable's highWaterMark as before.
+   */
   #pump(): void {
-    const chunk = this.#wChunk;
-    if (chunk === undefined) return;
-    while (this.#wOffset < chunk.length) {
+    if (this.#pumping) return;
+    this.#pumping = true;
+    try {
+      for (;;) {
+        this.#sendQueued();
+        const cb = this.#wCallback;
+        if (cb === undefined || this.#txBytes > MAX_PAYLOAD || this.#state !== 'connected') return;
+        this.#wCallback = undefined;
+        // May call _write/_writev again at once with what the writer has buffered.
+        cb();
+        if (this.#wCallback === undefined) {
+          this.#sendQueued();
+          return;
+        }
+      }
+    } finally {
+      this.#pumping = false;
+    }
+  }
+
+  /** Sends packets while the window has room; holds a short tail while a write is in progress. */
+  #sendQueued(): void {
+    while (this.#txBytes > 0 && this.#state === 'connected') {
       const inFlight = (this.#txSeq - this.#deviceAck) >>> 0;
       // A device ACK beyond what we sent would make inFlight huge: treat as nothing sendable.
       const room = inFlight >= this.#deviceWindow ? 0 : this.#deviceWindow - inFlight;
       if (room === 0) return;
-      let n = chunk.length - this.#wOffset;
+      let n = this.#txBytes;
       if (n > room) n = room;
       if (n > MAX_PAYLOAD) n = MAX_PAYLOAD;
-      this.#host.sendSegment(this, ACK, chunk, this.#wOffset, n);
+      if (n === this.#txBytes && n < MAX_PAYLOAD && (this.#wCallback !== undefined || this.#holdTail())) return;
+      this.#host.sendSegment(this, ACK, n);
       this.#ackSent = this.#rxAck;
       this.#txSeq = (this.#txSeq + n) >>> 0;
-      this.#wOffset += n;
       this.#bytesSent += n;
     }
-    this.#completePendingWrite();
   }
 
+  /**
+   * A short tail after a full socket read waits until the end of this turn of the event loop: the
+   * socket's next reads, already in the kernel, usually come in the same turn and complete its
+   * packet. Anything else (a short write: a request, the stream's end) goes out at once.
+   */
+  #holdTail(): boolean {
+    if (!this.#lastReadFull) return false;
+    if (!this.#tailFlushScheduled) {
+      this.#tailFlushScheduled = true;
+      setImmediate(flushTail, this);
+    }
+    return true;
+  }
+
+  /** @internal The end of the loop turn: send the held tail with whatever joined it. */
+  flushTail(): void {
+    this.#tailFlushScheduled = false;
+    this.#lastReadFull = false;
+    if (this.#state === 'connected' && this.#txBytes > 0) this.#pump();
+  }
+
+  /**
+   * @internal The host copies the next `n` unsent writer bytes into `dst` at `at` (the packet
+   * being built for them) and they count as sent.
+   */
+  takePayload(dst: Buffer, at: number, n: number): void {
+    let left = n;
+    while (left > 0) {
+      const chunk = this.#tx[this.#txHead]!;
+      const take = Math.min(left, chunk.length - this.#txOffset);
+      chunk.copy(dst, at, this.#txOffset, this.#txOffset + take);
+      at += take;
+      left -= take;
+      this.#txOffset += take;
+      if (this.#txOffset === chunk.length) {
+        this.#tx[this.#txHead++] = EMPTY;
+        this.#txOffset = 0;
+      }
+    }
+    this.#txBytes -= n;
+    if (this.#txHead === this.#tx.length) {
+      this.#tx.length = 0;
+      this.#txHead = 0;
+    } else if (this.#txHead > 64) {
+      this.#tx = this.#tx.slice(this.#txHead);
+      this.#txHead = 0;
+    }
+  }
+
+  /** The device side is over: unsent writer bytes can never go out; finish the write. */
   #completePendingWrite(): void {
     const cb = this.#wCallback;
-    this.#wChunk = undefined;
-    this.#wOffset = 0;
+    this.#tx = [];
+    this.#txHead = 0;
+    this.#txOffset = 0;
+    this.#txBytes = 0;
     this.#wCallback = undefined;
     cb?.();
   }
@@ -783,7 +879,10 @@ export class MuxConnection extends Duplex {
     this.#rxQueue = [];
     this.#rxHead = 0;
     this.#rxQueued = 0;
-    this.#wChunk = undefined;
+    this.#tx = [];
+    this.#txHead = 0;
+    this.#txOffset = 0;
+    this.#txBytes = 0;
     this.#wCallback = undefined;
     callback(err);
   }
@@ -804,6 +903,10 @@ function ignoreError(): void {
 
 function uncorkSink(conn: MuxConnection): void {
   conn.uncorkSink();
+}
+
+function flushTail(conn: MuxConnection): void {
+  conn.flushTail();
 }
 
 function onAckTimer(conn: MuxConnection): void {

@@ -375,6 +375,38 @@ for (const v of variants) {
     conn.destroy();
   });
 
+  vtest('sends 64 KiB socket reads as full 49116-byte packets, not split at each read, and a short write at once', async () => {
+    const { device, session } = setup();
+    await session.ready;
+    const { conn, syn } = await connectScripted(device, session, 7, 131072);
+    // The device ACKs each packet at once with a full window, as the simulated device does.
+    let received = 0;
+    device.onSegment = (s) => {
+      if (s.data.length === 0) return;
+      received += s.data.length;
+      device.send({ sport: syn.dport, dport: syn.sport, seq: 1, ack: 1 + received, flags: ACK, window: 131072 });
+    };
+    // Eight full socket reads in one turn, as a relay hands them over: 524288 bytes.
+    const reads = 8;
+    const pattern = Buffer.alloc(reads * 65536);
+    for (let i = 0; i < pattern.length; i++) pattern[i] = (i * 7 + (i >> 11)) & 0xff;
+    for (let i = 0; i < reads; i++) conn.write(pattern.subarray(i * 65536, (i + 1) * 65536));
+    await device.waitFor(() => received === pattern.length);
+    const data = device.segments.filter((s) => s.data.length > 0);
+    assert.deepEqual(Buffer.concat(data.map((s) => s.data)), pattern, 'every byte, in order');
+    // Each packet is full or ends where the device's window ended (2 × 49116 + 32840 = 131072);
+    // split at each read, every second packet would be the read's last 65536 − 49116 = 16420 bytes.
+    const sizes = data.map((s) => s.data.length);
+    assert.ok(sizes.slice(0, -1).every((n) => n === MAX_PAYLOAD || n === 131072 - 2 * MAX_PAYLOAD), `packet sizes ${sizes.join(' ')}`);
+    assert.ok(sizes.length <= 12, `${sizes.length} packets for 8 reads`);
+    // A short write (a request) is not held for more that might come: it goes out in this turn.
+    const before = device.segments.length;
+    conn.write(Buffer.from('GetValue'));
+    await device.waitFor((s) => s.data.toString() === 'GetValue');
+    assert.ok(device.segments.length > before);
+    conn.destroy();
+  });
+
   vtest('holds writes while the device window is closed, so the writer sees backpressure', async () => {
     const { device, session } = setup();
     await session.ready;
