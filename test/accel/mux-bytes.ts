@@ -4,6 +4,7 @@
  */
 import { encodeMuxHeader, encodeMuxPacket, muxHeaderSize } from '../../src/protocol/mux-header.js';
 import { encodeTcpHeader, TCP_HEADER_SIZE, TcpFlag } from '../../src/protocol/tcp-header.js';
+export { seededRandom } from '../../src/seeded-random.js';
 
 /**
  * A mux packet of exactly `length` bytes (header included, at least the header size); a TCP
@@ -27,17 +28,6 @@ export function muxHeaderClaiming(version: 1 | 2, declared: number, actual = mux
   return encodeMuxHeader({ protocol: 6, length: declared }, version).subarray(0, actual);
 }
 
-/** mulberry32: small, fast, and the same sequence for the same seed on every machine. */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** The seed for randomized tests: MUXWIRE_TEST_SEED when set (to replay a failure), else fresh. */
 export function testSeed(): number {

@@ -11,6 +11,7 @@ import { MuxProtocol } from '../../src/protocol/mux-header.js';
 import { TcpFlag } from '../../src/protocol/tcp-header.js';
 import { LoopLink } from './helpers/loop-link.js';
 import { ScriptedDevice } from './helpers/scripted-device.js';
+import { seededRandom } from '../../src/seeded-random.js';
 
 const open: Array<{ session: DeviceSession; link: LoopLink }> = [];
 afterEach(async () => {
@@ -20,21 +21,10 @@ afterEach(async () => {
   }
 });
 
-/** mulberry32: a small seeded PRNG, so a failure can be replayed from its seed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 for (const seed of [1, 2, 3, 42, 1234]) {
   test(`survives random TCP packets from the device (seed ${seed})`, async () => {
-    const rand = prng(seed);
+    const rand = seededRandom(seed);
     const device = new ScriptedDevice();
     device.onSegment = (s) => {
       if (s.flags === TcpFlag.SYN) device.send({ sport: s.dport, dport: s.sport, seq: 0, ack: 1, flags: TcpFlag.SYN | TcpFlag.ACK, window: 131072 });
@@ -96,7 +86,7 @@ for (const seed of [1, 2, 3, 42, 1234]) {
 
 test('survives random bytes on the IN pipe: closes the device or carries on, without throwing', async () => {
   for (const seed of [7, 8, 9, 10]) {
-    const rand = prng(seed);
+    const rand = seededRandom(seed);
     const device = new ScriptedDevice();
     const link = new LoopLink(device);
     const session = new DeviceSession(link);

@@ -15,19 +15,8 @@ import {
   type VusbMessage,
 } from '../../src/protocol/vusb-wire.js';
 import { isMuxwireError } from '../../src/errors.js';
+import { seededRandom } from '../../src/seeded-random.js';
 
-/** A deterministic PRNG so random splits are reproducible (seeded xorshift32). */
-function rng(seed: number): () => number {
-  let x = seed >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    return x / 0x100000000;
-  };
-}
 
 function pattern(n: number, seed = 1): Buffer {
   const b = Buffer.alloc(n);
@@ -98,7 +87,7 @@ test('the decoder gives the same messages fed byte by byte', () => {
 test('the decoder gives the same messages at random split points', () => {
   const wire = Buffer.concat(SAMPLE.map(encodeVusbMessage));
   for (let seed = 1; seed <= 50; seed++) {
-    const random = rng(seed);
+    const random = seededRandom(seed);
     const decoder = new VusbDecoder();
     const got: VusbMessage[] = [];
     let offset = 0;
@@ -196,7 +185,7 @@ test('encoders refuse values that do not fit their fields', () => {
 });
 
 test('random garbage never crashes the decoder: it yields messages or a coded error', () => {
-  const random = rng(1234);
+  const random = seededRandom(1234);
   for (let round = 0; round < 300; round++) {
     const garbage = Buffer.alloc(1 + Math.floor(random() * 64));
     for (let i = 0; i < garbage.length; i++) garbage[i] = Math.floor(random() * 256);

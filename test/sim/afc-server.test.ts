@@ -16,6 +16,7 @@ import { setLogSink } from '../../src/log.js';
 import { serveAfc } from '../../src/sim/afc-server.js';
 import { RawAfcPeer, pathArg, socketPair, startAfcServer, statusOf, u64 } from '../services/afc-harness.js';
 import type { AfcServerFixture } from '../services/afc-harness.js';
+import { seededRandom } from '../../src/seeded-random.js';
 
 let fx: AfcServerFixture;
 let peer: RawAfcPeer;
@@ -550,14 +551,9 @@ describe('session', () => {
 
 describe('robustness', () => {
   test('answers each of 3000 random well-framed requests and nothing leaves the root', { timeout: 60_000 }, async () => {
-    // Seeded xorshift32, so a failure reproduces.
-    let seed = 0x2f6b_1d3a;
-    const rand = (n: number): number => {
-      seed ^= seed << 13;
-      seed ^= seed >>> 17;
-      seed ^= seed << 5;
-      return (seed >>> 0) % n;
-    };
+    // Seeded (src/seeded-random.ts), so a failure reproduces.
+    const random = seededRandom(0x2f6b_1d3a);
+    const rand = (n: number): number => Math.floor(random() * n);
     const paths = ['/', '/a', 'a/b', '../x', '/../../etc/passwd', '/out', '/out/y', 'f', '/f/g', 'd', 'd/', '', '\0', '/ü/ß', 'x'.repeat(300)];
     const pick = (): Buffer => Buffer.from(paths[rand(paths.length)]! + (rand(2) ? '\0' : ''));
     const small = (): Buffer => u64(rand(5) === 0 ? rand(2 ** 31) : rand(8));

@@ -12,6 +12,7 @@ import { pairRecordForRequest } from '../../src/lockdown/pair-record.js';
 import { KNOWN_DOMAINS, PRE_SESSION_KEYS } from '../../src/sim/device-values.js';
 import { startDevice, type Harness } from '../lockdown/harness.js';
 import { RawPeer } from '../lockdown/raw-peer.js';
+import { seededRandom } from '../../src/seeded-random.js';
 
 let h: Harness;
 const peers: RawPeer[] = [];
@@ -216,14 +217,9 @@ test('closes a session whose next bytes are not TLS records', async () => {
 });
 
 test('survives seeded random corruption of requests: each one is answered or its connection closed', async () => {
-  // A small xorshift generator keeps the run reproducible.
-  let seed = 0x9e3779b9;
-  const rand = (n: number): number => {
-    seed ^= seed << 13;
-    seed ^= seed >>> 17;
-    seed ^= seed << 5;
-    return (seed >>> 0) % n;
-  };
+  // Seeded (src/seeded-random.ts), so a failure reproduces.
+  const random = seededRandom(0x9e3779b9);
+  const rand = (n: number): number => Math.floor(random() * n);
   const templates = [
     encodePlistFrame({ Request: 'GetValue', Key: 'ProductVersion' }),
     encodePlistFrame({ Request: 'Pair', PairRecord: { HostID: 'X', RootCertificate: Buffer.from('-----BEGIN CERTIFICATE-----') } }, 'binary'),

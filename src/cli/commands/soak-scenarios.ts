@@ -22,6 +22,7 @@ import { ClientMessageDecoder } from '../../protocol/client-message.js';
 import { encodeClientHeader } from '../../protocol/client-header.js';
 import { listDevicesRequest, plistRequest, savePairRecordRequest } from '../../protocol/client-plist.js';
 import { decodePlist, encodeXmlPlist, isPlistDict } from '../../protocol/plist.js';
+import { seededRandom } from '../../seeded-random.js';
 
 /** One line of the table. `ok` is undefined for a figure without a bound. */
 export interface SoakRow {
@@ -172,17 +173,6 @@ function mib(bytes: number): string {
   return `${(bytes / MiB).toFixed(1)} MiB`;
 }
 
-/** mulberry32: the malformed-input scenario's seeded randomness. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 async function rawSocket(path: string): Promise<Socket> {
   const s = connect({ path });
@@ -338,7 +328,7 @@ export async function killDuringPairing(ctx: SoakContext, cycles: number): Promi
   const name = 'daemon kill -9 during SavePairRecord';
   const pairDir = join(ctx.dir, 'kill-lockdown');
   const ids = ['00008030-000000000000D001', '00008030-000000000000D002', '00008030-000000000000D003'];
-  const random = prng(cycles);
+  const random = seededRandom(cycles);
   let saves = 0;
   for (let c = 0; c < cycles; c++) {
     const daemon = await DaemonProcess.start(join(ctx.dir, `kill-${c}.sock`), pairDir, undefined);
@@ -508,7 +498,7 @@ function randomMessage(random: () => number): Buffer {
  */
 export async function malformedInput(ctx: SoakContext, messages: number, halfClients: number): Promise<SoakRow[]> {
   const name = 'malformed input';
-  const random = prng(messages);
+  const random = seededRandom(messages);
   let replies = 0;
   let closedByDaemon = 0;
   let clients = 0;
