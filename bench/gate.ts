@@ -23,6 +23,12 @@ interface BaseThreshold {
    * failed, so the gate keeps guarding the thresholds that do hold. Remove it once the target holds.
    */
   advisory?: string;
+  /**
+   * Enforced in full runs, where the target held in every one of five in a row, but reported as
+   * MISS in quick runs (CI's gate: 0.4 s per measured run on a machine doing other work), where
+   * the same ratio spreads further; the reason says how far.
+   */
+  advisoryQuick?: string;
   min?: number;
   max?: number;
 }
@@ -125,13 +131,14 @@ export function checkGate(gate: GateFile, report: BenchReport): GateOutcome[] {
       }
     }
     const base = { id: t.id, description: t.why, limit: limitText(t), why: t.why };
+    const advisory = t.advisory ?? (report.mode === 'quick' ? t.advisoryQuick : undefined);
     if (value === undefined) {
-      out.push({ ...base, status: t.optional ? 'skip' : t.advisory ? 'miss' : 'fail', detail: missing ?? detail });
+      out.push({ ...base, status: t.optional ? 'skip' : advisory ? 'miss' : 'fail', detail: missing ?? detail });
       continue;
     }
     const ok = (t.min === undefined || value >= t.min) && (t.max === undefined || value <= t.max);
-    const status = ok ? 'pass' : t.advisory ? 'miss' : 'fail';
-    const note = !ok && t.advisory ? `${detail ? `${detail}; ` : ''}target not enforced: ${t.advisory}` : detail;
+    const status = ok ? 'pass' : advisory ? 'miss' : 'fail';
+    const note = !ok && advisory ? `${detail ? `${detail}; ` : ''}target not enforced${t.advisory ? '' : ' in quick runs'}: ${advisory}` : detail;
     out.push({ ...base, value, status, ...(note ? { detail: note } : {}) });
   }
   return out;

@@ -146,6 +146,32 @@ describe('bench harness', () => {
     assert.match(formatReport({ ...report, gate: out }), /not available: no backend/);
   });
 
+  test('an advisory target is reported, not failed; one advisory only in quick runs fails a full run', () => {
+    const figure = (median: number) => ({ summary: summarize([median]) });
+    const report = (mode: 'quick' | 'full'): BenchReport => ({
+      version: 1,
+      startedAt: '',
+      seconds: 0,
+      mode,
+      machine: machineInfo(),
+      e2e: [
+        { id: 'muxwire-js', label: 'a', about: '', notes: [], seconds: 0, figures: { download: figure(40) } },
+        { id: 'socat', label: 's', about: '', notes: [], seconds: 0, figures: { download: figure(100) } },
+      ],
+    });
+    const gate: GateFile = {
+      thresholds: [
+        { id: 'always', kind: 'e2e', figure: 'download', contender: 'muxwire-js', against: 'socat', min: 0.5, advisory: 'not yet', why: '' },
+        { id: 'quick', kind: 'e2e', figure: 'download', contender: 'muxwire-js', against: 'socat', min: 0.5, advisoryQuick: 'spreads in quick runs', why: '' },
+      ],
+    };
+    const quick = checkGate(gate, report('quick'));
+    assert.deepEqual(quick.map((o) => o.status), ['miss', 'miss']);
+    assert.match(quick[1]!.detail ?? '', /not enforced in quick runs: spreads in quick runs/);
+    const full = checkGate(gate, report('full'));
+    assert.deepEqual(full.map((o) => o.status), ['miss', 'fail']);
+  });
+
   test('a ratio is taken round by round: the gate reports its median, and its spread over the rounds', () => {
     const runs = (...values: number[]) => ({ summary: summarize(values) });
     const demuxCase = { transfer: 16384, payload: 49116, connections: 1 };
