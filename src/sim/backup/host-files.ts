@@ -24,6 +24,7 @@ import {
 } from '../../protocol/device-link.js';
 import type { DeviceLinkStatus } from '../../protocol/device-link.js';
 import type { DeviceLinkChannel } from '../../services/backup/device-link-channel.js';
+import { FileFrameReader } from '../../services/backup/file-frames.js';
 
 /** Size of the data chunks a device sends (idevicebackup2 reads any size in 32 KiB pieces). */
 const UPLOAD_CHUNK = 256 * 1024;
@@ -36,6 +37,8 @@ export interface UploadItem {
   backupPath: string;
   /** The local file to send. */
   path: string;
+  /** Its size as last seen: a file this small is read ahead and sent in one write (file-frames.ts). */
+  size?: number;
 }
 
 /** What an upload sent for one file: its size and SHA-1 as read, or the reason it could not be read. */
@@ -95,16 +98,31 @@ export class HostFiles {
   }
 
   /**
-   * Uploads files, streaming each in {@link UPLOAD_CHUNK} pieces (never a whole file in memory),
-   * `onBytes` after each piece. A file that cannot be read is ended with the device's error code;
-   * the host then holds an empty file there, which the caller must not list in its manifest.
+   * Uploads files: small ones read ahead and sent whole in one write each, larger ones streamed in
+   * {@link UPLOAD_CHUNK} pieces (never a whole large file in memory), `onBytes` after each piece. A
+   * file that cannot be read is ended with the device's error code; the host then holds an empty
+   * file there, which the caller must not list in its manifest.
    */
   async uploadFiles(items: UploadItem[], totalBytes: number, progress: number, onBytes?: (n: number) => void): Promise<UploadResult[]> {
     const ch = this.#ch;
     await ch.send(['DLMessageUploadFiles', {}, dlProgress(progress), totalBytes]);
     const results: UploadResult[] = [];
-    for (const item of items) {
-      await ch.write(Buffer.concat([encodeFileName(item.deviceName), encodeFileName(item.backupPath)]));
+    const names = items.map((item) => Buffer.concat([encodeFileName(item.deviceName), encodeFileName(item.backupPath)]));
+    const frames = new FileFrameReader(items.map((item, i) => ({ path: item.path, names: names[i]!, ...(item.size !== undefined ? { size: item.size } : {}) })));
+    for (const [i, item] of items.entries()) {
+      const f = await frames.next();
+      if (f.kind === 'whole') {
+        await ch.write(f.frame);
+        onBytes?.(f.size);
+        results.push({ ok: true, size: f.size, digest: f.digest });
+        continue;
+      }
+      if (f.kind === 'failed') {
+        await ch.write(Buffer.concat([names[i]!, encodeFileEnd(DL_CODE_ERROR_REMOTE, f.reason)]));
+        results.push({ ok: false, reason: f.reason });
+        continue;
+      }
+      await ch.write(names[i]!);
       const hash = createHash('sha1');
       let size = 0;
       let failure: string | undefined;

@@ -281,6 +281,7 @@ class BackupSession {
           deviceName: `${u.entry.domain}/${u.entry.relativePath}`,
           backupPath: `${snap}/${backupFilePath(u.fileID)}`,
           path: u.entry.path,
+          size: Number(u.entry.stat.size),
         }));
         const results = await host.uploadFiles(items, uploadBytes, uploadBytes === 0 ? 100 : (sent / uploadBytes) * 90, (n) => (sent += n));
         results.forEach((r, k) => {
