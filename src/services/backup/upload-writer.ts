@@ -20,8 +20,9 @@
  *
  * What keeps it safe and bounded:
  * - every file is written under a temporary name in its own folder and renamed to its real name
- *   only when the device ended it whole and every byte is written, so a killed host (kill -9, power
- *   on a journalled filesystem aside) never leaves a partial file under a real name;
+ *   only when the device ended it whole and every byte is written, so a host killed midway (kill -9)
+ *   never leaves a partial file under a real name (no fsync: a killed process loses no written
+ *   bytes, and the device commits a snapshot only after the whole upload was answered);
  * - bytes not yet on disk are bounded (`maxPendingBytes`, and `maxPendingFiles` files): past the
  *   bound the caller awaits, so it stops reading and the device is paced by the mux window;
  * - a file's bytes are written in pieces of at least `flushBytes` (one writev of the chunks as they

@@ -187,7 +187,8 @@ export class HostFiles {
     const ch = this.#ch;
     const fh = await open(path, 'r');
     let position = 0;
-    const readChunk = async (): Promise<Buffer | undefined> => {
+    /** The next chunk in a pool buffer (`buf`), head included (`chunk`); undefined at the end. */
+    const readChunk = async (): Promise<{ buf: Buffer; chunk: Buffer } | undefined> => {
       const buf = await this.#chunks.take();
       try {
         const { bytesRead } = await fh.read(buf, CHUNK_HEAD, UPLOAD_CHUNK, position);
@@ -198,7 +199,7 @@ export class HostFiles {
         position += bytesRead;
         buf.writeUInt32BE(bytesRead + 1, 0);
         buf[4] = DL_CODE_FILE_DATA;
-        return buf.subarray(0, CHUNK_HEAD + bytesRead);
+        return { buf, chunk: buf.subarray(0, CHUNK_HEAD + bytesRead) };
       } catch (err) {
         this.#chunks.give(buf);
         throw err;
@@ -206,11 +207,11 @@ export class HostFiles {
     };
     let next = readChunk();
     try {
-      for (let chunk = await next; chunk !== undefined; chunk = await next) {
+      for (let got = await next; got !== undefined; got = await next) {
         next = readChunk();
+        const { buf, chunk } = got;
         onData(chunk.subarray(CHUNK_HEAD));
-        const whole = Buffer.from(chunk.buffer, chunk.byteOffset, UPLOAD_CHUNK + CHUNK_HEAD);
-        await ch.write(chunk, () => this.#chunks.give(whole));
+        await ch.write(chunk, () => this.#chunks.give(buf));
       }
     } finally {
       // After a failed write a read may still be under way (or waiting for a buffer the dead
