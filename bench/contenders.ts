@@ -97,7 +97,7 @@ export function muxwireMain(): string {
  * Node options for the sim and daemon processes: `MUXWIRE_BENCH_PROFILE=DIR` writes a V8 CPU profile
  * of each into DIR when it exits (`--cpu-prof`, which NODE_OPTIONS does not accept).
  */
-function profileArgs(): string[] {
+export function profileArgs(): string[] {
   const dir = process.env.MUXWIRE_BENCH_PROFILE;
   return dir ? ['--cpu-prof', `--cpu-prof-dir=${dir}`] : process.env.MUXWIRE_BENCH_TRACE_GC ? ['--trace-gc'] : [];
 }
@@ -235,6 +235,8 @@ export interface StartOptions {
   workDir: string;
   /** How long a daemon may take to show the device and pair it. */
   attachTimeoutMs?: number;
+  /** The simulated device's mobilebackup2 content (`muxwire sim --backup-root`); default its built-in set. */
+  backupRoot?: string;
 }
 
 /** Starts contender `id`; throws ContenderUnavailable when it cannot run on this machine. */
@@ -313,7 +315,8 @@ async function startMux(id: 'muxwire-js' | 'muxwire-native' | 'usbmuxd', opts: S
   };
   const notes: string[] = [];
   try {
-    const sim = new Child('muxwire sim', process.execPath, [...profileArgs(), muxwireMain(), 'sim', '--vusb-dir', busDir, '--afc-root', afcRoot]);
+    const backupArgs = opts.backupRoot !== undefined ? ['--backup-root', opts.backupRoot] : [];
+    const sim = new Child('muxwire sim', process.execPath, [...profileArgs(), muxwireMain(), 'sim', '--vusb-dir', busDir, '--afc-root', afcRoot, ...backupArgs]);
     children.push(sim);
     await sim.waitFor(/muxwire sim: ready (\S+)/, 30_000);
 

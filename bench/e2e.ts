@@ -32,6 +32,7 @@ import {
   type AfcClientName,
   type Transfer,
 } from './e2e-workloads.js';
+import { addBackupFigures, FULL_BACKUP, QUICK_BACKUP, type BackupConfig, type BackupFigure } from './backup-workload.js';
 import { cpuSeconds, RssSampler } from './proc-stats.js';
 import { quantile, summarize, type Summary } from './stats.js';
 
@@ -62,6 +63,8 @@ export interface E2eConfig {
   afcBudgetSeconds: number;
   afcWarmupBytes: number;
   afcRepeats: number;
+  /** The backup figure's content set and rounds (bench/backup-workload.ts); not measured without it. */
+  backup?: BackupConfig;
   /** Which contenders to run (default all). */
   only?: readonly ContenderId[];
   /** Which groups of figures to measure (default all). */
@@ -69,7 +72,7 @@ export interface E2eConfig {
 }
 
 /** Groups of figures that `--figures` can select: each group is measured as a whole. */
-export const FIGURE_GROUPS = ['download', 'upload', 'duplex', 'concurrent', 'connect', 'lockdown', 'afc'] as const;
+export const FIGURE_GROUPS = ['download', 'upload', 'duplex', 'concurrent', 'connect', 'lockdown', 'afc', 'backup'] as const;
 export type FigureGroup = (typeof FIGURE_GROUPS)[number];
 
 export const FULL_E2E: E2eConfig = {
@@ -85,6 +88,7 @@ export const FULL_E2E: E2eConfig = {
   afcBudgetSeconds: 30,
   afcWarmupBytes: 32 * MiB,
   afcRepeats: 3,
+  backup: FULL_BACKUP,
 };
 
 export const QUICK_E2E: E2eConfig = {
@@ -100,6 +104,7 @@ export const QUICK_E2E: E2eConfig = {
   afcBudgetSeconds: 2,
   afcWarmupBytes: 4 * MiB,
   afcRepeats: 3,
+  backup: QUICK_BACKUP,
 };
 
 /** The figures, in table order. `better` says which way is good. */
@@ -123,6 +128,8 @@ export const FIGURES = {
   farCpuPerGB: { title: 'device side CPU per GB moved (sim or ceiling server)', unit: 's/GB', better: 'lower' },
   concurrentDaemonCpuPerGB: { title: '32 connections: daemon CPU per GB', unit: 's/GB', better: 'lower' },
   concurrentCpuPerGB: { title: '32 connections: CPU per GB of daemon + device + clients', unit: 's/GB', better: 'lower' },
+  backupMuxwire: { title: 'full backup, muxwire backup --full', unit: 's', better: 'lower' },
+  backupLimd: { title: 'full backup, idevicebackup2 backup --full', unit: 's', better: 'lower' },
 } as const;
 export type FigureId = keyof typeof FIGURES;
 
@@ -146,6 +153,8 @@ export interface ContenderResult {
   notes: string[];
   figures: Partial<Record<FigureId, FigureResult>>;
   seconds: number;
+  /** The backup figure's every run, CPU by process included (muxwire-js only). */
+  backup?: BackupFigure;
 }
 
 type Log = (line: string) => void;
@@ -195,6 +204,7 @@ export async function runE2e(cfg: E2eConfig, workDir: string, log: Log): Promise
     }
     const t0 = Date.now();
     await measureAll(entries, cfg, log);
+    if (cfg.backup && (!cfg.figures || cfg.figures.includes('backup'))) await addBackupFigures(results, cfg.backup, workDir, log);
     for (const e of entries) e.result.seconds = (Date.now() - t0) / 1000;
   } finally {
     for (const e of entries) {

@@ -40,6 +40,17 @@ export function cpuSeconds(pid: number): number | undefined {
   return (utime + stime) / clockTicks();
 }
 
+/**
+ * User + system CPU seconds of this process's children that have ended and been waited for
+ * (cutime and cstime, fields 16 and 17 of /proc/self/stat): the delta around one child's run is
+ * that child's CPU, to its last tick, when no other child ends meanwhile.
+ */
+export function reapedChildrenCpuSeconds(): number {
+  const text = readFileSync('/proc/self/stat', 'utf8');
+  const fields = text.slice(text.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[13]) + Number(fields[14])) / clockTicks();
+}
+
 /** Resident set size of `pid` in bytes; undefined when it is gone. */
 export function rssBytes(pid: number): number | undefined {
   let text: string;

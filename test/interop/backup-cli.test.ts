@@ -6,17 +6,15 @@
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdir, mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { mkdir, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 
-import { MuxDaemon } from '../../src/daemon/mux-daemon.js';
-import { SimulatedDevice } from '../../src/sim/simulator.js';
+import type { SimulatedDevice } from '../../src/sim/simulator.js';
 import { requirePeer } from '../helpers/peers.js';
 import { backupFileId, backupFilePath } from '../../src/services/backup/manifest-db.js';
-import { pairListed } from '../helpers/backup-tree.js';
+import { BackupRig } from '../helpers/backup-rig.js';
 
 const run = promisify(execFile);
 const MAIN = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
@@ -32,37 +30,29 @@ async function files(root: string, rel = ''): Promise<string[]> {
 }
 
 describe('muxwire backup, backup-info and restore', () => {
+  let rig: BackupRig | undefined;
   let dir: string;
-  let daemon: MuxDaemon | undefined;
   let device: SimulatedDevice | undefined;
   let device2: SimulatedDevice | undefined;
   let env: NodeJS.ProcessEnv;
 
   before(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'muxwire-backup-cli-'));
+    rig = await BackupRig.create('muxwire-backup-cli-');
+    dir = rig.dir;
     await mkdir(join(dir, 'R2'));
     await mkdir(join(dir, 'OUT'));
-    device = await SimulatedDevice.create({ benchPorts: false, name: 'CLI iPhone' }); // the built-in content
-    device2 = await SimulatedDevice.create({ benchPorts: false, backupRoot: join(dir, 'R2') });
-    daemon = new MuxDaemon({ socketPath: join(dir, 'usbmuxd.sock'), pairDir: join(dir, 'lockdown'), preflight: true });
-    await daemon.start();
-    daemon.addLink(device.inProcessLink());
-    daemon.addLink(device2.inProcessLink());
-    env = { ...process.env, USBMUXD_SOCKET_ADDRESS: `UNIX:${join(dir, 'usbmuxd.sock')}` };
+    // The first device has the built-in content.
+    [device, device2] = await rig.start([{ name: 'CLI iPhone' }, { backupRoot: join(dir, 'R2') }]);
+    env = rig.env;
   });
 
-  after(async () => {
-    await daemon?.close();
-    await device?.close();
-    await device2?.close();
-    await rm(dir, { recursive: true, force: true });
-  });
+  after(() => rig?.close());
 
   const muxwire = (...args: string[]): Promise<{ stdout: string; stderr: string }> => run(process.execPath, [MAIN, ...args], { env, timeout: 120_000 });
 
   test('backs up the built-in content, describes it, and restores it onto a second device', { timeout: 300_000 }, async (t) => {
     if (!requirePeer(t, 'idevicepair', 'idevice_id')) return;
-    await pairListed(env, [device!.udid, device2!.udid]);
+    await rig!.pairAll();
     const out = join(dir, 'OUT');
     const b = await muxwire('backup', '-u', device!.udid, out, '--full', '--json', '--no-progress');
     const summary = JSON.parse(b.stdout) as { udid: string; files: number; bytes: number };

@@ -8,30 +8,28 @@ import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
-import { MuxDaemon } from '../../src/daemon/mux-daemon.js';
-import { SimulatedDevice } from '../../src/sim/simulator.js';
+import type { SimulatedDevice } from '../../src/sim/simulator.js';
 import { decodePlist, isPlistDict } from '../../src/protocol/plist.js';
 import { backupFileId, backupFilePath } from '../../src/services/backup/manifest-db.js';
 import { requirePeer } from '../helpers/peers.js';
-import { assertBackupMatches, backupStatus as status, pairListed, run, tree } from '../helpers/backup-tree.js';
+import { assertBackupMatches, backupStatus as status, run, tree } from '../helpers/backup-tree.js';
+import { BackupRig } from '../helpers/backup-rig.js';
 
 describe('idevicebackup2 against the simulated mobilebackup2', () => {
-  let dir: string;
+  let rig: BackupRig | undefined;
   let R: string;
   let R2: string;
   let OUT: string;
-  let daemon: MuxDaemon | undefined;
   let device: SimulatedDevice | undefined;
   let device2: SimulatedDevice | undefined;
   let env: NodeJS.ProcessEnv;
-  let paired = false;
 
   before(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'muxwire-backup-limd-'));
+    rig = await BackupRig.create('muxwire-backup-limd-');
+    const dir = rig.dir;
     R = join(dir, 'R');
     R2 = join(dir, 'R2');
     OUT = join(dir, 'OUT');
@@ -47,27 +45,13 @@ describe('idevicebackup2 against the simulated mobilebackup2', () => {
       await mkdir(sub, { recursive: true });
       await writeFile(join(sub, `note ${i}.txt`), randomBytes(1 + (i * 37) % 5000));
     }
-    device = await SimulatedDevice.create({ backupRoot: R, benchPorts: false });
-    device2 = await SimulatedDevice.create({ backupRoot: R2, benchPorts: false });
-    daemon = new MuxDaemon({ socketPath: join(dir, 'usbmuxd.sock'), pairDir: join(dir, 'lockdown'), preflight: true });
-    await daemon.start();
-    daemon.addLink(device.inProcessLink());
-    daemon.addLink(device2.inProcessLink());
-    env = { ...process.env, USBMUXD_SOCKET_ADDRESS: `UNIX:${join(dir, 'usbmuxd.sock')}` };
+    [device, device2] = await rig.start([{ backupRoot: R }, { backupRoot: R2 }]);
+    env = rig.env;
   });
 
-  after(async () => {
-    await daemon?.close();
-    await device?.close();
-    await device2?.close();
-    await rm(dir, { recursive: true, force: true });
-  });
+  after(() => rig?.close());
 
-  async function pairBoth(): Promise<void> {
-    if (paired) return;
-    await pairListed(env, [device!.udid, device2!.udid]);
-    paired = true;
-  }
+  const pairBoth = (): Promise<void> => rig!.pairAll();
 
   function backup(...args: string[]): Promise<{ stdout: string; stderr: string }> {
     return run('idevicebackup2', args, { env, timeout: 240_000, maxBuffer: 64 * 1024 * 1024 });

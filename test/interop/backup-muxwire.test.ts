@@ -6,20 +6,19 @@
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
-import { MuxDaemon } from '../../src/daemon/mux-daemon.js';
-import { SimulatedDevice } from '../../src/sim/simulator.js';
-import { UsbmuxClient } from '../../src/client/usbmux-client.js';
+import type { SimulatedDevice } from '../../src/sim/simulator.js';
+import type { UsbmuxClient } from '../../src/client/usbmux-client.js';
 import { BackupClient } from '../../src/services/backup/backup-client.js';
 import type { BackupProgress } from '../../src/services/backup/backup-client.js';
 import { MANIFEST_FLAG_FILE, backupFilePath, readManifestDb } from '../../src/services/backup/manifest-db.js';
 import { isMuxwireError } from '../../src/errors.js';
 import { decodePlist, isPlistDict } from '../../src/protocol/plist.js';
 import { requirePeer } from '../helpers/peers.js';
-import { pairListed, run, sha1, tree } from '../helpers/backup-tree.js';
+import { run, sha1, tree } from '../helpers/backup-tree.js';
+import { BackupRig } from '../helpers/backup-rig.js';
 
 /** Manifest.db rows without timestamps and inode, plus each file's data digest. */
 async function snapshot(udidDir: string): Promise<unknown[]> {
@@ -38,18 +37,18 @@ async function snapshot(udidDir: string): Promise<unknown[]> {
 }
 
 describe('BackupClient and idevicebackup2 on one simulated device', () => {
+  let rig: BackupRig | undefined;
   let dir: string;
   let R: string;
   let R2: string;
-  let daemon: MuxDaemon | undefined;
   let device: SimulatedDevice | undefined;
   let device2: SimulatedDevice | undefined;
   let client: UsbmuxClient;
   let env: NodeJS.ProcessEnv;
-  let paired = false;
 
   before(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'muxwire-backup-client-'));
+    rig = await BackupRig.create('muxwire-backup-client-');
+    dir = rig.dir;
     R = join(dir, 'R');
     R2 = join(dir, 'R2');
     await mkdir(R2);
@@ -63,32 +62,17 @@ describe('BackupClient and idevicebackup2 on one simulated device', () => {
       await mkdir(sub, { recursive: true });
       await writeFile(join(sub, `${i}.plist`), randomBytes(1 + (i * 53) % 3000));
     }
-    device = await SimulatedDevice.create({ backupRoot: R, benchPorts: false });
-    device2 = await SimulatedDevice.create({ backupRoot: R2, benchPorts: false });
+    [device, device2] = await rig.start([{ backupRoot: R }, { backupRoot: R2 }]);
     // A media-partition file both tools copy into Info.plist's "iTunes Files".
     await mkdir(join(device.afcRoot, 'iTunes_Control/iTunes'), { recursive: true });
     await writeFile(join(device.afcRoot, 'iTunes_Control/iTunes/iTunesPrefs'), randomBytes(300));
-    const socket = join(dir, 'usbmuxd.sock');
-    daemon = new MuxDaemon({ socketPath: socket, pairDir: join(dir, 'lockdown'), preflight: true });
-    await daemon.start();
-    daemon.addLink(device.inProcessLink());
-    daemon.addLink(device2.inProcessLink());
-    env = { ...process.env, USBMUXD_SOCKET_ADDRESS: `UNIX:${socket}` };
-    client = new UsbmuxClient({ address: `UNIX:${socket}`, timeoutMs: 10_000 });
+    env = rig.env;
+    client = rig.client();
   });
 
-  after(async () => {
-    await daemon?.close();
-    await device?.close();
-    await device2?.close();
-    await rm(dir, { recursive: true, force: true });
-  });
+  after(() => rig?.close());
 
-  async function pairBoth(): Promise<void> {
-    if (paired) return;
-    await pairListed(env, [device!.udid, device2!.udid]);
-    paired = true;
-  }
+  const pairBoth = (): Promise<void> => rig!.pairAll();
 
   const limd = (...args: string[]): Promise<{ stdout: string }> => run('idevicebackup2', args, { env, timeout: 240_000, maxBuffer: 64 * 1024 * 1024 });
 

@@ -17,7 +17,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { createReadStream } from 'node:fs';
-import { cp, mkdir, open, readFile, readdir, rename, rm, stat, statfs, writeFile } from 'node:fs/promises';
+import { cp, mkdir, readFile, readdir, rename, rm, stat, statfs, writeFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { dirname, join } from 'node:path';
 import type { Duplex } from 'node:stream';
@@ -45,6 +45,7 @@ import type { DeviceInfo } from '../../client/device-info.js';
 import { AfcClient } from '../afc/afc-client.js';
 import { DeviceLinkChannel } from './device-link-channel.js';
 import { listBackupApps } from './app-list.js';
+import { UploadWriter } from './upload-writer.js';
 import type { BackupApps } from './app-list.js';
 
 /** Progress of a running operation. */
@@ -345,6 +346,35 @@ export function backupDirPath(dir: string, rel: string): string {
   return join(dir, ...parts);
 }
 
+/** Moves of one DLMessageMoveItems done at once when they are independent. */
+const MOVE_PARALLEL = 16;
+
+/**
+ * Renames `from` to `to`, replacing what is there as idevicebackup2 does: a file is replaced by
+ * the rename itself (atomically: the old one stays whole until the new one takes its name); a
+ * directory, or a file where a directory is, is removed first.
+ */
+async function moveReplacing(from: string, to: string): Promise<void> {
+  try {
+    await rename(from, to);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code !== 'ENOTEMPTY' && code !== 'EEXIST' && code !== 'EISDIR' && code !== 'ENOTDIR') throw err;
+    await rm(to, { recursive: true, force: true });
+    await rename(from, to);
+  }
+}
+
+/** True when no path is another's, or inside another's. */
+function independentPaths(paths: string[]): boolean {
+  const all = new Set(paths);
+  if (all.size !== paths.length) return false;
+  for (const p of paths) {
+    for (let up = dirname(p); up !== dirname(up); up = dirname(up)) if (all.has(up)) return false;
+  }
+  return true;
+}
+
 function errnoCode(err: unknown): number {
   const code = (err as NodeJS.ErrnoException).code;
   return code === 'ENOENT' ? -6 : code === 'EEXIST' ? -7 : -1;
@@ -440,12 +470,11 @@ class DeviceRequests {
         case 'DLMessageMoveFiles': {
           const moves = msg.args[0];
           if (isPlistDict(moves)) {
-            for (const [from, to] of Object.entries(moves)) {
-              if (typeof to !== 'string') continue;
-              const dst = backupDirPath(dir, to);
-              await rm(dst, { recursive: true, force: true });
-              await rename(backupDirPath(dir, from), dst);
-            }
+            const pairs = Object.entries(moves).flatMap(([from, to]) => (typeof to === 'string' ? [[backupDirPath(dir, from), backupDirPath(dir, to)] as const] : []));
+            // Moves that touch no common path (a snapshot's files, always) run MOVE_PARALLEL at a
+            // time; any others one after the other, in the device's order.
+            const width = independentPaths(pairs.flat()) ? MOVE_PARALLEL : 1;
+            for (let i = 0; i < pairs.length; i += width) await Promise.all(pairs.slice(i, i + width).map(([from, to]) => moveReplacing(from, to)));
           }
           return ch.send(dlStatusResponse(0, undefined, {}));
         }
@@ -467,39 +496,31 @@ class DeviceRequests {
     }
   }
 
-  /** DLMessageUploadFiles: each file to a temporary name, renamed when it ends whole. */
+  /**
+   * DLMessageUploadFiles: each file to a temporary name, renamed when it ends whole, several files
+   * on their way to disk at once while the stream is read on (upload-writer.ts).
+   */
   async #receiveFiles(): Promise<void> {
-    let current: { path: string; tmp: string; fh: Awaited<ReturnType<typeof open>> } | undefined;
+    const writer = new UploadWriter();
     try {
       await this.#ch.receiveFiles(2, async (e) => {
         if (e.kind === 'file') {
-          const path = backupDirPath(this.#dir, e.names[1]!);
-          const tmp = `${path}.muxwire-part-${randomBytes(4).toString('hex')}`;
-          await mkdir(dirname(path), { recursive: true });
-          current = { path, tmp, fh: await open(tmp, 'w', 0o644) };
+          await writer.begin(backupDirPath(this.#dir, e.names[1]!));
         } else if (e.kind === 'data') {
-          if (!current) throw new MuxwireError('MUXWIRE_ERR_BAD_MESSAGE', 'file data before a file name');
-          await current.fh.write(e.data);
+          await writer.data(e.data);
           this.#addBytes(e.data.length, 'UploadFiles');
         } else if (e.kind === 'end') {
-          const c = current;
-          current = undefined;
-          if (!c) throw new MuxwireError('MUXWIRE_ERR_BAD_MESSAGE', 'end of file before a file name');
-          await c.fh.close();
+          writer.end(e.ok);
           if (e.ok) {
-            await rename(c.tmp, c.path);
             this.#files++;
             this.#progress('UploadFiles');
-          } else {
-            await rm(c.tmp, { force: true });
           }
         }
       });
-    } finally {
-      if (current) {
-        await current.fh.close().catch(() => undefined);
-        await rm(current.tmp, { force: true });
-      }
+      await writer.finish();
+    } catch (err) {
+      await writer.abort();
+      throw err;
     }
     await this.#ch.send(dlStatusResponse(0, undefined, {}));
   }

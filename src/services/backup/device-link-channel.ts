@@ -47,12 +47,22 @@ export class DeviceLinkChannel {
     await this.write(encodePlistFrame(message, 'binary'));
   }
 
-  /** Writes raw bytes, waiting for the stream to drain when it asks to. */
-  async write(bytes: Buffer): Promise<void> {
-    if (this.#error) throw this.#error;
+  /**
+   * Writes raw bytes, waiting for the stream to drain when it asks to. `released`, when given, is
+   * called once the stream is done with `bytes` (its write callback, also on failure): the caller
+   * may then use the buffer again.
+   */
+  async write(bytes: Buffer, released?: () => void): Promise<void> {
+    if (this.#error) {
+      released?.();
+      throw this.#error;
+    }
     const s = this.#stream;
-    if (s.destroyed || s.writableEnded) throw new MuxwireError('MUXWIRE_ERR_CLOSED', 'the DeviceLink connection is closed');
-    if (!s.write(bytes)) {
+    if (s.destroyed || s.writableEnded) {
+      released?.();
+      throw new MuxwireError('MUXWIRE_ERR_CLOSED', 'the DeviceLink connection is closed');
+    }
+    if (!s.write(bytes, released && (() => released()))) {
       await new Promise<void>((resolve, reject) => {
         const settle = (err?: MuxwireError): void => {
           s.off('drain', onDrain);

@@ -5,7 +5,6 @@
  * are relative to the host's backup directory. A status other than 0 (or, for downloads, the
  * "Multi status" that lists missing files) is MUXWIRE_ERR_BACKUP with the host's text.
  */
-import { createReadStream } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import { MuxwireError } from '../../errors.js';
@@ -16,7 +15,7 @@ import {
   DL_STATUS_MULTI,
   decodeStatusResponse,
   dlProgress,
-  encodeDataChunkHead,
+  DL_CODE_FILE_DATA,
   encodeFileEnd,
   encodeFileName,
   encodeFileStreamEnd,
@@ -24,9 +23,37 @@ import {
 } from '../../protocol/device-link.js';
 import type { DeviceLinkStatus } from '../../protocol/device-link.js';
 import type { DeviceLinkChannel } from '../../services/backup/device-link-channel.js';
+import { FileFrameReader } from '../../services/backup/file-frames.js';
 
 /** Size of the data chunks a device sends (idevicebackup2 reads any size in 32 KiB pieces). */
 const UPLOAD_CHUNK = 256 * 1024;
+
+/** A data chunk's head: u32 length + 1, then the code 0x0C. */
+const CHUNK_HEAD = 5;
+
+/** Chunk buffers of a streamed file: one being read, the others going out. */
+const STREAM_BUFFERS = 3;
+
+/** A fixed set of equal buffers, lent and given back; `take()` waits while all are lent. */
+class ChunkPool {
+  readonly #free: Buffer[] = [];
+  readonly #waiting: ((b: Buffer) => void)[] = [];
+
+  constructor(count: number, size: number) {
+    for (let i = 0; i < count; i++) this.#free.push(Buffer.allocUnsafeSlow(size));
+  }
+
+  take(): Promise<Buffer> {
+    const b = this.#free.pop();
+    return b ? Promise.resolve(b) : new Promise((resolve) => this.#waiting.push(resolve));
+  }
+
+  give(b: Buffer): void {
+    const w = this.#waiting.shift();
+    if (w) w(b);
+    else this.#free.push(b);
+  }
+}
 
 /** One file to upload. */
 export interface UploadItem {
@@ -36,6 +63,8 @@ export interface UploadItem {
   backupPath: string;
   /** The local file to send. */
   path: string;
+  /** Its size as last seen: a file this small is read ahead and sent in one write (file-frames.ts). */
+  size?: number;
 }
 
 /** What an upload sent for one file: its size and SHA-1 as read, or the reason it could not be read. */
@@ -49,6 +78,7 @@ export interface DownloadResult {
 
 export class HostFiles {
   readonly #ch: DeviceLinkChannel;
+  readonly #chunks = new ChunkPool(STREAM_BUFFERS, CHUNK_HEAD + UPLOAD_CHUNK);
 
   constructor(channel: DeviceLinkChannel) {
     this.#ch = channel;
@@ -95,28 +125,40 @@ export class HostFiles {
   }
 
   /**
-   * Uploads files, streaming each in {@link UPLOAD_CHUNK} pieces (never a whole file in memory),
-   * `onBytes` after each piece. A file that cannot be read is ended with the device's error code;
-   * the host then holds an empty file there, which the caller must not list in its manifest.
+   * Uploads files: small ones read ahead and sent whole in one write each, larger ones streamed in
+   * {@link UPLOAD_CHUNK} pieces (never a whole large file in memory), `onBytes` after each piece. A
+   * file that cannot be read is ended with the device's error code; the host then holds an empty
+   * file there, which the caller must not list in its manifest.
    */
   async uploadFiles(items: UploadItem[], totalBytes: number, progress: number, onBytes?: (n: number) => void): Promise<UploadResult[]> {
     const ch = this.#ch;
     await ch.send(['DLMessageUploadFiles', {}, dlProgress(progress), totalBytes]);
     const results: UploadResult[] = [];
-    for (const item of items) {
-      await ch.write(Buffer.concat([encodeFileName(item.deviceName), encodeFileName(item.backupPath)]));
+    const names = items.map((item) => Buffer.concat([encodeFileName(item.deviceName), encodeFileName(item.backupPath)]));
+    const frames = new FileFrameReader(items.map((item, i) => ({ path: item.path, names: names[i]!, ...(item.size !== undefined ? { size: item.size } : {}) })));
+    for (const [i, item] of items.entries()) {
+      const f = await frames.next();
+      if (f.kind === 'whole') {
+        await ch.write(f.frame);
+        onBytes?.(f.size);
+        results.push({ ok: true, size: f.size, digest: f.digest });
+        continue;
+      }
+      if (f.kind === 'failed') {
+        await ch.write(Buffer.concat([names[i]!, encodeFileEnd(DL_CODE_ERROR_REMOTE, f.reason)]));
+        results.push({ ok: false, reason: f.reason });
+        continue;
+      }
+      await ch.write(names[i]!);
       const hash = createHash('sha1');
       let size = 0;
       let failure: string | undefined;
       try {
-        for await (const chunk of createReadStream(item.path, { highWaterMark: UPLOAD_CHUNK })) {
-          const data = chunk as Buffer;
+        await this.#streamFile(item.path, (data) => {
           hash.update(data);
           size += data.length;
-          await ch.write(encodeDataChunkHead(data.length));
-          await ch.write(data);
           onBytes?.(data.length);
-        }
+        });
       } catch (err) {
         if (err instanceof MuxwireError) throw err;
         failure = (err as Error).message;
@@ -131,6 +173,52 @@ export class HostFiles {
     await ch.write(encodeFileStreamEnd());
     await this.#status('UploadFiles');
     return results;
+  }
+
+  /**
+   * Sends the file at `path` as data chunks, {@link UPLOAD_CHUNK} bytes each, read into buffers of
+   * {@link #chunks} that are used again once the connection let go of them (its write callback:
+   * the mux copied them into packets), the next chunk being read while one goes out. A large file
+   * then costs no new memory per chunk, and the collector no full collection every few MiB.
+   * `onData` sees each chunk's data before it is sent. Errors are the file system's, or the
+   * connection's (MuxwireError).
+   */
+  async #streamFile(path: string, onData: (data: Buffer) => void): Promise<void> {
+    const ch = this.#ch;
+    const fh = await open(path, 'r');
+    let position = 0;
+    /** The next chunk in a pool buffer (`buf`), head included (`chunk`); undefined at the end. */
+    const readChunk = async (): Promise<{ buf: Buffer; chunk: Buffer } | undefined> => {
+      const buf = await this.#chunks.take();
+      try {
+        const { bytesRead } = await fh.read(buf, CHUNK_HEAD, UPLOAD_CHUNK, position);
+        if (bytesRead === 0) {
+          this.#chunks.give(buf);
+          return undefined;
+        }
+        position += bytesRead;
+        buf.writeUInt32BE(bytesRead + 1, 0);
+        buf[4] = DL_CODE_FILE_DATA;
+        return { buf, chunk: buf.subarray(0, CHUNK_HEAD + bytesRead) };
+      } catch (err) {
+        this.#chunks.give(buf);
+        throw err;
+      }
+    };
+    let next = readChunk();
+    try {
+      for (let got = await next; got !== undefined; got = await next) {
+        next = readChunk();
+        const { buf, chunk } = got;
+        onData(chunk.subarray(CHUNK_HEAD));
+        await ch.write(chunk, () => this.#chunks.give(buf));
+      }
+    } finally {
+      // After a failed write a read may still be under way (or waiting for a buffer the dead
+      // connection keeps): not waited for; its buffer comes back when it ends, its error is moot.
+      next.catch(() => undefined);
+      await fh.close();
+    }
   }
 
   /**

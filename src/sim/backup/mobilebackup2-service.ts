@@ -21,7 +21,7 @@
  * Manifest.db, Manifest.plist and Status.plist are uploaded into `<UDID>/Snapshot/` and only moved
  * into place once every upload succeeded, so a backup cut off midway (unplug, client killed) leaves
  * the last finished snapshot as it was, and the partial files only in `Snapshot/`, which the next
- * backup clears. An incremental backup downloads the previous Manifest.db and Status.plist, lists
+ * backup clears. A two-hex folder the host does not have yet is moved in as a whole. An incremental backup downloads the previous Manifest.db and Status.plist, lists
  * the host's two-hex folders, and uploads only files whose SHA-1 or size differ or whose data the
  * host no longer has; files gone from the device are removed from the snapshot.
  *
@@ -269,11 +269,15 @@ class BackupSession {
       // Everything new goes into Snapshot/ first; the finished snapshot is not touched yet.
       const snap = `${target}/Snapshot`;
       await host.createDirectory(target);
+      // The two-hex folders the host already has; the others are moved in whole at the end.
+      const present = await host.contentsOfDirectory(target);
       await host.removeItems([snap]);
       await host.createDirectory(snap);
       const prefixes = [...new Set(toUpload.map((u) => u.fileID.slice(0, 2)))].sort();
       for (const p of prefixes) await host.createDirectory(`${snap}/${p}`);
 
+      /** Folders of Snapshot/ holding a file that was left out (the host has an empty one there). */
+      const leftOut = new Set<string>();
       let sent = 0;
       for (let i = 0; i < toUpload.length; i += BATCH) {
         const batch = toUpload.slice(i, i + BATCH);
@@ -281,6 +285,7 @@ class BackupSession {
           deviceName: `${u.entry.domain}/${u.entry.relativePath}`,
           backupPath: `${snap}/${backupFilePath(u.fileID)}`,
           path: u.entry.path,
+          size: Number(u.entry.stat.size),
         }));
         const results = await host.uploadFiles(items, uploadBytes, uploadBytes === 0 ? 100 : (sent / uploadBytes) * 90, (n) => (sent += n));
         results.forEach((r, k) => {
@@ -290,6 +295,7 @@ class BackupSession {
             // Gone or unreadable since the walk: it is not in this snapshot.
             this.#log.info(`${u.entry.domain}/${u.entry.relativePath} left out: ${r.reason}`);
             entries.delete(u.fileID);
+            leftOut.add(u.fileID.slice(0, 2));
             return;
           }
           e.size = r.size;
@@ -315,9 +321,16 @@ class BackupSession {
         92,
       );
 
-      // Commit: data first, then the index, Status.plist last (it is what says "finished").
-      for (const p of prefixes) await host.createDirectory(`${target}/${p}`);
-      const uploaded = toUpload.filter((u) => entries.has(u.fileID));
+      // Commit: data first, then the index, Status.plist last (it is what says "finished"). A folder
+      // the host does not have yet moves as a whole (one rename instead of one per file, and no
+      // CreateDirectory round trip); into one it has, file by file.
+      const whole = prefixes.filter((p) => present[p] === undefined && !leftOut.has(p));
+      const wholeSet = new Set(whole);
+      for (let i = 0; i < whole.length; i += BATCH) {
+        await host.moveItems(new Map(whole.slice(i, i + BATCH).map((p) => [`${snap}/${p}`, `${target}/${p}`])), 94);
+      }
+      for (const p of prefixes) if (!wholeSet.has(p)) await host.createDirectory(`${target}/${p}`);
+      const uploaded = toUpload.filter((u) => entries.has(u.fileID) && !wholeSet.has(u.fileID.slice(0, 2)));
       for (let i = 0; i < uploaded.length; i += BATCH) {
         const moves = new Map(uploaded.slice(i, i + BATCH).map((u) => [`${snap}/${backupFilePath(u.fileID)}`, `${target}/${backupFilePath(u.fileID)}`]));
         await host.moveItems(moves, 94);
