@@ -208,6 +208,8 @@ export class MuxConnection extends Duplex {
   #lastReadFull = false;
   /** A short tail waits for the rest of this loop turn's reads (flushed by setImmediate). */
   #tailFlushScheduled = false;
+  /** The writer has ended while some of its bytes were still to be sent (see _final). */
+  #finalCallback: ((err?: Error | null) => void) | undefined;
 
   #bytesReceived = 0;
   #bytesSent = 0;
@@ -767,6 +769,10 @@ export class MuxConnection extends Duplex {
       this.#ackSent = this.#rxAck;
       this.#txSeq = (this.#txSeq + n) >>> 0;
       this.#bytesSent += n;
+      if (this.#txBytes === 0 && this.#finalCallback !== undefined) {
+        this.#finishFinal();
+        return;
+      }
     }
   }
 
@@ -822,12 +828,15 @@ export class MuxConnection extends Duplex {
   /** The device side is over: unsent writer bytes can never go out; finish the write. */
   #completePendingWrite(): void {
     const cb = this.#wCallback;
+    const final = this.#finalCallback;
+    this.#finalCallback = undefined;
     this.#tx = [];
     this.#txHead = 0;
     this.#txOffset = 0;
     this.#txBytes = 0;
     this.#wCallback = undefined;
     cb?.();
+    final?.();
   }
 
   /** Sends our ACK now if the device has used half our window, else within ACK_DELAY_MS. */
@@ -855,9 +864,25 @@ export class MuxConnection extends Duplex {
 
   override _final(callback: (err?: Error | null) => void): void {
     // No half-close on the mux (§6.5): the writer is done, so the connection is reset. Whatever the
-    // device had already sent is still delivered before the readable side ends.
+    // device had already sent is still delivered before the readable side ends. Bytes the writer
+    // was told were taken but that have not left yet (a tail held for a fuller packet, or waiting
+    // for the device's window) go out first: the RST follows them (#finishFinal).
+    if (this.#state === 'connected' && this.#txBytes > 0) {
+      this.#finalCallback = callback;
+      this.#lastReadFull = false;
+      this.#pump();
+      return;
+    }
     if (this.#state === 'connected') this.#startClosing('local', true, undefined);
     callback();
+  }
+
+  /** The writer's last bytes have left: reset the connection and let the Writable finish. */
+  #finishFinal(): void {
+    const callback = this.#finalCallback;
+    this.#finalCallback = undefined;
+    if (this.#state === 'connected') this.#startClosing('local', true, undefined);
+    callback?.();
   }
 
   override _destroy(err: Error | null, callback: (err?: Error | null) => void): void {
@@ -884,6 +909,7 @@ export class MuxConnection extends Duplex {
     this.#txOffset = 0;
     this.#txBytes = 0;
     this.#wCallback = undefined;
+    this.#finalCallback = undefined;
     callback(err);
   }
 

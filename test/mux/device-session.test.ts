@@ -466,6 +466,47 @@ for (const v of variants) {
     assert.equal(conn.state, 'closed');
   });
 
+  vtest('a writer that ends in the middle of a window-limited stream loses none of it: the RST follows the last byte', async () => {
+    const { device, session } = setup();
+    await session.ready;
+    const { conn, syn } = await connectScripted(device, session, 9, 131072);
+    // The device ACKs each packet a little later, as a busy device would, so the stream waits on
+    // the window, and the last reads' tail (less than a packet) is still unsent when end() comes.
+    let received = 0;
+    device.onSegment = (s) => {
+      if (s.data.length === 0) return;
+      received += s.data.length;
+      const ack = 1 + received;
+      setTimeout(() => device.send({ sport: syn.dport, dport: syn.sport, seq: 1, ack, flags: ACK, window: 131072 }), 1);
+    };
+    const reads = 7;
+    const pattern = Buffer.alloc(reads * 65536 + 1000);
+    for (let i = 0; i < pattern.length; i++) pattern[i] = (i * 13 + (i >> 9)) & 0xff;
+    const rst = device.waitFor((s) => (s.flags & RST) !== 0);
+    for (let i = 0; i < reads; i++) conn.write(pattern.subarray(i * 65536, (i + 1) * 65536));
+    conn.end(pattern.subarray(reads * 65536));
+    const r = await rst;
+    const data = Buffer.concat(device.segments.filter((s) => s.data.length > 0).map((s) => s.data));
+    assert.equal(data.length, pattern.length, 'every written byte before the RST');
+    assert.deepEqual(data, pattern);
+    assert.equal(r.seq, 1 + pattern.length, 'the RST follows the last byte');
+  });
+
+  vtest('a writer that ends right after a full socket read loses none of it', async () => {
+    const { device, session } = setup();
+    await session.ready;
+    const { conn } = await connectScripted(device, session, 9, 1 << 20);
+    // 65536 bytes: one packet of 49116 goes at once, and the tail waits for the end of the loop
+    // turn in case more comes; the end comes first.
+    const chunk = Buffer.alloc(65536, 0x5a);
+    const rst = device.waitFor((s) => (s.flags & RST) !== 0);
+    conn.end(chunk);
+    const r = await rst;
+    const data = Buffer.concat(device.segments.filter((s) => s.data.length > 0).map((s) => s.data));
+    assert.deepEqual(data, chunk);
+    assert.equal(r.seq, 1 + chunk.length);
+  });
+
   vtest('resets after the written data when the writer ends (no half-close)', async () => {
     const { device, session } = setup();
     await session.ready;
