@@ -14,6 +14,7 @@ import { serveBenchServices } from '../../src/sim/bench-services.js';
 import { encodeClientMessage } from '../../src/protocol/client-message.js';
 import { encodeXmlPlist } from '../../src/protocol/plist.js';
 import { RawClient } from './helpers/raw-client.js';
+import { seededRandom } from '../../src/seeded-random.js';
 
 let dir: string;
 let daemon: MuxDaemon;
@@ -38,17 +39,6 @@ after(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 /** One random message: valid length, random version/type/tag, a payload of one of several kinds. */
 function randomMessage(rand: () => number): Buffer {
   const kind = Math.floor(rand() * 6);
@@ -68,7 +58,7 @@ function randomMessage(rand: () => number): Buffer {
 }
 
 test('answers or drops clients that send random messages, and keeps serving the others', async () => {
-  const rand = prng(99);
+  const rand = seededRandom(99);
   const clients: RawClient[] = [];
   for (let c = 0; c < 40; c++) {
     const client = await RawClient.open(socketPath);

@@ -345,14 +345,19 @@ class BackupSession {
     });
   }
 
+  /** The rows of the Manifest.db of the host's backup `source`, downloaded into `work` first. */
+  async #fetchManifest(source: string, work: string): Promise<ManifestEntry[]> {
+    const dbName = `${source}/Manifest.db`;
+    const got = await this.#host.downloadFiles([dbName], () => join(work, 'Manifest.db'));
+    if (!got.has(dbName)) throw new MuxwireError('MUXWIRE_ERR_BAD_MANIFEST', `the host has no ${dbName}`);
+    return readManifestDb(join(work, 'Manifest.db'));
+  }
+
   async #restore(source: string, options: PlistDict): Promise<void> {
     const ctx = this.#ctx;
     const host = this.#host;
     await this.#withWorkDir(async (work) => {
-      const dbName = `${source}/Manifest.db`;
-      const got = await host.downloadFiles([dbName], () => join(work, 'Manifest.db'));
-      if (!got.has(dbName)) throw new MuxwireError('MUXWIRE_ERR_BAD_MANIFEST', `the host has no ${dbName}`);
-      const rows = readManifestDb(join(work, 'Manifest.db'));
+      const rows = await this.#fetchManifest(source, work);
       // Every name is checked before anything is written.
       const planned = rows
         .filter((r) => r.flags === MANIFEST_FLAG_FILE || r.flags === MANIFEST_FLAG_DIRECTORY)
@@ -432,10 +437,7 @@ class BackupSession {
   async #unback(source: string): Promise<void> {
     const host = this.#host;
     await this.#withWorkDir(async (work) => {
-      const dbName = `${source}/Manifest.db`;
-      const got = await host.downloadFiles([dbName], () => join(work, 'Manifest.db'));
-      if (!got.has(dbName)) throw new MuxwireError('MUXWIRE_ERR_BAD_MANIFEST', `the host has no ${dbName}`);
-      const rows = readManifestDb(join(work, 'Manifest.db'));
+      const rows = await this.#fetchManifest(source, work);
       const entries = rows.filter((r) => r.flags === MANIFEST_FLAG_FILE || r.flags === MANIFEST_FLAG_DIRECTORY);
       for (const r of entries) {
         // The same checks as a restore: an unsafe name is refused before anything is written.
