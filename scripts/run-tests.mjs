@@ -45,9 +45,33 @@ function run(label, files, env) {
   totals.fail += num('fail') + num('cancelled');
   totals.skipped += num('skipped') + num('todo');
   if (r.status !== 0 && num('fail') + num('cancelled') === 0) totals.fail += 1;
+  failures.push(...failedTests(tap, label));
 }
+
+/**
+ * The failing tests of a TAP report, each with the start of its error: CI shows only the end of
+ * the output, so the failures (a fuzz seed to replay, the assertion) are printed again last.
+ * Suites that failed only because a subtest did are left out.
+ */
+function failedTests(tap, label) {
+  const lines = tap.split('\n');
+  const out = [];
+  for (let i = 0; i < lines.length; i++) {
+    const m = /^(\s*)not ok \d+ - (.*)$/.exec(lines[i]);
+    if (m === null) continue;
+    const body = [];
+    for (let j = i + 1; j < lines.length && lines[j] !== `${m[1]}  ...`; j++) body.push(lines[j]);
+    if (body.some((l) => l.includes("failureType: 'subtestsFailed'"))) continue;
+    const text = body.join('\n');
+    out.push(`[${label}] ${m[2]}\n${text.length > 1500 ? `${text.slice(0, 1500)}\n  … (${text.length - 1500} more characters in dist/tap-${label}.txt)` : text}`);
+  }
+  return out;
+}
+
+const failures = [];
 
 run('auto', all, {});
 run('js', twice, { MUXWIRE_NO_NATIVE: '1' });
+if (failures.length > 0) process.stdout.write(`\nfailed tests, again:\n${failures.slice(0, 5).join('\n\n')}\n`);
 process.stdout.write(`\ntests: ${totals.pass} passed, ${totals.fail} failed, ${totals.skipped} skipped\n`);
 process.exitCode = totals.fail === 0 && totals.pass > 0 ? 0 : 1;
