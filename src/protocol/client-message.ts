@@ -45,6 +45,18 @@ export interface DeviceRecord {
 /** Size of `struct usbmuxd_device_record`. */
 export const DEVICE_RECORD_SIZE = 268;
 const SERIAL_FIELD_SIZE = 256;
+/** usbmuxd forces the field's last byte to NUL, so a serial has at most 255 bytes. */
+const SERIAL_MAX_BYTES = SERIAL_FIELD_SIZE - 1;
+
+/**
+ * A DEVICE_ADD serial: UTF-8, with every byte that is not part of a valid sequence read as `?`
+ * (usbmuxd's own rule for serial descriptors). The string never encodes longer than the bytes it
+ * came from, so encoding a decoded record gives back the same bytes.
+ */
+function readSerial(payload: Buffer, start: number, end: number): string {
+  const s = payload.toString('utf8', start, end);
+  return s.includes('\ufffd') ? s.replace(/\ufffd/g, '?') : s;
+}
 
 /** One decoded or to-be-encoded client-protocol message. */
 export type ClientMessage =
@@ -96,9 +108,12 @@ export function encodeClientMessage(msg: ClientMessage): Buffer {
       const d = msg.device;
       b.writeUInt32LE(d.deviceId >>> 0, 16);
       b.writeUInt16LE(d.productId & 0xffff, 20);
-      // strncpy into 256 bytes, last byte forced to NUL: at most 255 bytes of serial (usbmuxd).
+      // strncpy into 256 bytes, last byte forced to NUL: at most 255 bytes of serial (usbmuxd),
+      // cut before a character rather than inside one.
       const serial = Buffer.from(d.serialNumber, 'utf8');
-      serial.copy(b, 22, 0, Math.min(serial.length, SERIAL_FIELD_SIZE - 1));
+      let n = Math.min(serial.length, SERIAL_MAX_BYTES);
+      if (n < serial.length) while (n > 0 && (serial[n]! & 0xc0) === 0x80) n--;
+      serial.copy(b, 22, 0, n);
       b.writeUInt32LE(d.locationId >>> 0, 16 + 264);
       return b;
     }
@@ -199,14 +214,14 @@ export function decodeClientFrame(frame: Buffer, requests = false): ClientMessag
     case ClientMessageType.DEVICE_ADD: {
       if (payload.length !== DEVICE_RECORD_SIZE) return unknown();
       let end = payload.indexOf(0, 6);
-      if (end < 0 || end > 6 + SERIAL_FIELD_SIZE) end = 6 + SERIAL_FIELD_SIZE;
+      if (end < 0 || end > 6 + SERIAL_MAX_BYTES) end = 6 + SERIAL_MAX_BYTES;
       return {
         kind: 'device-add',
         tag,
         device: {
           deviceId: payload.readUInt32LE(0),
           productId: payload.readUInt16LE(4),
-          serialNumber: payload.toString('utf8', 6, end),
+          serialNumber: readSerial(payload, 6, end),
           locationId: payload.readUInt32LE(264),
         },
       };

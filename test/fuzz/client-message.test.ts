@@ -49,9 +49,6 @@ function check(m: ClientMessage): void {
     case 'bad-request':
       assert.equal(m.error.code, 'MUXWIRE_ERR_BAD_REQUEST');
       return;
-    case 'bad-request':
-      assert.equal(m.error.code, 'MUXWIRE_ERR_BAD_REQUEST');
-      return;
     case 'plist':
       // Whatever decoded must be encodable again.
       encodeClientMessage(m);

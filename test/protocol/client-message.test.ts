@@ -95,6 +95,28 @@ describe('client messages: round trips', () => {
     assert.equal(msg.kind === 'device-add' && msg.device.locationId, 3);
   });
 
+  test('DEVICE_ADD serial bytes that are not UTF-8 read as ?, a field with no NUL as its first 255 bytes, and both encode back to the same bytes', () => {
+    const record = (serial: Buffer): Buffer => {
+      const b = encodeClientMessage({ kind: 'device-add', tag: 0, device: { deviceId: 1, productId: 2, serialNumber: '', locationId: 3 } });
+      serial.copy(b, 22, 0, Math.min(serial.length, 256));
+      return b;
+    };
+    // 0xa5 alone, and a three-byte sequence cut after two bytes: neither is UTF-8; é is.
+    const mixed = decodeOne(record(Buffer.from([0x41, 0x42, 0xa5, 0x43, 0xc3, 0xa9, 0xe2, 0x82, 0x00])));
+    assert.equal(mixed.kind === 'device-add' && mixed.device.serialNumber, 'AB?Cé?');
+    // 256 bytes, none NUL: the 256th is the NUL usbmuxd forces, so 255 are read.
+    const full = decodeOne(record(Buffer.alloc(256, 0xa5)));
+    assert.equal(full.kind === 'device-add' && full.device.serialNumber, '?'.repeat(255));
+    for (const msg of [mixed, full]) assert.deepEqual(decodeOne(encodeClientMessage(msg)), msg);
+  });
+
+  test('DEVICE_ADD cuts a long serial before a character, never inside one', () => {
+    const bytes = encodeClientMessage({ kind: 'device-add', tag: 0, device: { deviceId: 1, productId: 2, serialNumber: 'é'.repeat(200), locationId: 3 } });
+    assert.equal(bytes.indexOf(0, 22), 22 + 254, '127 two-byte characters, then NUL');
+    const msg = decodeOne(bytes);
+    assert.equal(msg.kind === 'device-add' && msg.device.serialNumber, 'é'.repeat(127));
+  });
+
   test('a plist message is version 1, type 8, with an XML body', () => {
     const bytes = encodeClientMessage({ kind: 'plist', tag: 4, version: 1, plist: resultMessage(0) });
     assert.deepEqual(decodeClientHeader(bytes), { length: bytes.length, version: 1, message: 8, tag: 4 });
