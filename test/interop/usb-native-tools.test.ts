@@ -18,9 +18,9 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { MuxDaemon } from '../../src/daemon/mux-daemon.js';
 import { UsbmuxClient } from '../../src/client/usbmux-client.js';
-import { SimulatedDevice } from '../../src/sim/simulator.js';
 import { encodeCount } from '../../src/sim/bench-services.js';
 import type { UsbSource } from '../../src/transport/usb-source.js';
+import { SimBus } from '../helpers/sim-bus.js';
 import { connectWithRetry, freePort, requirePeer } from '../helpers/peers.js';
 import { BACKENDS, makeSource, requireBackend, type Backend } from '../transport/usb-backends.js';
 
@@ -34,8 +34,7 @@ for (const backend of BACKENDS) {
     let daemon: MuxDaemon | undefined;
     let source: UsbSource | undefined;
     let dispose: (() => Promise<void>) | undefined;
-    const sims: SimulatedDevice[] = [];
-    let first: Promise<SimulatedDevice> | undefined;
+    let bus: SimBus | undefined;
     let env: NodeJS.ProcessEnv = {};
 
     before(async () => {
@@ -43,12 +42,13 @@ for (const backend of BACKENDS) {
       busDir = join(dir, 'bus');
       socketPath = join(dir, 'usbmuxd.sock');
       env = { ...process.env, USBMUXD_SOCKET_ADDRESS: `UNIX:${socketPath}` };
+      bus = new SimBus(busDir, listed);
     });
 
     after(async () => {
       await daemon?.close();
       await dispose?.();
-      for (const sim of sims) await sim.close();
+      await bus?.close();
       if (dir) await rm(dir, { recursive: true, force: true });
     });
 
@@ -76,42 +76,16 @@ for (const backend of BACKENDS) {
       return (await tool('idevice_id', ['-l'])).split('\n').map((l) => l.trim()).filter((l) => l !== '');
     }
 
-    async function listUntil(ok: (udids: string[]) => boolean, what: string): Promise<string[]> {
-      const deadline = Date.now() + 30_000;
-      for (;;) {
-        const udids = await listed();
-        if (ok(udids)) return udids;
-        if (Date.now() > deadline) assert.fail(`idevice_id -l never showed ${what}; last: [${udids.join(', ')}]`);
-        await new Promise((r) => setTimeout(r, 100));
-      }
-    }
-
-    async function plugNew(): Promise<SimulatedDevice> {
-      const sim = await SimulatedDevice.create();
-      sims.push(sim);
-      await sim.plug(busDir);
-      return sim;
-    }
-
-    function firstDevice(): Promise<SimulatedDevice> {
-      first ??= (async () => {
-        const sim = await plugNew();
-        await listUntil((u) => u.includes(sim.udid), sim.udid);
-        return sim;
-      })();
-      return first;
-    }
-
     test('idevice_id -l lists a device plugged in after the daemon started', async (t) => {
       if (!(await ready(t, 'idevice_id'))) return;
       assert.deepEqual(await listed(), []);
-      const sim = await firstDevice();
+      const sim = await bus!.firstDevice();
       assert.deepEqual(await listed(), [sim.udid]);
     });
 
     test('idevicepair pair and ideviceinfo work through it', async (t) => {
       if (!(await ready(t, 'idevice_id', 'idevicepair', 'ideviceinfo'))) return;
-      const sim = await firstDevice();
+      const sim = await bus!.firstDevice();
       assert.match(await tool('idevicepair', ['-u', sim.udid, 'pair']), new RegExp(`SUCCESS: Paired with device ${sim.udid}`));
       assert.ok(existsSync(join(dir, 'lockdown', `${sim.udid}.plist`)), 'the daemon saved the pair record');
       assert.match(await tool('idevicepair', ['-u', sim.udid, 'validate']), /SUCCESS/);
@@ -122,7 +96,7 @@ for (const backend of BACKENDS) {
 
     test('100 MB through iproxy to the echo port come back intact', { timeout: 300_000 }, async (t) => {
       if (!(await ready(t, 'idevice_id', 'iproxy'))) return;
-      const sim = await firstDevice();
+      const sim = await bus!.firstDevice();
       const port = await freePort();
       const proxy = spawn('iproxy', ['-u', sim.udid, `${port}:${sim.benchPorts.echo ?? 7}`], { env, stdio: 'ignore' });
       t.after(() => {
@@ -140,7 +114,7 @@ for (const backend of BACKENDS) {
 
     test('100 MB echo round trip through the daemon come back intact', { timeout: 300_000 }, async (t) => {
       if (!(await ready(t, 'idevice_id'))) return;
-      const sim = await firstDevice();
+      const sim = await bus!.firstDevice();
       const client = new UsbmuxClient({ address: `UNIX:${socketPath}` });
       const device = (await client.listDevices()).find((d) => d.udid === sim.udid);
       assert.ok(device, 'listed by the daemon');
@@ -154,16 +128,16 @@ for (const backend of BACKENDS) {
 
     test('a second device plugging in is listed next to the first', async (t) => {
       if (!(await ready(t, 'idevice_id'))) return;
-      const a = await firstDevice();
-      const b = await plugNew();
-      const udids = await listUntil((u) => u.includes(b.udid), b.udid);
+      const a = await bus!.firstDevice();
+      const b = await bus!.plugNew();
+      const udids = await bus!.listUntil((u) => u.includes(b.udid), b.udid);
       assert.deepEqual([...udids].sort(), [a.udid, b.udid].sort());
     });
 
     test('unplugging a device mid-transfer closes its client within a second and unlists it', async (t) => {
       if (!(await ready(t, 'idevice_id'))) return;
-      const sim = await plugNew();
-      await listUntil((u) => u.includes(sim.udid), sim.udid);
+      const sim = await bus!.plugNew();
+      await bus!.listUntil((u) => u.includes(sim.udid), sim.udid);
       const client = new UsbmuxClient({ address: `UNIX:${socketPath}` });
       const device = (await client.listDevices()).find((d) => d.udid === sim.udid);
       assert.ok(device);
@@ -186,11 +160,10 @@ for (const backend of BACKENDS) {
       const guard = new Promise<never>((_, reject) => setTimeout(() => reject(new Error('the client outlived the unplug by 1 s')), 1000).unref());
       await Promise.race([closed, guard]);
       t.diagnostic(`${backend}: client closed ${Date.now() - unplugged} ms after the unplug`);
-      await listUntil((u) => !u.includes(sim.udid), `${sim.udid} gone`);
+      await bus!.listUntil((u) => !u.includes(sim.udid), `${sim.udid} gone`);
     });
   });
 }
-
 
 /**
  * Sends `total` bytes to an echo peer with at most `inFlight` unechoed, checks the SHA-256 of what

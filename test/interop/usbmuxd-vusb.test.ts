@@ -14,8 +14,9 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { SimulatedDevice } from '../../src/sim/simulator.js';
 import { connectWithRetry, freePort, requireCondition, requirePeer } from '../helpers/peers.js';
+import { SimulatedDevice } from '../../src/sim/simulator.js';
+import { SimBus } from '../helpers/sim-bus.js';
 import { startUsbmuxd, usbmuxdUnavailable, type RunningUsbmuxd } from '../helpers/usbmuxd-ns.js';
 
 const run = promisify(execFile);
@@ -24,8 +25,7 @@ const TOOLS = ['idevice_id', 'idevicepair', 'ideviceinfo', 'iproxy'];
 let busDir = '';
 let muxd: RunningUsbmuxd | undefined;
 let unavailable: string | undefined;
-const sims: SimulatedDevice[] = [];
-let first: Promise<SimulatedDevice> | undefined;
+let bus: SimBus | undefined;
 
 before(async () => {
   unavailable = usbmuxdUnavailable();
@@ -33,10 +33,11 @@ before(async () => {
   busDir = await mkdtemp(join(tmpdir(), 'muxwire-interop-bus-'));
   // usbmuxd starts on an empty bus, so every device below arrives through hotplug.
   muxd = await startUsbmuxd({ busDir });
+  bus = new SimBus(busDir, listed, () => muxd!.log());
 });
 
 after(async () => {
-  for (const sim of sims) await sim.close();
+  await bus?.close();
   await muxd?.stop();
   if (busDir) await rm(busDir, { recursive: true, force: true });
 });
@@ -60,40 +61,11 @@ async function listed(): Promise<string[]> {
   return out.split('\n').map((l) => l.trim()).filter((l) => l !== '');
 }
 
-/** Polls `idevice_id -l` until `ok` holds (hang guard: 30 s). */
-async function listUntil(ok: (udids: string[]) => boolean, what: string): Promise<string[]> {
-  const deadline = Date.now() + 30_000;
-  for (;;) {
-    const udids = await listed();
-    if (ok(udids)) return udids;
-    if (Date.now() > deadline) assert.fail(`idevice_id -l never showed ${what}; last: [${udids.join(', ')}]\n${muxd!.log()}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
-async function plugNew(): Promise<SimulatedDevice> {
-  const sim = await SimulatedDevice.create();
-  sims.push(sim);
-  await sim.plug(busDir);
-  return sim;
-}
-
-/** The first simulated device, plugged once and listed (usbmuxd lists a device after preflight). */
-function firstDevice(): Promise<SimulatedDevice> {
-  first ??= (async () => {
-    const sim = await plugNew();
-    await listUntil((u) => u.includes(sim.udid), sim.udid);
-    return sim;
-  })();
-  return first;
-}
-
-
 describe('Debian usbmuxd with the vusb libusb library', () => {
   test('sees a simulated device plugged in after it started', async (t) => {
     if (!ready(t, 'idevice_id')) return;
     assert.deepEqual(await listed(), []);
-    const sim = await firstDevice();
+    const sim = await bus!.firstDevice();
     await muxd!.waitForLog(new RegExp(`Connected to v2\\.0 device \\d+ on location 0x[0-9a-f]+ with serial number ${sim.udid}`));
     // usbmuxd picked the highest configuration and the mux interface from our descriptors.
     assert.match(muxd!.log(), /Setting configuration for device 1-\d+, from 0 to 4/);
@@ -103,13 +75,13 @@ describe('Debian usbmuxd with the vusb libusb library', () => {
 
   test('idevice_id -l lists the simulated device', async (t) => {
     if (!ready(t, 'idevice_id')) return;
-    const sim = await firstDevice();
+    const sim = await bus!.firstDevice();
     assert.deepEqual(await listed(), [sim.udid]);
   });
 
   test('idevicepair pair and ideviceinfo work through it', async (t) => {
     if (!ready(t, 'idevice_id', 'idevicepair', 'ideviceinfo')) return;
-    const sim = await firstDevice();
+    const sim = await bus!.firstDevice();
     const paired = await tool('idevicepair', ['-u', sim.udid, 'pair']);
     assert.match(paired, new RegExp(`SUCCESS: Paired with device ${sim.udid}`));
     // usbmuxd stored the pair record in its (private) /var/lib/lockdown.
@@ -124,7 +96,7 @@ describe('Debian usbmuxd with the vusb libusb library', () => {
 
   test('100 MB through iproxy to the echo port come back intact', { timeout: 300_000 }, async (t) => {
     if (!ready(t, 'idevice_id', 'iproxy')) return;
-    const sim = await firstDevice();
+    const sim = await bus!.firstDevice();
     const port = await freePort();
     const proxy = spawn('iproxy', ['-u', sim.udid, `${port}:${sim.benchPorts.echo ?? 7}`], {
       env: muxd!.clientEnv,
@@ -174,9 +146,9 @@ describe('Debian usbmuxd with the vusb libusb library', () => {
 
   test('two plugged devices are listed as two', async (t) => {
     if (!ready(t, 'idevice_id')) return;
-    const a = await firstDevice();
-    const b = await plugNew();
-    const udids = await listUntil((u) => u.includes(b.udid), b.udid);
+    const a = await bus!.firstDevice();
+    const b = await bus!.plugNew();
+    const udids = await bus!.listUntil((u) => u.includes(b.udid), b.udid);
     assert.deepEqual([...udids].sort(), [a.udid, b.udid].sort());
   });
 
@@ -202,18 +174,18 @@ describe('Debian usbmuxd with the vusb libusb library', () => {
 
   test('closing a simulated device makes usbmuxd report it gone', async (t) => {
     if (!ready(t, 'idevice_id')) return;
-    const a = await firstDevice();
-    const others = sims.filter((s) => s !== a).map((s) => s.udid);
+    const a = await bus!.firstDevice();
+    const others = bus!.sims.filter((s) => s !== a).map((s) => s.udid);
     await a.close();
-    const udids = await listUntil((u) => !u.includes(a.udid), `${a.udid} gone`);
+    const udids = await bus!.listUntil((u) => !u.includes(a.udid), `${a.udid} gone`);
     assert.deepEqual(udids.sort(), others.sort());
     await muxd!.waitForLog(/Removed device \d+ on location/);
   });
 
   test('unplugging in the middle of a transfer ends the client connection and usbmuxd carries on', { timeout: 120_000 }, async (t) => {
     if (!ready(t, 'idevice_id', 'iproxy')) return;
-    const sim = await plugNew();
-    await listUntil((u) => u.includes(sim.udid), sim.udid);
+    const sim = await bus!.plugNew();
+    await bus!.listUntil((u) => u.includes(sim.udid), sim.udid);
     const port = await freePort();
     const proxy = spawn('iproxy', ['-u', sim.udid, `${port}:${sim.benchPorts.source ?? 19}`], { env: muxd!.clientEnv, stdio: 'ignore' });
     t.after(() => {
@@ -237,9 +209,9 @@ describe('Debian usbmuxd with the vusb libusb library', () => {
     await flowing;
     await sim.unplug();
     await closed; // iproxy drops its client when usbmuxd drops the device connection
-    await listUntil((u) => !u.includes(sim.udid), `${sim.udid} gone`);
+    await bus!.listUntil((u) => !u.includes(sim.udid), `${sim.udid} gone`);
     // usbmuxd is still serving: a new device arrives and is listed.
-    const next = await plugNew();
-    await listUntil((u) => u.includes(next.udid), next.udid);
+    const next = await bus!.plugNew();
+    await bus!.listUntil((u) => u.includes(next.udid), next.udid);
   });
 });
