@@ -16,6 +16,8 @@
         'native/mux-scan.cc',
         # SO_PEERCRED for the daemon's access policy (src/accel/peer-credentials.ts).
         'native/peer-cred.cc',
+        # dup() of a client socket for the daemon's ring reader (src/accel/client-reader.ts).
+        'native/descriptor.cc',
         # The native USB pipeline: libusb is loaded at run time (usb-loader.cc), so no libusb
         # headers or libraries are needed to build.
         'native/usb-binding.cc',

@@ -11,6 +11,7 @@
 #include <cstdint>
 
 #include "demuxer-binding.h"
+#include "descriptor.h"
 #include "mux-scan.h"
 #include "napi-args.h"
 #include "peer-cred.h"
@@ -40,6 +41,10 @@ class MuxwireAddon : public Napi::Addon<MuxwireAddon> {
                     // it, and an addon without it only leaves restrictive access policies off.
                     InstanceMethod("peerCredentials", &MuxwireAddon::PeerCredentialsJs,
                                    napi_enumerable),
+                    // Added after ABI 3 without a bump, as peerCredentials: src/accel/
+                    // client-reader.ts checks for it and reads clients as before without it.
+                    InstanceMethod("dupDescriptor", &MuxwireAddon::DupDescriptorJs,
+                                   napi_enumerable),
                 });
   }
 
@@ -48,23 +53,41 @@ class MuxwireAddon : public Napi::Addon<MuxwireAddon> {
   // (peer-cred.h); pid is -1 where the platform does not report it.
   Napi::Value PeerCredentialsJs(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    if (info.Length() != 1 || !info[0].IsNumber()) {
-      Napi::TypeError::New(env, "peerCredentials takes (fd: number)").ThrowAsJavaScriptException();
-      return env.Undefined();
-    }
-    const double fd = info[0].As<Napi::Number>().DoubleValue();
-    if (!(fd >= 0 && fd <= 0x7fffffff) || fd != static_cast<double>(static_cast<int>(fd))) {
-      Napi::RangeError::New(env, "fd must be an integer in 0..2^31-1").ThrowAsJavaScriptException();
-      return env.Undefined();
-    }
+    int fd;
+    if (!GetOnlyFd(info, "peerCredentials takes (fd: number)", &fd)) return env.Undefined();
     PeerCred cred{};
-    const int err = ReadPeerCred(static_cast<int>(fd), &cred);
+    const int err = ReadPeerCred(fd, &cred);
     if (err != 0) return Napi::Number::New(env, err);
     Napi::Object out = Napi::Object::New(env);
     out.Set("pid", Napi::Number::New(env, static_cast<double>(cred.pid)));
     out.Set("uid", Napi::Number::New(env, static_cast<double>(cred.uid)));
     out.Set("gid", Napi::Number::New(env, static_cast<double>(cred.gid)));
     return out;
+  }
+
+  // dupDescriptor(fd: number): number — the new descriptor (close-on-exec), or -errno.
+  Napi::Value DupDescriptorJs(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    int fd;
+    if (!GetOnlyFd(info, "dupDescriptor takes (fd: number)", &fd)) return env.Undefined();
+    return Napi::Number::New(env, DupCloexec(fd));
+  }
+
+  // The one argument of an fd-taking entry point: a TypeError for a wrong count or type, a
+  // RangeError for a number that is not a descriptor; false after throwing.
+  static bool GetOnlyFd(const Napi::CallbackInfo& info, const char* usage, int* out) {
+    Napi::Env env = info.Env();
+    if (info.Length() != 1 || !info[0].IsNumber()) {
+      Napi::TypeError::New(env, usage).ThrowAsJavaScriptException();
+      return false;
+    }
+    const double fd = info[0].As<Napi::Number>().DoubleValue();
+    if (!(fd >= 0 && fd <= 0x7fffffff) || fd != static_cast<double>(static_cast<int>(fd))) {
+      Napi::RangeError::New(env, "fd must be an integer in 0..2^31-1").ThrowAsJavaScriptException();
+      return false;
+    }
+    *out = static_cast<int>(fd);
+    return true;
   }
 
   // scanMuxPackets(buf: Uint8Array, version: 1 | 2, out: Uint32Array): number (mux-scan.h).

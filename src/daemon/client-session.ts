@@ -41,6 +41,7 @@ import type { DeviceEntry, DeviceRegistry } from './device-registry.js';
 import type { AccessPolicy, ClientAction, ClientPeer } from './access-policy.js';
 import type { BudgetHolder, ClientLimits, ClientMemoryBudget } from './client-limits.js';
 import type { PeerCredentials } from '../accel/peer-credentials.js';
+import { RingReader, stopReading, type RingReaderStats } from '../accel/client-reader.js';
 import { EINVAL, errnoOf, validatePairRecordId } from './pair-store.js';
 import type { PairStore } from './pair-store.js';
 
@@ -77,6 +78,8 @@ export interface ClientStats {
   pausedForReplies: boolean;
   /** Bytes it holds toward the daemon's client budget (client-limits.ts). */
   held: number;
+  /** While tunnelling through a RingReader (src/accel/client-reader.ts): what it has read. */
+  reader: RingReaderStats | undefined;
   connection: (MuxConnectionStats & { readPaused: boolean; writableNeedDrain: boolean }) | undefined;
 }
 
@@ -113,6 +116,10 @@ export class ClientSession implements ClientPeer, BudgetHolder {
   #clientVersion: string | undefined;
   #libUSBMuxVersion: number | undefined;
   #conn: MuxConnection | undefined;
+  /** While tunnelling with the addon: the client's reader into reused memory (src/accel/client-reader.ts). */
+  #reader: RingReader | undefined;
+  /** The client's EOF has been acted on (it can come from the socket and from the reader). */
+  #clientEof = false;
   #device: DeviceEntry | undefined;
   #flushTimer: NodeJS.Timeout | undefined;
   #flushMark = -1;
@@ -208,9 +215,10 @@ export class ClientSession implements ClientPeer, BudgetHolder {
       id: this.id,
       state: this.#state,
       socketWritable: this.socket.writableLength,
-      socketReadPaused: this.socket.isPaused(),
+      socketReadPaused: this.#reader !== undefined ? this.#reader.paused : this.socket.isPaused(),
       pausedForReplies: this.#replyPaused,
       held: this.#held,
+      reader: this.#reader?.stats,
       connection: conn === undefined ? undefined : { ...conn.stats(), readPaused: conn.isPaused(), writableNeedDrain: conn.writableNeedDrain },
     };
   }
@@ -383,8 +391,11 @@ export class ClientSession implements ClientPeer, BudgetHolder {
     this.#conn = undefined;
     if (conn !== undefined) {
       conn.off('data', this.#onDeviceData);
+      conn.onPayloadTaken = undefined;
       conn.destroy();
     }
+    this.#reader?.destroy();
+    this.#reader = undefined;
     this.socket.destroy();
     this.#account();
     this.#ctx.onClosed(this);
@@ -695,9 +706,17 @@ export class ClientSession implements ClientPeer, BudgetHolder {
     this.#log = undefined;
     // Result 0 first: the client is waiting on it, and nothing below changes what it says.
     this.#result(tag, ResultCode.OK);
+    // With the addon the client is read from here on by a RingReader over a duplicate of its
+    // descriptor; it counts every byte the connection takes, so it is in place before any is written.
+    const reader = RingReader.create(this.socket, this.#readerSink);
+    if (reader !== undefined) {
+      this.#reader = reader;
+      conn.onPayloadTaken = (n) => reader.release(n);
+    }
     const early = this.#decoder.remainder();
     if (early.length > 0) {
       this.#debug(`forwarding ${early.length} bytes sent before the Connect result`);
+      reader?.foreign(early.length);
       conn.write(early);
     }
     conn.on('error', onTunnelError);
@@ -710,8 +729,40 @@ export class ClientSession implements ClientPeer, BudgetHolder {
     if (!conn.relayTo(this.socket, directRelayFd(this.socket))) conn.on('data', this.#onDeviceData);
     // Client → device: the socket's 'data' now goes to the connection (#toDevice), and its EOF
     // ends it (#clientEnded). Bytes the socket held while paused follow the early ones, in order.
-    this.socket.resume();
+    if (reader === undefined || !this.#handOverReading(reader)) this.socket.resume();
   }
+
+  /**
+   * The socket stops reading; what it already read goes first, then the reader reads on. False
+   * (and no reader) when the socket cannot be stopped: it is then read as before.
+   */
+  #handOverReading(reader: RingReader): boolean {
+    if (!stopReading(this.socket)) {
+      this.#dropReader();
+      return false;
+    }
+    this.socket.off('data', this.#onData);
+    for (let chunk = this.socket.read() as Buffer | null; chunk !== null && this.#state === 'connected'; chunk = this.socket.read() as Buffer | null) {
+      reader.foreign(chunk.length);
+      this.#toDevice(chunk);
+    }
+    if (this.#state === 'connected') reader.start();
+    return true;
+  }
+
+  #dropReader(): void {
+    this.#reader?.destroy();
+    this.#reader = undefined;
+    if (this.#conn !== undefined) this.#conn.onPayloadTaken = undefined;
+  }
+
+  readonly #readerSink = {
+    data: (chunk: Buffer): void => {
+      if (this.#state === 'connected') this.#toDevice(chunk);
+    },
+    end: (): void => this.#onEnd(),
+    error: (err: Error): void => this.fail(err),
+  };
 
   /**
    * Client → device (hot path), what `socket.pipe(conn)` would do without its per-connection
@@ -723,7 +774,8 @@ export class ClientSession implements ClientPeer, BudgetHolder {
     if (!conn.writable) return;
     if (!conn.write(chunk) && !this.#waitingForDevice) {
       this.#waitingForDevice = true;
-      this.socket.pause();
+      if (this.#reader !== undefined) this.#reader.pause();
+      else this.socket.pause();
       conn.once('drain', () => this.#deviceDrained());
     }
   }
@@ -732,7 +784,9 @@ export class ClientSession implements ClientPeer, BudgetHolder {
 
   #deviceDrained(): void {
     this.#waitingForDevice = false;
-    if (this.#state === 'connected') this.socket.resume();
+    if (this.#state !== 'connected') return;
+    if (this.#reader !== undefined) this.#reader.resume();
+    else this.socket.resume();
   }
 
   /**
@@ -744,6 +798,8 @@ export class ClientSession implements ClientPeer, BudgetHolder {
    * is still delivered to the client (#deviceEnded closes it then).
    */
   #clientEnded(): void {
+    if (this.#clientEof) return;
+    this.#clientEof = true;
     const conn = this.#conn!;
     const s = conn.stats();
     if (s.txPending === 0 && s.rxQueued === 0 && s.readableBuffered === 0 && this.socket.writableLength === 0) {

@@ -211,6 +211,12 @@ export class MuxConnection extends Duplex {
   /** The writer has ended while some of its bytes were still to be sent (see _final). */
   #finalCallback: ((err?: Error | null) => void) | undefined;
 
+  /**
+   * Told each time `n` more of the writer's bytes, in write order, have been copied into packets:
+   * their buffers are no longer needed (the daemon's ring reader reuses them, src/accel/client-reader.ts).
+   */
+  onPayloadTaken: ((n: number) => void) | undefined = undefined;
+
   #bytesReceived = 0;
   #bytesSent = 0;
   #bytesDirect = 0;
@@ -769,6 +775,7 @@ export class MuxConnection extends Duplex {
       this.#ackSent = this.#rxAck;
       this.#txSeq = (this.#txSeq + n) >>> 0;
       this.#bytesSent += n;
+      this.onPayloadTaken?.(n);
       if (this.#txBytes === 0 && this.#finalCallback !== undefined) {
         this.#finishFinal();
         return;

@@ -146,3 +146,33 @@ test('stops reading a client that writes faster than the device takes, and deliv
   await until(() => bytes >= total, `${total} bytes at the device`, 30_000);
   assert.equal(Buffer.concat(chunks).compare(payload), 0);
 });
+
+test('bytes sent right behind the Connect and 32 MiB after it reach the device in order; with the addon the client is read into reused memory', async () => {
+  const c = await RawClient.open(socketPath);
+  clients.push(c);
+  const early = Buffer.from('sent before the Result');
+  c.sendPlist('Connect', { DeviceID: deviceId, PortNumber: encodePortNumber(MANUAL_PORT) });
+  c.write(early);
+  assert.deepEqual(await c.nextPlist(), { MessageType: 'Result', Number: 0 });
+  c.startTunnel();
+  await until(() => accepted.length === 1, 'the device to accept');
+  const device = accepted[0]!;
+  const chunks: Buffer[] = [];
+  let bytes = 0;
+  device.on('data', (chunk: Buffer) => {
+    chunks.push(chunk);
+    bytes += chunk.length;
+  });
+  const total = 32 * 1024 * 1024;
+  c.write(sourcePattern(0, total));
+  await until(() => bytes >= early.length + total, `${total} bytes at the device`, 60_000);
+  assert.equal(Buffer.concat(chunks).compare(Buffer.concat([early, sourcePattern(0, total)])), 0);
+  const reader = daemon.clientStats().find((s) => s.state === 'connected')?.reader;
+  if (process.env.MUXWIRE_NO_NATIVE === '1') {
+    assert.equal(reader, undefined, 'no reader on the TypeScript path');
+  } else if (reader !== undefined) {
+    assert.ok(reader.ringReads > reader.freshReads, `ring reads ${reader.ringReads}, fresh ${reader.freshReads}`);
+  } else {
+    assert.ok(process.env.MUXWIRE_REQUIRE_NATIVE !== '1', 'the addon is required, so the tunnel has a reader');
+  }
+});
