@@ -94,14 +94,20 @@ export class RingReader {
     if (dup === undefined || fd === undefined) return undefined;
     const copy = dup(fd);
     if (copy < 0) return undefined;
-    return new RingReader(copy, sink);
+    try {
+      return new RingReader(copy, sink);
+    } catch {
+      // Node would not take the descriptor (not a pipe or TCP socket): read the original.
+      closeSync(copy);
+      return undefined;
+    }
   }
 
   /** Allocated at the first bulk read: interactive tunnels never get one. */
   #ring: Buffer | undefined;
   readonly #sink: RingReaderSink;
-  readonly #fd: number;
-  #socket: Socket | undefined;
+  readonly #socket: Socket;
+  #started = false;
   /** Stretches handed out, oldest first, from #first on. */
   #held: Held[] = [];
   #first = 0;
@@ -117,8 +123,30 @@ export class RingReader {
   #closed = false;
 
   private constructor(fd: number, sink: RingReaderSink) {
-    this.#fd = fd;
     this.#sink = sink;
+    // Made here, not reading (pauseOnCreate), so that a descriptor Node refuses is found before
+    // the original socket stops. allowHalfOpen: an EOF must never make Node shut the shared
+    // socket's write side down. `onread` is a Socket constructor option (Node's docs); @types/node
+    // lists it for connect() only.
+    const options = {
+      fd,
+      readable: true,
+      writable: false,
+      allowHalfOpen: true,
+      pauseOnCreate: true,
+      onread: { buffer: () => this.#nextSlice(), callback: (n: number, buf: Uint8Array) => this.#onRead(n, buf) },
+    };
+    const socket = new Socket(options as SocketConstructorOpts);
+    this.#socket = socket;
+    // Reading is switched on and off at the handle only (#setReading): Readable's own resume
+    // would start the handle again a tick later, whatever pause said in between.
+    (socket as unknown as { _read: () => void })._read = () => undefined;
+    socket.on('end', () => {
+      if (!this.#closed) this.#sink.end();
+    });
+    socket.on('error', (err) => {
+      if (!this.#closed) this.#sink.error(err);
+    });
   }
 
   /** Counts `n` bytes the sink got from elsewhere before the next read (released in order). */
@@ -128,25 +156,17 @@ export class RingReader {
 
   /** Starts reading (once). */
   start(): void {
-    if (this.#socket !== undefined || this.#closed) return;
-    // allowHalfOpen: an EOF must never make Node shut the shared socket's write side down.
-    // `onread` is a Socket constructor option (Node's docs); @types/node lists it for connect() only.
-    const options = {
-      fd: this.#fd,
-      readable: true,
-      writable: false,
-      allowHalfOpen: true,
-      onread: { buffer: () => this.#nextSlice(), callback: (n: number, buf: Uint8Array) => this.#onRead(n, buf) },
-    };
-    const socket = new Socket(options as SocketConstructorOpts);
-    this.#socket = socket;
-    socket.on('end', () => {
-      if (!this.#closed) this.#sink.end();
-    });
-    socket.on('error', (err) => {
-      if (!this.#closed) this.#sink.error(err);
-    });
-    if (this.#paused) socket.pause();
+    if (this.#started || this.#closed) return;
+    this.#started = true;
+    if (!this.#paused) this.#setReading(true);
+  }
+
+  #setReading(on: boolean): void {
+    const handle = handleOf(this.#socket);
+    if (handle === undefined || this.#closed || handle.reading === on) return;
+    handle.reading = on;
+    if (on) handle.readStart();
+    else handle.readStop();
   }
 
   /** True while paused (the sink's backpressure). */
@@ -156,12 +176,12 @@ export class RingReader {
 
   pause(): void {
     this.#paused = true;
-    this.#socket?.pause();
+    if (this.#started) this.#setReading(false);
   }
 
   resume(): void {
     this.#paused = false;
-    this.#socket?.resume();
+    if (this.#started) this.#setReading(true);
   }
 
   /** The sink has taken the next `n` bytes it was handed (in order): their memory is free again. */
@@ -198,8 +218,7 @@ export class RingReader {
   destroy(): void {
     if (this.#closed) return;
     this.#closed = true;
-    if (this.#socket !== undefined) this.#socket.destroy();
-    else closeSync(this.#fd);
+    this.#socket.destroy();
   }
 
   #push(start: number, length: number): void {
@@ -273,12 +292,24 @@ export class RingReader {
  * taken with `read()`). False when the socket has no handle to stop (then nothing changed).
  */
 export function stopReading(socket: Socket): boolean {
-  const handle = (socket as unknown as { _handle?: { readStop?: () => number; reading?: boolean } })._handle;
-  if (handle === undefined || typeof handle.readStop !== 'function') return false;
+  const handle = handleOf(socket);
+  if (handle === undefined) return false;
   socket.pause();
   // Readable.read() calls _read to refill, which would start the handle again.
   (socket as unknown as { _read: () => void })._read = () => undefined;
   handle.reading = false;
   handle.readStop();
   return true;
+}
+
+/** A socket's libuv stream handle (Node's `_handle`), when it has one that reads. */
+interface StreamHandle {
+  reading: boolean;
+  readStart(): number;
+  readStop(): number;
+}
+
+function handleOf(socket: Socket): StreamHandle | undefined {
+  const handle = (socket as unknown as { _handle?: Partial<StreamHandle> | null })._handle;
+  return handle !== undefined && handle !== null && typeof handle.readStart === 'function' && typeof handle.readStop === 'function' ? (handle as StreamHandle) : undefined;
 }
