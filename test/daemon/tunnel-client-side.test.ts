@@ -176,3 +176,61 @@ test('bytes sent right behind the Connect and 32 MiB after it reach the device i
     assert.ok(process.env.MUXWIRE_REQUIRE_NATIVE !== '1', 'the addon is required, so the tunnel has a reader');
   }
 });
+
+test('tunnels that carried data and closed leave no descriptor behind (the ring reader closes its duplicate)', async () => {
+  const { readdirSync } = await import('node:fs');
+  const open = (): number => readdirSync('/proc/self/fd').length;
+  const before = open();
+  for (let i = 0; i < 30; i++) {
+    const c = await tunnel(MANUAL_PORT);
+    await until(() => accepted.length === 1, 'the device to accept');
+    const device = accepted.shift()!;
+    let got = 0;
+    device.on('data', (chunk: Buffer) => {
+      got += chunk.length;
+    });
+    // A bulk read, so that the reader takes its ring.
+    c.write(sourcePattern(0, 256 * 1024));
+    await until(() => got >= 256 * 1024, 'the bytes at the device');
+    if (i % 2 === 0) {
+      // The client ends first.
+      c.socket.end();
+      device.destroy();
+    } else {
+      // The device ends first: the daemon closes the client, which must see it (a duplicate
+      // descriptor left open would keep its socket alive).
+      device.destroy();
+      await c.waitClosed();
+    }
+    await until(() => daemon.stats().clients === 0 && daemon.stats().connections === 0, 'the daemon to let go');
+    clients.splice(clients.indexOf(c), 1);
+    c.close();
+  }
+  await until(() => open() <= before, `descriptors back to ${before} (now ${open()})`);
+});
+
+test('a tunnel cut by an unplug closes its client at once (no duplicate descriptor keeps the socket open)', async () => {
+  const mux = new DeviceMux();
+  const streams: Duplex[] = [];
+  mux.listen(MANUAL_PORT, (stream) => {
+    stream.on('error', () => undefined);
+    streams.push(stream);
+  });
+  const link2 = new InProcessLink(mux, { serialNumber: '00008030-0000000000000DEF', productId: 0x12a8, locationId: 3, speed: 480_000_000 }, () => undefined);
+  const entry = daemon.addLink(link2)!;
+  await entry.session.ready;
+  while (entry.state !== 'visible') await new Promise((r) => setImmediate(r));
+  const c = await RawClient.open(socketPath);
+  clients.push(c);
+  assert.deepEqual(await c.request('Connect', { DeviceID: entry.id, PortNumber: encodePortNumber(MANUAL_PORT) }), { MessageType: 'Result', Number: 0 });
+  c.startTunnel();
+  await until(() => streams.length === 1, 'the device to accept');
+  let got = 0;
+  streams[0]!.on('data', (chunk: Buffer) => {
+    got += chunk.length;
+  });
+  c.write(sourcePattern(0, 256 * 1024));
+  await until(() => got >= 256 * 1024, 'the bytes at the device');
+  link2.unplug();
+  await c.waitClosed(5_000);
+});
