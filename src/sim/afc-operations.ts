@@ -16,6 +16,7 @@ import type { AfcArgs } from './afc-args.js';
 import { AfcRoot, AfcStatusError, afcPathComponents } from './afc-fs.js';
 import type { AfcHandleTable, AfcOpenFile } from './afc-handles.js';
 import { applyLock } from './afc-locks.js';
+import { viewsAfter } from '../buffer-views.js';
 
 /** What the handlers of one connection share. */
 export interface AfcDeviceContext {
@@ -213,24 +214,10 @@ export async function writeParts(file: AfcOpenFile, parts: Buffer[]): Promise<vo
     const { bytesWritten } = await file.fh.writev(pending, file.append ? undefined : file.position + written);
     written += bytesWritten;
     if (written >= total) break;
-    pending = remainder(parts, written);
+    pending = viewsAfter(parts, written);
   }
   if (file.append) file.position = (await file.fh.stat()).size;
   else file.position += written;
-}
-
-/** The bytes of `parts` after the first `skip`, as views (after a short writev). */
-function remainder(parts: Buffer[], skip: number): Buffer[] {
-  const out: Buffer[] = [];
-  for (const p of parts) {
-    if (skip >= p.length) {
-      skip -= p.length;
-      continue;
-    }
-    out.push(skip > 0 ? p.subarray(skip) : p);
-    skip = 0;
-  }
-  return out;
 }
 
 // FILE_SEEK: u64 handle, u64 whence (0 SET, 1 CUR, 2 END), s64 offset → STATUS.

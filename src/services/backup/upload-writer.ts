@@ -38,6 +38,7 @@ import { open, rename, rm } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { dirname } from 'node:path';
+import { viewsAfter } from '../../buffer-views.js';
 
 /** Bounds of an {@link UploadWriter}. */
 export interface UploadWriterOptions {
@@ -166,7 +167,7 @@ export class UploadWriter {
         for (let left = f.buffered; left > 0; ) {
           const n = writevSync(fd, buffers);
           left -= n;
-          buffers = rest(buffers, n);
+          buffers = viewsAfter(buffers, n);
         }
       } finally {
         closeSync(fd);
@@ -221,7 +222,7 @@ export class UploadWriter {
         const { bytesWritten } = await f.fh!.writev(buffers);
         left -= bytesWritten;
         if (left === 0) break;
-        buffers = rest(buffers, bytesWritten);
+        buffers = viewsAfter(buffers, bytesWritten);
       }
       f.unwritten -= n;
       this.#unwritten -= n;
@@ -280,18 +281,4 @@ export class UploadWriter {
   #check(): void {
     if (this.#error) throw this.#error;
   }
-}
-
-/** `buffers` without their first `skip` bytes. */
-function rest(buffers: Buffer[], skip: number): Buffer[] {
-  const out: Buffer[] = [];
-  for (const b of buffers) {
-    if (skip >= b.length) {
-      skip -= b.length;
-      continue;
-    }
-    out.push(skip > 0 ? b.subarray(skip) : b);
-    skip = 0;
-  }
-  return out;
 }
