@@ -34,7 +34,7 @@ const SLICE = 64 * 1024;
 /** A free stretch shorter than this is not worth a read: the next one goes to a fresh buffer. */
 const MIN_SLICE = 16 * 1024;
 /** A read at least this long means bulk data: the reader gets its ring for the reads after it. */
-const BULK_READ = 32 * 1024;
+export const BULK_READ = 32 * 1024;
 
 /**
  * Where every reader without a ring reads: reads run one at a time on the event loop and each is
@@ -83,6 +83,11 @@ interface Held {
 }
 
 export class RingReader {
+  /** Whether `create` can make readers here at all (the addon, its dup, the switches). */
+  static available(env: Readonly<Record<string, string | undefined>> = process.env): boolean {
+    return dupEntry(env) !== undefined;
+  }
+
   /**
    * A reader of `socket`, not reading yet (`start`), or undefined when there is none to be had:
    * the addon or its dup is missing, the socket has no descriptor, or the dup failed. The caller

@@ -41,7 +41,7 @@ import type { DeviceEntry, DeviceRegistry } from './device-registry.js';
 import type { AccessPolicy, ClientAction, ClientPeer } from './access-policy.js';
 import type { BudgetHolder, ClientLimits, ClientMemoryBudget } from './client-limits.js';
 import type { PeerCredentials } from '../accel/peer-credentials.js';
-import { RingReader, stopReading, type RingReaderStats } from '../accel/client-reader.js';
+import { BULK_READ, RingReader, stopReading, type RingReaderStats } from '../accel/client-reader.js';
 import { EINVAL, errnoOf, validatePairRecordId } from './pair-store.js';
 import type { PairStore } from './pair-store.js';
 
@@ -118,6 +118,10 @@ export class ClientSession implements ClientPeer, BudgetHolder {
   #conn: MuxConnection | undefined;
   /** While tunnelling with the addon: the client's reader into reused memory (src/accel/client-reader.ts). */
   #reader: RingReader | undefined;
+  /** A tunnel that may still get a RingReader: at its first bulk read of the client (#receive). */
+  #readerWanted = false;
+  /** Client bytes handed to the tunnel's connection (a reader made later counts the untaken ones). */
+  #tunnelWritten = 0;
   /** The client's EOF has been acted on (it can come from the socket and from the reader). */
   #clientEof = false;
   #device: DeviceEntry | undefined;
@@ -407,6 +411,7 @@ export class ClientSession implements ClientPeer, BudgetHolder {
     const state = this.#state;
     if (state === 'connected') {
       this.#toDevice(chunk);
+      if (this.#readerWanted && chunk.length >= BULK_READ) this.#startReader();
       return;
     }
     if (state === 'closed') return;
@@ -706,17 +711,10 @@ export class ClientSession implements ClientPeer, BudgetHolder {
     this.#log = undefined;
     // Result 0 first: the client is waiting on it, and nothing below changes what it says.
     this.#result(tag, ResultCode.OK);
-    // With the addon the client is read from here on by a RingReader over a duplicate of its
-    // descriptor; it counts every byte the connection takes, so it is in place before any is written.
-    const reader = RingReader.create(this.socket, this.#readerSink);
-    if (reader !== undefined) {
-      this.#reader = reader;
-      conn.onPayloadTaken = (n) => reader.release(n);
-    }
     const early = this.#decoder.remainder();
     if (early.length > 0) {
       this.#debug(`forwarding ${early.length} bytes sent before the Connect result`);
-      reader?.foreign(early.length);
+      this.#tunnelWritten += early.length;
       conn.write(early);
     }
     conn.on('error', onTunnelError);
@@ -729,7 +727,30 @@ export class ClientSession implements ClientPeer, BudgetHolder {
     if (!conn.relayTo(this.socket, directRelayFd(this.socket))) conn.on('data', this.#onDeviceData);
     // Client → device: the socket's 'data' now goes to the connection (#toDevice), and its EOF
     // ends it (#clientEnded). Bytes the socket held while paused follow the early ones, in order.
-    if (reader === undefined || !this.#handOverReading(reader)) this.socket.resume();
+    // A RingReader takes over at the client's first bulk read (#startReader): a tunnel that only
+    // carries requests and replies (a connect and close, lockdown, AFC commands) never costs a
+    // second descriptor and socket.
+    this.#readerWanted = RingReader.available();
+    this.socket.resume();
+  }
+
+  /**
+   * The client has sent bulk data: from now on it is read by a RingReader over a duplicate of its
+   * descriptor (src/accel/client-reader.ts). The reader counts every byte the connection releases
+   * (onPayloadTaken), so the bytes it was given before and has not released yet count first.
+   */
+  #startReader(): void {
+    this.#readerWanted = false;
+    const conn = this.#conn;
+    if (conn === undefined || this.#state !== 'connected') return;
+    const reader = RingReader.create(this.socket, this.#readerSink);
+    if (reader === undefined) return;
+    this.#reader = reader;
+    reader.foreign(this.#tunnelWritten - conn.bytesReleased);
+    conn.onPayloadTaken = (n) => reader.release(n);
+    // The connection's window is full: the reader starts paused and #deviceDrained resumes it.
+    if (this.#waitingForDevice) reader.pause();
+    this.#handOverReading(reader);
   }
 
   /**
@@ -772,6 +793,7 @@ export class ClientSession implements ClientPeer, BudgetHolder {
     const conn = this.#conn!;
     // Destroyed and not yet reported ('close' comes next tick): the bytes have nowhere to go.
     if (!conn.writable) return;
+    this.#tunnelWritten += chunk.length;
     if (!conn.write(chunk) && !this.#waitingForDevice) {
       this.#waitingForDevice = true;
       if (this.#reader !== undefined) this.#reader.pause();

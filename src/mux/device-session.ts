@@ -121,8 +121,12 @@ export class DeviceSession extends EventEmitter implements MuxConnectionHost {
   #demuxer: Demuxer | undefined;
   #slotConnections: (MuxConnection | undefined)[] = [];
   #ringPorts = new Set<number>();
-  /** Memory for outgoing data packets (src/mux/packet-pool.ts). */
-  readonly #packets = new PacketPool();
+  /** Memory for outgoing data packets (src/mux/packet-pool.ts), when the link needs them whole. */
+  readonly #packets: PacketPool | undefined;
+  /** The link sends packets in parts: payloads are lent to it, not copied (MuxConnection.lendPayload). */
+  readonly #sendsParts: boolean;
+  /** The views of the payload being lent (the link does not keep the array). */
+  readonly #lent: Buffer[] = [];
   #connections = new Map<number, MuxConnection>();
   #ports: PortAllocator;
   #connectTimeoutMs: number;
@@ -137,6 +141,8 @@ export class DeviceSession extends EventEmitter implements MuxConnectionHost {
   constructor(link: DeviceLink, opts: DeviceSessionOptions = {}) {
     super();
     this.link = link;
+    this.#sendsParts = typeof link.sendPacketParts === 'function';
+    this.#packets = this.#sendsParts ? undefined : new PacketPool();
     this.#deviceId = opts.deviceId ?? 0;
     this.log = opts.logger ?? rootLog.child({ dev: this.#deviceId });
     this.#connectTimeoutMs = opts.connectTimeoutMs ?? 5000;
@@ -336,9 +342,20 @@ export class DeviceSession extends EventEmitter implements MuxConnectionHost {
     const dataLength = from === undefined ? 0 : length;
     const hsize = muxHeaderSize(this.#version);
     const size = hsize + TCP_HEADER_SIZE + dataLength;
+    if (from !== undefined && dataLength >= POOL_FROM && this.#sendsParts) {
+      // The payload stays where the writer put it (the link writes the views after the headers).
+      const head = Buffer.allocUnsafe(hsize + TCP_HEADER_SIZE);
+      this.#writeMuxHeader(head, MuxProtocol.TCP, size);
+      encodeTcpHeader(tcpScratch, head, hsize);
+      const body = this.#lent;
+      from.lendPayload(dataLength, body);
+      this.link.sendPacketParts!(head, body, from.lentWritten);
+      body.length = 0;
+      return;
+    }
     // Data packets come from the pool (returned when the link has written them); headers-only
     // packets are small enough for Node's own buffer pool.
-    const pooled = dataLength >= POOL_FROM ? this.#packets.take(size) : undefined;
+    const pooled = dataLength >= POOL_FROM ? this.#packets?.take(size) : undefined;
     const packet = pooled?.buf ?? Buffer.allocUnsafe(size);
     this.#writeMuxHeader(packet, MuxProtocol.TCP);
     encodeTcpHeader(tcpScratch, packet, hsize);
@@ -573,10 +590,10 @@ export class DeviceSession extends EventEmitter implements MuxConnectionHost {
 
   // ---- send path ---------------------------------------------------------------------------------
 
-  /** Writes the mux header for a packet whose total length is `packet.length`, advancing tx_seq. */
-  #writeMuxHeader(packet: Buffer, protocol: MuxProtocol): void {
+  /** Writes the mux header for a packet of `length` bytes in all, advancing tx_seq. */
+  #writeMuxHeader(packet: Buffer, protocol: MuxProtocol, length = packet.length): void {
     muxScratch.protocol = protocol;
-    muxScratch.length = packet.length;
+    muxScratch.length = length;
     muxScratch.magic = MUX_MAGIC;
     muxScratch.txSeq = this.#txSeq;
     muxScratch.rxSeq = this.#rxSeq;

@@ -84,7 +84,8 @@ const FULL_READ = 65536;
 export interface MuxConnectionHost {
   /**
    * Sends one TCP segment for `conn` with `length` payload bytes, which the host copies into its
-   * packet with `conn.takePayload` (the one copy of the upload path).
+   * packet with `conn.takePayload`, or, when its link can send a packet in parts, borrows as views
+   * with `conn.lendPayload` (no copy: the link gives them back through `conn.lentWritten`).
    */
   sendSegment(conn: MuxConnection, flags: number, length?: number): void;
   /** Forgets `conn`: its port is free again and device packets for it get an anonymous RST. */
@@ -212,10 +213,21 @@ export class MuxConnection extends Duplex {
   #finalCallback: ((err?: Error | null) => void) | undefined;
 
   /**
-   * Told each time `n` more of the writer's bytes, in write order, have been copied into packets:
-   * their buffers are no longer needed (the daemon's ring reader reuses them, src/accel/client-reader.ts).
+   * Told each time `n` more of the writer's bytes, in write order, are no longer needed: copied
+   * into packets, or lent to the link and written by it (the daemon's ring reader reuses their
+   * memory, src/accel/client-reader.ts).
    */
   onPayloadTaken: ((n: number) => void) | undefined = undefined;
+  /** The payload of the segment being sent was lent (lendPayload), not copied. */
+  #lentLast = false;
+  /**
+   * Byte counts not yet told to onPayloadTaken, oldest first: negative while lent to the link and
+   * not written yet, positive once free. The head is always a lent one still out (or the queue is
+   * empty), since a free count at the head is told at once.
+   */
+  #untold: number[] = [];
+  #untoldHead = 0;
+  #bytesReleased = 0;
 
   #bytesReceived = 0;
   #bytesSent = 0;
@@ -268,6 +280,11 @@ export class MuxConnection extends Duplex {
   /** Acknowledgement number the host sends: device bytes handed to the reader, plus the SYN. */
   get rxAck(): number {
     return this.#rxAck;
+  }
+
+  /** Writer bytes told to `onPayloadTaken` so far (whether or not anyone listens). */
+  get bytesReleased(): number {
+    return this.#bytesReleased;
   }
 
   /** Buffered bytes, for tests and diagnostics. */
@@ -771,11 +788,12 @@ export class MuxConnection extends Duplex {
       if (n > room) n = room;
       if (n > MAX_PAYLOAD) n = MAX_PAYLOAD;
       if (n === this.#txBytes && n < MAX_PAYLOAD && (this.#wCallback !== undefined || this.#holdTail())) return;
+      this.#lentLast = false;
       this.#host.sendSegment(this, ACK, n);
       this.#ackSent = this.#rxAck;
       this.#txSeq = (this.#txSeq + n) >>> 0;
       this.#bytesSent += n;
-      this.onPayloadTaken?.(n);
+      this.#payloadGone(n, this.#lentLast);
       if (this.#txBytes === 0 && this.#finalCallback !== undefined) {
         this.#finishFinal();
         return;
@@ -809,11 +827,54 @@ export class MuxConnection extends Duplex {
    * being built for them) and they count as sent.
    */
   takePayload(dst: Buffer, at: number, n: number): void {
+    this.#consumeTx(n, dst, at, undefined);
+  }
+
+  /**
+   * @internal The host borrows the next `n` unsent writer bytes as views, pushed onto `out`, and
+   * they count as sent. The link reads them until it calls `lentWritten` (once per lend, in order).
+   */
+  lendPayload(n: number, out: Buffer[]): void {
+    this.#lentLast = true;
+    this.#consumeTx(n, undefined, 0, out);
+  }
+
+  /**
+   * @internal The link has written the oldest payload lent to it (or failed to: the connection is
+   * going anyway). Its bytes, and those freed behind it, are told to onPayloadTaken in order.
+   */
+  readonly lentWritten = (): void => {
+    const q = this.#untold;
+    if (this.#untoldHead < q.length && q[this.#untoldHead]! < 0) q[this.#untoldHead] = -q[this.#untoldHead]!;
+    while (this.#untoldHead < q.length && q[this.#untoldHead]! > 0) this.#tell(q[this.#untoldHead++]!);
+    if (this.#untoldHead === q.length) {
+      q.length = 0;
+      this.#untoldHead = 0;
+    } else if (this.#untoldHead > 64 && this.#untoldHead * 2 > q.length) {
+      q.splice(0, this.#untoldHead);
+      this.#untoldHead = 0;
+    }
+  };
+
+  #tell(n: number): void {
+    this.#bytesReleased += n;
+    this.onPayloadTaken?.(n);
+  }
+
+  /** `n` writer bytes went into a packet: free now (copied), or once the link has written them. */
+  #payloadGone(n: number, lent: boolean): void {
+    if (lent || this.#untoldHead < this.#untold.length) this.#untold.push(lent ? -n : n);
+    else this.#tell(n);
+  }
+
+  /** Moves the next `n` unsent writer bytes into `dst` at `at`, or as views onto `out`. */
+  #consumeTx(n: number, dst: Buffer | undefined, at: number, out: Buffer[] | undefined): void {
     let left = n;
     while (left > 0) {
       const chunk = this.#tx[this.#txHead]!;
       const take = Math.min(left, chunk.length - this.#txOffset);
-      chunk.copy(dst, at, this.#txOffset, this.#txOffset + take);
+      if (dst !== undefined) chunk.copy(dst, at, this.#txOffset, this.#txOffset + take);
+      else out!.push(take === chunk.length ? chunk : chunk.subarray(this.#txOffset, this.#txOffset + take));
       at += take;
       left -= take;
       this.#txOffset += take;

@@ -50,6 +50,14 @@ export interface DeviceLink {
    */
   sendPacket(packet: Buffer, done?: (err?: Error) => void): void;
   /**
+   * Send one mux packet made of `head` followed by the buffers of `body`, as `sendPacket` would
+   * send them joined, without joining them (a link that writes to a socket hands them to one
+   * writev). The link does not keep the `body` array past the call; it reads the buffers until
+   * `done`, which runs once per call, in the order of the calls. Links that cannot send a packet
+   * in parts (a USB transfer is one buffer) have no `sendPacketParts`; the host copies instead.
+   */
+  sendPacketParts?(head: Buffer, body: readonly Buffer[], done: (err?: Error) => void): void;
+  /**
    * Writes what `sendPacket` has batched for the end of the tick now (a latency-critical packet
    * such as a SYN). Links that send each packet at once have no batch and no `flush`.
    */

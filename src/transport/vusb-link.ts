@@ -93,6 +93,8 @@ export function connectVusb(path: string): Socket {
   return socket;
 }
 
+const EMPTY_BUFFER = Buffer.alloc(0);
+
 /** Packets up to this size are copied into the tick's batch; larger ones are written as they are. */
 const BATCH_MAX_PACKET = 2048;
 /** A batch buffer is cut from a slab of this size; a new slab when the rest is too small. */
@@ -270,26 +272,14 @@ export class VusbLink implements DeviceLink {
   }
 
   sendPacket(packet: Buffer, done?: (err?: Error) => void): void {
-    const pipes = this.#pipes;
-    if (this.#closed || !pipes) {
-      const err = this.#closed ? (this.#endError ?? NO_DEVICE()) : new MuxwireError('MUXWIRE_ERR_NOT_READY', 'the vusb link is not enumerated yet');
-      if (done) process.nextTick(done, err);
-      return;
-    }
     const length = packet.length;
-    if (length > VUSB_MAX_PAYLOAD) {
-      if (done) process.nextTick(done, new MuxwireError('MUXWIRE_ERR_BAD_LENGTH', `OUT transfer of ${length} bytes exceeds ${VUSB_MAX_PAYLOAD}`));
-      return;
-    }
+    const pipes = this.#pipesFor(length, done);
+    if (pipes === undefined) return;
     const zlp = length > 0 && length % pipes.maxPacketSize === 0;
     const socket = this.#socket;
     // net may pass null for success; `done` treats any falsy value as success.
     const cb = done as ((err?: Error | null) => void) | undefined;
-    if (!this.#corked) {
-      this.#corked = true;
-      socket.cork();
-      process.nextTick(this.#uncork);
-    }
+    this.#corkForTick();
     if (length <= BATCH_MAX_PACKET) {
       const batch = this.#batch;
       if (!batch.fits(length + 2 * VUSB_BULK_HEADER_SIZE)) batch.flush(socket);
@@ -305,6 +295,59 @@ export class VusbLink implements DeviceLink {
     } else {
       socket.write(packet, cb);
     }
+  }
+
+  /**
+   * One BULK_OUT of `head` + `body` (a data packet whose payload lies in the writer's memory):
+   * the vusb header and `head` in one small buffer, then the payload's views as they are, all
+   * in the tick's writev.
+   */
+  sendPacketParts(head: Buffer, body: readonly Buffer[], done: (err?: Error) => void): void {
+    let length = head.length;
+    for (const b of body) length += b.length;
+    const pipes = this.#pipesFor(length, done);
+    if (pipes === undefined) return;
+    const socket = this.#socket;
+    this.#corkForTick();
+    this.#batch.flush(socket);
+    const first = Buffer.allocUnsafe(VUSB_BULK_HEADER_SIZE + head.length);
+    writeBulkOutHeader(first, 0, pipes.outEndpoint, length);
+    head.copy(first, VUSB_BULK_HEADER_SIZE);
+    socket.write(first);
+    const last = body.length - 1;
+    for (let i = 0; i < last; i++) socket.write(body[i]!);
+    const cb = done as (err?: Error | null) => void;
+    if (length % pipes.maxPacketSize === 0) {
+      if (last >= 0) socket.write(body[last]!);
+      socket.write(this.#zlp!, cb);
+    } else if (last >= 0) {
+      socket.write(body[last]!, cb);
+    } else {
+      socket.write(EMPTY_BUFFER, cb);
+    }
+  }
+
+  /** The pipes to send `length` bytes on, or undefined (and `done` told why) when they cannot go. */
+  #pipesFor(length: number, done: ((err?: Error) => void) | undefined): VusbMuxPipes | undefined {
+    const pipes = this.#pipes;
+    if (this.#closed || !pipes) {
+      const err = this.#closed ? (this.#endError ?? NO_DEVICE()) : new MuxwireError('MUXWIRE_ERR_NOT_READY', 'the vusb link is not enumerated yet');
+      if (done) process.nextTick(done, err);
+      return undefined;
+    }
+    if (length > VUSB_MAX_PAYLOAD) {
+      if (done) process.nextTick(done, new MuxwireError('MUXWIRE_ERR_BAD_LENGTH', `OUT transfer of ${length} bytes exceeds ${VUSB_MAX_PAYLOAD}`));
+      return undefined;
+    }
+    return pipes;
+  }
+
+  /** The socket stays corked until the end of this tick: the tick's packets leave in one writev. */
+  #corkForTick(): void {
+    if (this.#corked) return;
+    this.#corked = true;
+    this.#socket.cork();
+    process.nextTick(this.#uncork);
   }
 
   start(handlers: DeviceLinkHandlers): void {

@@ -76,6 +76,17 @@ async function until(ready: () => boolean, what: string, timeoutMs = 10_000): Pr
   }
 }
 
+/** Collects what `stream` carries as it comes. */
+function gather(stream: Duplex): { bytes: () => number; data: () => Buffer } {
+  const chunks: Buffer[] = [];
+  let bytes = 0;
+  stream.on('data', (chunk: Buffer) => {
+    chunks.push(chunk);
+    bytes += chunk.length;
+  });
+  return { bytes: () => bytes, data: () => Buffer.concat(chunks) };
+}
+
 /** Reads `stream` until it ends; resolves with everything it carried. */
 async function readToEnd(stream: Duplex): Promise<Buffer> {
   const chunks: Buffer[] = [];
@@ -136,15 +147,10 @@ test('stops reading a client that writes faster than the device takes, and deliv
     const s = daemon.stats();
     assert.ok(s.txPending <= 256 * 1024, `the daemon holds ${s.txPending} bytes for the device`);
   }
-  const chunks: Buffer[] = [];
-  let bytes = 0;
-  device.on('data', (chunk: Buffer) => {
-    chunks.push(chunk);
-    bytes += chunk.length;
-  });
+  const got = gather(device);
   device.resume();
-  await until(() => bytes >= total, `${total} bytes at the device`, 30_000);
-  assert.equal(Buffer.concat(chunks).compare(payload), 0);
+  await until(() => got.bytes() >= total, `${total} bytes at the device`, 30_000);
+  assert.equal(got.data().compare(payload), 0);
 });
 
 test('bytes sent right behind the Connect and 32 MiB after it reach the device in order; with the addon the client is read into reused memory', async () => {
@@ -157,16 +163,11 @@ test('bytes sent right behind the Connect and 32 MiB after it reach the device i
   c.startTunnel();
   await until(() => accepted.length === 1, 'the device to accept');
   const device = accepted[0]!;
-  const chunks: Buffer[] = [];
-  let bytes = 0;
-  device.on('data', (chunk: Buffer) => {
-    chunks.push(chunk);
-    bytes += chunk.length;
-  });
+  const got = gather(device);
   const total = 32 * 1024 * 1024;
   c.write(sourcePattern(0, total));
-  await until(() => bytes >= early.length + total, `${total} bytes at the device`, 60_000);
-  assert.equal(Buffer.concat(chunks).compare(Buffer.concat([early, sourcePattern(0, total)])), 0);
+  await until(() => got.bytes() >= early.length + total, `${total} bytes at the device`, 60_000);
+  assert.equal(got.data().compare(Buffer.concat([early, sourcePattern(0, total)])), 0);
   const reader = daemon.clientStats().find((s) => s.state === 'connected')?.reader;
   if (process.env.MUXWIRE_NO_NATIVE === '1') {
     assert.equal(reader, undefined, 'no reader on the TypeScript path');
@@ -175,6 +176,39 @@ test('bytes sent right behind the Connect and 32 MiB after it reach the device i
   } else {
     assert.ok(process.env.MUXWIRE_REQUIRE_NATIVE !== '1', 'the addon is required, so the tunnel has a reader');
   }
+});
+
+test('a tunnel gets its reader at the first bulk read, with the bytes its connection still held counted first; every byte arrives in order', async () => {
+  const c = await tunnel(MANUAL_PORT);
+  await until(() => accepted.length === 1, 'the device to accept');
+  const device = accepted[0]!;
+  const got = gather(device);
+  // Requests and replies only: no reader, no second descriptor.
+  const small = Buffer.from('a request of a few bytes');
+  for (let i = 0; i < 5; i++) {
+    c.write(small);
+    await until(() => got.bytes() >= small.length * (i + 1), 'the small write at the device');
+  }
+  const tunnelStats = (): ReturnType<MuxDaemon['clientStats']>[number] | undefined => daemon.clientStats().find((s) => s.state === 'connected');
+  assert.equal(tunnelStats()?.reader, undefined, 'no reader before bulk data');
+  // Bulk data while the device reads nothing: the reader takes over while the connection holds
+  // bytes it has not sent yet (its window is full), and they must not be released as ring memory.
+  device.pause();
+  const total = 8 * 1024 * 1024;
+  const payload = sourcePattern(7, total);
+  c.write(payload);
+  await until(() => tunnelStats()?.socketReadPaused === true, 'the daemon to pause the client');
+  const native = process.env.MUXWIRE_NO_NATIVE !== '1' && process.env.MUXWIRE_RING_READER !== '0';
+  if (native && process.env.MUXWIRE_REQUIRE_NATIVE === '1') assert.notEqual(tunnelStats()?.reader, undefined, 'a reader after the first bulk read');
+  if (!native) assert.equal(tunnelStats()?.reader, undefined, 'no reader on the TypeScript path');
+  device.resume();
+  const expected = Buffer.concat([...Array.from({ length: 5 }, () => small), payload]);
+  await until(() => got.bytes() >= expected.length, `${expected.length} bytes at the device`, 30_000);
+  assert.equal(got.data().compare(expected), 0);
+  // Every byte the connection took released what the reader counted, no more, no less.
+  await until(() => tunnelStats()?.reader === undefined || tunnelStats()!.reader!.held === 0, 'the reader to hold nothing');
+  const reader = tunnelStats()?.reader;
+  if (reader !== undefined) assert.ok(reader.ringReads > 0, `ring reads ${reader.ringReads}`);
 });
 
 test('tunnels that carried data and closed leave no descriptor behind (the ring reader closes its duplicate)', async () => {

@@ -230,3 +230,39 @@ test('flush() writes the packets batched so far at once; later packets of the ti
   while (got.length < 3) await new Promise((r) => setTimeout(r, 5));
   assert.deepEqual(got, ['syn', 'two', 'after']);
 });
+
+test('a packet sent in parts is one BULK_OUT of head and body, in order with small packets, with a ZLP when its length is a multiple of wMaxPacketSize', async () => {
+  const path = await rawDevice(encodeHello(3), iphoneAnswer);
+  const { link: l, ended } = await link(path);
+  await l.hello(5000);
+  l.bindMux({ serialNumber: 'x', productId: 0x12a8, locationId: 0x10001, speed: 480_000_000 }, { outEndpoint: 0x04, inEndpoint: 0x85, maxPacketSize: 512 });
+  l.start({ onData: () => undefined, onClose: () => undefined });
+  const device = sockets[0]!;
+  const decoder = new VusbDecoder();
+  const got: Buffer[] = [];
+  device.on('data', (chunk: Buffer) => {
+    decoder.push(chunk);
+    for (let m = decoder.next(); m; m = decoder.next()) if (m.type === VusbMessageType.BULK_OUT) got.push(Buffer.from(m.data));
+  });
+  const head = Buffer.alloc(36, 0xaa);
+  const a = Buffer.alloc(10000, 1);
+  const b = Buffer.alloc(1024 * 20 - 36 - 10000, 2);
+  const done: Array<Error | undefined> = [];
+  l.sendPacket(Buffer.from('ack'));
+  l.sendPacketParts(head, [a, b], (err) => done.push(err));
+  l.sendPacketParts(head, [a], (err) => done.push(err));
+  l.sendPacket(Buffer.from('last'));
+  while (got.length < 5) await new Promise((r) => setTimeout(r, 5));
+  // 36 + 10000 + 10444 = 20480 = 40 × 512: a ZLP follows; 10036 bytes need none.
+  assert.deepEqual(got.map((m) => m.length), [3, 20480, 0, 10036, 4]);
+  assert.deepEqual(got[1], Buffer.concat([head, a, b]));
+  assert.deepEqual(got[3], Buffer.concat([head, a]));
+  assert.equal(String(got[4]), 'last');
+  // Both written (net passes null for success).
+  assert.deepEqual(done.map((e) => e ?? 'ok'), ['ok', 'ok']);
+  // After the link has closed, a send in parts fails its `done` instead of writing.
+  l.close();
+  await ended;
+  const err = await new Promise<Error | undefined>((r) => l.sendPacketParts(head, [a], r));
+  assert.ok(isMuxwireError(err, 'MUXWIRE_ERR_NO_DEVICE'));
+});
