@@ -204,19 +204,27 @@ test('a source leaves a device that fails enumeration alone and attaches nothing
   }
 });
 
-test('flush() writes the packets batched so far at once; later packets of the tick follow them in order', async () => {
+/**
+ * A link bound as a mux link (OUT 0x04, wMaxPacketSize 512) and started, and every BULK_OUT its
+ * raw device end receives, as they come.
+ */
+async function boundLink(): Promise<Awaited<ReturnType<typeof link>> & { got: Buffer[] }> {
   const path = await rawDevice(encodeHello(3), iphoneAnswer);
-  const { link: l, socket } = await link(path);
-  await l.hello(5000);
-  l.bindMux({ serialNumber: 'x', productId: 0x12a8, locationId: 0x10001, speed: 480_000_000 }, { outEndpoint: 0x04, inEndpoint: 0x85, maxPacketSize: 512 });
-  l.start({ onData: () => undefined, onClose: () => undefined });
-  const device = sockets[0]!;
+  const bound = await link(path);
+  await bound.link.hello(5000);
+  bound.link.bindMux({ serialNumber: 'x', productId: 0x12a8, locationId: 0x10001, speed: 480_000_000 }, { outEndpoint: 0x04, inEndpoint: 0x85, maxPacketSize: 512 });
+  bound.link.start({ onData: () => undefined, onClose: () => undefined });
   const decoder = new VusbDecoder();
-  const got: string[] = [];
-  device.on('data', (chunk: Buffer) => {
+  const got: Buffer[] = [];
+  sockets[0]!.on('data', (chunk: Buffer) => {
     decoder.push(chunk);
-    for (let m = decoder.next(); m; m = decoder.next()) if (m.type === VusbMessageType.BULK_OUT) got.push(String(m.data));
+    for (let m = decoder.next(); m; m = decoder.next()) if (m.type === VusbMessageType.BULK_OUT) got.push(Buffer.from(m.data));
   });
+  return { ...bound, got };
+}
+
+test('flush() writes the packets batched so far at once; later packets of the tick follow them in order', async () => {
+  const { link: l, socket, got } = await boundLink();
   const before = socket.bytesWritten;
   l.sendPacket(Buffer.from('syn'));
   l.sendPacket(Buffer.from('two'));
@@ -228,22 +236,11 @@ test('flush() writes the packets batched so far at once; later packets of the ti
   assert.equal(socket.writableLength, 0);
   l.sendPacket(Buffer.from('after'));
   while (got.length < 3) await new Promise((r) => setTimeout(r, 5));
-  assert.deepEqual(got, ['syn', 'two', 'after']);
+  assert.deepEqual(got.map(String), ['syn', 'two', 'after']);
 });
 
 test('a packet sent in parts is one BULK_OUT of head and body, in order with small packets, with a ZLP when its length is a multiple of wMaxPacketSize', async () => {
-  const path = await rawDevice(encodeHello(3), iphoneAnswer);
-  const { link: l, ended } = await link(path);
-  await l.hello(5000);
-  l.bindMux({ serialNumber: 'x', productId: 0x12a8, locationId: 0x10001, speed: 480_000_000 }, { outEndpoint: 0x04, inEndpoint: 0x85, maxPacketSize: 512 });
-  l.start({ onData: () => undefined, onClose: () => undefined });
-  const device = sockets[0]!;
-  const decoder = new VusbDecoder();
-  const got: Buffer[] = [];
-  device.on('data', (chunk: Buffer) => {
-    decoder.push(chunk);
-    for (let m = decoder.next(); m; m = decoder.next()) if (m.type === VusbMessageType.BULK_OUT) got.push(Buffer.from(m.data));
-  });
+  const { link: l, ended, got } = await boundLink();
   const head = Buffer.alloc(36, 0xaa);
   const a = Buffer.alloc(10000, 1);
   const b = Buffer.alloc(1024 * 20 - 36 - 10000, 2);
