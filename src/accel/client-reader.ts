@@ -14,7 +14,10 @@
  *
  * A reader gets its ring at its first bulk read (32 KiB or more in one read); until then it reads
  * into one buffer all readers share and copies each read out, so a tunnel that only carries
- * requests and replies (lockdown, AFC commands) costs no memory while it waits.
+ * requests and replies (lockdown, AFC commands) costs no memory while it waits. A ring that has
+ * held nothing for RING_IDLE_MS is given back (`sweepIdleRings`, on one timer for all readers), so
+ * a tunnel that carried bulk data once and then went quiet costs no memory either; its next bulk
+ * read makes a new one.
  * Each read lands in a slice of the ring; the view goes to the sink (the device connection's
  * write) and stays valid until `release` says that many bytes, in order, have been taken. Bytes
  * the sink got from elsewhere first (`foreign`) are counted in the same order. When the ring has
@@ -41,6 +44,36 @@ export const BULK_READ = 32 * 1024;
  * copied out in its callback, so one buffer serves them all and an idle tunnel holds no memory.
  */
 const SHARED = Buffer.allocUnsafeSlow(SLICE);
+
+/** A ring that has held nothing for this long is given back (the tunnel has gone quiet). */
+export const RING_IDLE_MS = 2000;
+
+/** Readers that hold a ring, for the idle sweep; its timer runs only while there are some. */
+const withRing = new Set<RingReader>();
+let sweepTimer: NodeJS.Timeout | undefined;
+
+/**
+ * Gives back the ring of every reader whose ring has held nothing since `now - RING_IDLE_MS`
+ * (milliseconds of `performance.now()`). The timer calls it every second; tests call it with a
+ * later `now`. Returns how many rings were given back.
+ */
+export function sweepIdleRings(now = performance.now()): number {
+  let dropped = 0;
+  for (const reader of withRing) if (reader.dropRingIfIdle(now)) dropped++;
+  if (withRing.size === 0 && sweepTimer !== undefined) {
+    clearInterval(sweepTimer);
+    sweepTimer = undefined;
+  }
+  return dropped;
+}
+
+function trackRing(reader: RingReader): void {
+  withRing.add(reader);
+  if (sweepTimer === undefined) {
+    sweepTimer = setInterval(sweepIdleRings, 1000);
+    sweepTimer.unref();
+  }
+}
 
 /** Where the reader hands what it reads. */
 export interface RingReaderSink {
@@ -123,6 +156,8 @@ export class RingReader {
   #head = 0;
   /** Ring bytes handed out and not released. */
   #ringHeld = 0;
+  /** When (performance.now()) the ring was made or last came to hold nothing. */
+  #ringBusyAt = 0;
   #stats = { ringReads: 0, freshReads: 0, copiedReads: 0 };
   #paused = false;
   #closed = false;
@@ -212,7 +247,26 @@ export class RingReader {
       this.#first = 0;
     }
     // Nothing of the ring is held: the next slice may start at its beginning again.
-    if (this.#ringHeld === 0) this.#head = 0;
+    if (this.#ringHeld === 0 && this.#ring !== undefined) {
+      this.#head = 0;
+      this.#ringBusyAt = performance.now();
+    }
+  }
+
+  /**
+   * @internal Gives the ring back if it has held nothing since `now - RING_IDLE_MS`; true when it
+   * did. Safe between reads: a read's buffer is asked for and filled within one libuv callback.
+   */
+  dropRingIfIdle(now: number): boolean {
+    if (this.#ring === undefined || this.#closed) {
+      withRing.delete(this);
+      return false;
+    }
+    if (this.#ringHeld !== 0 || now - this.#ringBusyAt < RING_IDLE_MS) return false;
+    this.#ring = undefined;
+    this.#head = 0;
+    withRing.delete(this);
+    return true;
   }
 
   get stats(): RingReaderStats {
@@ -223,6 +277,8 @@ export class RingReader {
   destroy(): void {
     if (this.#closed) return;
     this.#closed = true;
+    this.#ring = undefined;
+    withRing.delete(this);
     this.#socket.destroy();
   }
 
@@ -239,7 +295,11 @@ export class RingReader {
       SHARED.copy(copy, 0, 0, n);
       this.#push(-1, n);
       this.#stats.copiedReads++;
-      if (n >= BULK_READ && this.#ring === undefined) this.#ring = Buffer.allocUnsafeSlow(RING_READER_CAPACITY);
+      if (n >= BULK_READ && this.#ring === undefined) {
+        this.#ring = Buffer.allocUnsafeSlow(RING_READER_CAPACITY);
+        this.#ringBusyAt = performance.now();
+        trackRing(this);
+      }
       this.#sink.data(copy);
       return;
     }

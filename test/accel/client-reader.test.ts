@@ -11,7 +11,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { RING_READER_CAPACITY, RingReader, stopReading } from '../../src/accel/client-reader.js';
+import { RING_IDLE_MS, RING_READER_CAPACITY, RingReader, stopReading, sweepIdleRings } from '../../src/accel/client-reader.js';
 import { sourcePattern } from '../../src/sim/bench-services.js';
 import { nativeBinding } from './native-under-test.js';
 
@@ -180,6 +180,32 @@ test('small reads go through the shared buffer, copied out, and get no ring unti
   assert.equal(s.ringBytes, RING_READER_CAPACITY);
   assert.ok(s.ringReads > 0);
   assert.equal(Buffer.concat(sink.views).compare(Buffer.concat([...requests, sourcePattern(2000, 1024 * 1024)])), 0);
+});
+
+test('a ring that has held nothing for RING_IDLE_MS is given back, one still holding bytes is not, and the next bulk read makes a new one', async (t) => {
+  const sink = new Keeper();
+  const r = await readerOn(t, sink);
+  if (r === undefined) return;
+  const first = sourcePattern(0, 512 * 1024);
+  r.client.write(first);
+  await sink.until(first.length);
+  assert.equal(r.reader.stats.ringBytes, RING_READER_CAPACITY);
+  const later = performance.now() + RING_IDLE_MS + 1;
+  // Views still held (the device has not taken them): the ring stays, whatever the time.
+  sweepIdleRings(later);
+  assert.equal(r.reader.stats.ringBytes, RING_READER_CAPACITY, 'a ring with held bytes is kept');
+  r.reader.release(first.length);
+  // Empty, but only just: kept until it has been empty for RING_IDLE_MS.
+  sweepIdleRings(performance.now());
+  assert.equal(r.reader.stats.ringBytes, RING_READER_CAPACITY, 'a ring empty for less than RING_IDLE_MS is kept');
+  assert.ok(sweepIdleRings(performance.now() + RING_IDLE_MS + 1) >= 1);
+  assert.equal(r.reader.stats.ringBytes, 0, 'an idle ring is given back');
+  // The tunnel goes on: a new ring at the next bulk read, every byte intact and in order.
+  const second = sourcePattern(first.length, 1024 * 1024);
+  r.client.write(second);
+  await sink.until(first.length + second.length);
+  assert.equal(r.reader.stats.ringBytes, RING_READER_CAPACITY);
+  assert.equal(Buffer.concat(sink.views).compare(Buffer.concat([first, second])), 0);
 });
 
 test('pause stops reading and resume goes on, with every byte in order', async (t) => {
