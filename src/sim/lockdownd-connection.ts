@@ -238,7 +238,7 @@ export class LockdowndConnection {
     const ssl = this.#session !== undefined && this.#ctx.enableServiceSSL;
     const host = this.#session?.host;
     const key = ssl ? await this.#ctx.identity.deviceKey() : undefined;
-    const port = this.#ctx.openServicePort(name, handler, ssl && host && key ? { host, key: key.privateKey } : undefined);
+    const port = await this.#ctx.openServicePort(name, handler, ssl && host && key ? { host, key: key.privateKey } : undefined);
     this.#reply('StartService', ssl ? { ...echo, Port: port, EnableServiceSSL: true } : { ...echo, Port: port });
   }
 }

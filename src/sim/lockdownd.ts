@@ -29,6 +29,8 @@ export interface LockdownMux {
   listen(port: number, onConnection: (stream: Duplex) => void): void;
   listenEphemeral(onConnection: (stream: Duplex) => void): number;
   unlisten(port: number): void;
+  /** Settles once `port` is served on every link (DevicePorts); a mux alone serves it at once. */
+  served?(port: number): Promise<void>;
 }
 
 /** Options of a {@link Lockdownd}. */
@@ -60,8 +62,8 @@ export interface LockdowndContext {
   pairing: SimPairing;
   services: ServiceRegistry;
   enableServiceSSL: boolean;
-  /** Opens an ephemeral port for one connection to `name`; returns the port. */
-  openServicePort(name: string, handler: ServiceHandler, tls?: { host: TrustedHost; key: KeyObject }): number;
+  /** Opens an ephemeral port for one connection to `name`; resolves with it once it is served. */
+  openServicePort(name: string, handler: ServiceHandler, tls?: { host: TrustedHost; key: KeyObject }): Promise<number>;
 }
 
 /** The simulated device's lockdownd. */
@@ -151,7 +153,7 @@ export class Lockdownd {
    * device, not to the lockdown connection that asked for it, because libimobiledevice and go-ios
    * close lockdown before they connect to the service (§3 "Service lifetime").
    */
-  #openServicePort(name: string, handler: ServiceHandler, tls?: { host: TrustedHost; key: KeyObject }): number {
+  async #openServicePort(name: string, handler: ServiceHandler, tls?: { host: TrustedHost; key: KeyObject }): Promise<number> {
     const timeoutMs = this.#opts.serviceAcceptTimeoutMs ?? 30_000;
     const port = this.#mux.listenEphemeral((stream) => {
       const timer = this.#servicePorts.get(port);
@@ -173,6 +175,7 @@ export class Lockdownd {
     }, timeoutMs);
     timer.unref();
     this.#servicePorts.set(port, timer);
+    await this.#mux.served?.(port);
     return port;
   }
 

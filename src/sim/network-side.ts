@@ -106,7 +106,8 @@ export class SimNetworkSide implements PortObserver {
     await Promise.all(closing);
   }
 
-  portOpened(port: number, handler: ConnectionHandler): void {
+  /** Settles once the port's listener is bound, or has failed to be (logged; the USB side still serves it). */
+  portOpened(port: number, handler: ConnectionHandler): Promise<void> {
     const server = createServer({ noDelay: true }, (socket) => {
       this.#sockets.add(socket);
       socket.once('close', () => this.#sockets.delete(socket));
@@ -114,8 +115,10 @@ export class SimNetworkSide implements PortObserver {
       handler(socket);
     });
     server.on('error', (err: NodeJS.ErrnoException) => this.#log.warn(`cannot serve port ${port} on ${this.address}: ${err.code ?? err.message}`));
+    // The bind happens a tick later (listen looks the host up first), hence the promise.
     server.listen({ host: this.address, port, exclusive: true });
     this.#servers.set(port, server);
+    return listening(server).catch(() => undefined);
   }
 
   portClosed(port: number): void {
@@ -167,18 +170,22 @@ export class SimNetworkSide implements PortObserver {
   }
 }
 
+/** Settles when `server` is bound; rejects on a listen error, or when it is closed first. */
 function listening(server: Server): Promise<void> {
   if (server.listening) return Promise.resolve();
   return new Promise((resolve, reject) => {
-    const onError = (err: Error): void => {
+    const settle = (err?: Error): void => {
       server.off('listening', onListening);
-      reject(err);
-    };
-    const onListening = (): void => {
       server.off('error', onError);
-      resolve();
+      server.off('close', onClose);
+      if (err === undefined) resolve();
+      else reject(err);
     };
+    const onListening = (): void => settle();
+    const onError = (err: Error): void => settle(err);
+    const onClose = (): void => settle(new Error('closed before it was listening'));
     server.once('error', onError);
+    server.once('close', onClose);
     server.once('listening', onListening);
   });
 }

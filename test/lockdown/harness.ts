@@ -4,7 +4,7 @@
  */
 import type { Duplex } from 'node:stream';
 import { DeviceIdentity, DeviceKeyPool, type IdentityOptions } from '../../src/sim/identity.js';
-import { Lockdownd, type LockdowndOptions } from '../../src/sim/lockdownd.js';
+import { Lockdownd, type LockdownMux, type LockdowndOptions } from '../../src/sim/lockdownd.js';
 import { LockdownClient, type LockdownClientOptions } from '../../src/lockdown/lockdown-client.js';
 import type { PairRecordStore } from '../../src/lockdown/pair-record.js';
 import type { PlistDict } from '../../src/protocol/plist.js';
@@ -46,11 +46,12 @@ export interface Harness {
 }
 
 export async function startDevice(
-  opts: { identity?: IdentityOptions } & Partial<Omit<LockdowndOptions, 'identity' | 'mux'>> = {},
+  opts: { identity?: IdentityOptions; ports?: (mux: MemoryMux) => LockdownMux } & Partial<Omit<LockdowndOptions, 'identity' | 'mux'>> = {},
 ): Promise<Harness> {
   const mux = new MemoryMux();
   const identity = await DeviceIdentity.create({ keyPool, ...opts.identity });
-  const lockdownd = new Lockdownd({ ...opts, identity, mux });
+  // `ports`: what lockdownd listens through (a DevicePorts over the MemoryMux); the MemoryMux by default.
+  const lockdownd = new Lockdownd({ ...opts, identity, mux: opts.ports?.(mux) ?? mux });
   await lockdownd.start();
   const store = new MemoryStore();
   const clients: LockdownClient[] = [];
