@@ -33,7 +33,7 @@ import {
   type Transfer,
 } from './e2e-workloads.js';
 import { addBackupFigures, FULL_BACKUP, QUICK_BACKUP, type BackupConfig, type BackupFigure } from './backup-workload.js';
-import { cpuSeconds, RssSampler } from './proc-stats.js';
+import { cpuSeconds, cpuSecondsPrecise, RssSampler } from './proc-stats.js';
 import { quantile, summarize, type Summary } from './stats.js';
 
 const MiB = 1024 * 1024;
@@ -117,6 +117,7 @@ export const FIGURES = {
   connectMedian: { title: 'connect latency, median', unit: 'ms', better: 'lower' },
   connectP99: { title: 'connect latency, p99', unit: 'ms', better: 'lower' },
   connectOpenMedian: { title: 'socket open + connect, median', unit: 'ms', better: 'lower' },
+  connectDaemonCpu: { title: 'daemon CPU per connect (measured connect runs)', unit: 'µs', better: 'lower' },
   lockdownMedian: { title: 'lockdown GetValue in TLS, median', unit: 'ms', better: 'lower' },
   lockdownP99: { title: 'lockdown GetValue in TLS, p99', unit: 'ms', better: 'lower' },
   afcPullMuxwire: { title: 'AFC pull, muxwire client', unit: 'MB/s', better: 'higher' },
@@ -375,12 +376,35 @@ async function measureConnect(entries: readonly Entry[], cfg: E2eConfig, log: Lo
       return times;
     });
   });
-  await interleave(entries, { ...plan, record(e, warm, values) {
-    plan.record(e, warm, values);
-    // The warm-up's total came first: the measured runs' medians are the last `values.length`.
-    const t = totals.get(e) ?? [];
-    e.result.figures.connectOpenMedian = { summary: summarize(t.slice(-values.length)) };
-  } }, log);
+  // The daemon's CPU over the measured runs, per connect (`bytes` counts connects here): what a
+  // connect costs the daemon besides its latency, e.g. work done after the Result is written.
+  const cpu = new Map<Entry, CpuTally>();
+  await interleave(entries, {
+    ...plan,
+    async run(e, w) {
+      const pid = e.c.relayPid;
+      const before = pid !== undefined ? cpuSecondsPrecise(pid) : undefined;
+      const median = await plan.run(e, w);
+      const after = pid !== undefined ? cpuSecondsPrecise(pid) : undefined;
+      const tally = cpu.get(e) ?? { seconds: 0, bytes: 0 };
+      if (before !== undefined && after !== undefined) {
+        tally.seconds += after - before;
+        tally.bytes += cfg.latencySamples;
+      }
+      cpu.set(e, tally);
+      return median;
+    },
+    record(e, warm, values) {
+      plan.record(e, warm, values);
+      // The warm-up's total came first: the measured runs' medians are the last `values.length`.
+      const t = totals.get(e) ?? [];
+      e.result.figures.connectOpenMedian = { summary: summarize(t.slice(-values.length)) };
+      const tally = cpu.get(e);
+      if (e.c.relayPid !== undefined && tally !== undefined && tally.bytes > 0) {
+        e.result.figures.connectDaemonCpu = { summary: summarize([(tally.seconds / tally.bytes) * 1e6]) };
+      }
+    },
+  }, log);
 }
 
 /** 32 connections, with the daemon's RSS sampled during each measured run; then the CPU tallies. */

@@ -4,11 +4,12 @@
  *
  * ```
  * /proc/<pid>/stat    "pid (comm) state ... utime(14) stime(15) ..."  clock ticks, fields 1-based
+ * /proc/<pid>/task/<tid>/schedstat  "ns-on-cpu ns-waiting timeslices"   one per live thread
  * /proc/<pid>/status  "VmRSS:\t  12345 kB"
  * ```
  */
 import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readFileSync, readdirSync } from 'node:fs';
 
 let ticksPerSecond: number | undefined;
 
@@ -38,6 +39,29 @@ export function cpuSeconds(pid: number): number | undefined {
   const utime = Number(fields[11]);
   const stime = Number(fields[12]);
   return (utime + stime) / clockTicks();
+}
+
+/**
+ * CPU seconds `pid`'s live threads have run, to the nanosecond (the scheduler's own count, where
+ * cpuSeconds has 10 ms ticks): for figures made of short runs, such as the CPU per connect.
+ * Undefined when the process is gone.
+ */
+export function cpuSecondsPrecise(pid: number): number | undefined {
+  let tids: string[];
+  try {
+    tids = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return undefined;
+  }
+  let ns = 0;
+  for (const tid of tids) {
+    try {
+      ns += Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[0]);
+    } catch {
+      // The thread ended between the listing and the read: its time is gone with it.
+    }
+  }
+  return ns / 1e9;
 }
 
 /**

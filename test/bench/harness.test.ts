@@ -86,7 +86,7 @@ describe('bench harness', () => {
     const [ours, direct] = results;
     assert.equal(ours?.id, 'muxwire-js');
     assert.equal(ours.unavailable, undefined, lines.join('\n'));
-    for (const id of ['download', 'upload', 'duplex', 'duplex8', 'concurrent', 'connectMedian', 'connectOpenMedian', 'lockdownMedian', 'afcPullMuxwire', 'afcPushMuxwire', 'afcPullAppium', 'afcPushAppium', 'rssGrowth', 'cpuPerGB', 'farCpuPerGB', 'concurrentDaemonCpuPerGB', 'concurrentCpuPerGB'] as const) {
+    for (const id of ['download', 'upload', 'duplex', 'duplex8', 'concurrent', 'connectMedian', 'connectOpenMedian', 'connectDaemonCpu', 'lockdownMedian', 'afcPullMuxwire', 'afcPushMuxwire', 'afcPullAppium', 'afcPushAppium', 'rssGrowth', 'cpuPerGB', 'farCpuPerGB', 'concurrentDaemonCpuPerGB', 'concurrentCpuPerGB'] as const) {
       const s = ours.figures[id]?.summary;
       assert.ok(s && Number.isFinite(s.median), `${id}: ${ours.figures[id]?.missing ?? 'no summary'}`);
     }
@@ -99,6 +99,7 @@ describe('bench harness', () => {
     assert.match(direct.figures.lockdownMedian?.missing ?? '', /not measured/);
     assert.match(direct.figures.cpuPerGB?.missing ?? '', /no daemon/);
     assert.equal(direct.figures.concurrentDaemonCpuPerGB, undefined, 'a ceiling has no daemon');
+    assert.equal(direct.figures.connectDaemonCpu, undefined, 'a ceiling has no daemon');
 
     const report: BenchReport = { version: 1, startedAt: '', seconds: 0, mode: 'quick', machine: machineInfo(), e2e: results };
     const text = formatReport(report);
