@@ -40,10 +40,20 @@ export function findPackageRoot(from: string | URL = import.meta.url): string | 
   }
 }
 
-/** The addon's default path, or undefined when no package root is found. */
+/** defaultAddonPath's answer, found once: null until then (the package root does not move). */
+let defaultPath: string | undefined | null = null;
+
+/**
+ * The addon's default path, or undefined when no package root is found. Found on the first call
+ * and remembered: callers ask on every client connect (the ring reader), and walking up the tree
+ * reading package.json files cost a connect about 20 µs of the daemon's time.
+ */
 export function defaultAddonPath(): string | undefined {
-  const root = findPackageRoot();
-  return root === undefined ? undefined : join(root, ADDON_RELATIVE_PATH);
+  if (defaultPath === null) {
+    const root = findPackageRoot();
+    defaultPath = root === undefined ? undefined : join(root, ADDON_RELATIVE_PATH);
+  }
+  return defaultPath;
 }
 
 /**
