@@ -723,8 +723,10 @@ export class ClientSession implements ClientPeer, BudgetHolder {
     conn.on('closing', () => this.#startFlushGuard());
     // Ring mode: views of ring memory go straight to the client socket and are released (and
     // ACKed) in its write callbacks, with no copy; the stream path remains for other modes.
-    // With the addon, the demuxer also sends straight to the socket's descriptor when it can.
-    if (!conn.relayTo(this.socket, directRelayFd(this.socket))) conn.on('data', this.#onDeviceData);
+    // With the addon, the demuxer also sends straight to the socket's descriptor when it can,
+    // from the device's first BULK_READ bytes on: a tunnel that carries only requests and replies
+    // never costs the demuxer's duplicate of the descriptor (four system calls per connect).
+    if (!conn.relayTo(this.socket, directRelayFd(this.socket), BULK_READ)) conn.on('data', this.#onDeviceData);
     // Client → device: the socket's 'data' now goes to the connection (#toDevice), and its EOF
     // ends it (#clientEnded). Bytes the socket held while paused follow the early ones, in order.
     // A RingReader takes over at the client's first bulk read (#startReader): a tunnel that only

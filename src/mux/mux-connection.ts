@@ -186,6 +186,10 @@ export class MuxConnection extends Duplex {
   #sinkCorked = false;
   /** The sink's descriptor is the demuxer's sink too: the native core may send to it directly. */
   #sinkAttached = false;
+  /** The sink's descriptor, until it is given to the demuxer (#attachSinkFdOnceBulk). */
+  #sinkFd: number | undefined;
+  /** Device bytes after which the descriptor is given (relayTo's `directAfter`). */
+  #directAfter = 0;
   #sinkAckScheduled = false;
   /** A delayed ACK (#ackSoon), if one is pending. */
   #ackTimer: NodeJS.Timeout | undefined;
@@ -393,21 +397,28 @@ export class MuxConnection extends Duplex {
    * byte was taken. Bytes already in the readable buffer are written first.
    *
    * Returns false, changing nothing, on the stream path (no ring) or once a sink is attached.
+   *
+   * `fd`: the sink's socket, which the native demuxer may send payloads to with no copy and no
+   * JavaScript (native/demuxer.h, "Sinks") whenever nothing waits here before them. The demuxer
+   * then holds a duplicate of it; with `directAfter`, only once the device has sent that many
+   * bytes, so a tunnel that carries requests and replies never pays for the duplicate.
    */
-  relayTo(sink: RingSink, fd?: number): boolean {
+  relayTo(sink: RingSink, fd?: number, directAfter = 0): boolean {
     const ring = this.#ring;
     if (ring === undefined || this.#sink !== undefined || this.#state === 'closed') return false;
     this.#sink = sink;
     for (let chunk = this.read() as Buffer | null; chunk !== null; chunk = this.read() as Buffer | null) {
       sink.write(chunk, ignoreError);
     }
-    // `fd`: the sink's socket, which the native demuxer may send payloads to with no copy and no
-    // JavaScript (native/demuxer.h, "Sinks") whenever nothing waits here before them.
-    if (fd !== undefined && ring.demuxer.attachSink(ring.slot, fd)) {
-      this.#sinkAttached = true;
-      // The core holds a duplicate of the descriptor: let go of it with the socket.
-      sink.once('close', () => this.#detachSink());
-      this.#directWhenIdle();
+    if (fd !== undefined) {
+      // Let go of the core's duplicate with the socket; a socket closed first is never attached.
+      sink.once('close', () => {
+        this.#sinkFd = undefined;
+        this.#detachSink();
+      });
+      this.#sinkFd = fd;
+      this.#directAfter = directAfter;
+      this.#attachSinkFdOnceBulk();
     }
     // Flowing with nothing to read: 'end' is emitted as soon as the end is pushed.
     this.resume();
@@ -519,6 +530,8 @@ export class MuxConnection extends Duplex {
     const rest = len - sent;
     if (rest === 0) return true;
     this.#rxQueued += rest;
+    // After counting these bytes as queued: direct sends wait until the sink has written them.
+    if (this.#sinkFd !== undefined) this.#attachSinkFdOnceBulk();
     if (this.#sink !== undefined) this.#feedSink();
     else if (this.#rxQueued === rest && !this.#readPaused) this.#drainQueue();
     return true;
@@ -529,6 +542,18 @@ export class MuxConnection extends Duplex {
     const ring = this.#ring;
     if (!this.#sinkAttached || ring === undefined || this.#state !== 'connected') return;
     if (this.#rxQueued === 0 && this.#sink!.writableLength === 0) ring.demuxer.setDirect(ring.slot, true);
+  }
+
+  /** Gives the demuxer the sink's descriptor once the device has sent `directAfter` bytes. */
+  #attachSinkFdOnceBulk(): void {
+    const fd = this.#sinkFd;
+    const ring = this.#ring;
+    if (fd === undefined || ring === undefined || this.#state !== 'connected' || this.#bytesReceived < this.#directAfter) return;
+    this.#sinkFd = undefined;
+    if (!ring.demuxer.attachSink(ring.slot, fd)) return;
+    this.#sinkAttached = true;
+    // Direct sends start off, and go on once what the ring holds has been written (in order).
+    this.#directWhenIdle();
   }
 
   #detachSink(): void {

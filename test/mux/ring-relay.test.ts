@@ -226,6 +226,54 @@ for (const mode of ['native', 'js'] as const) {
     conn.destroy();
   });
 
+  rtest('with directAfter, requests and replies take no duplicate; bulk data past it does, and arrives intact', async () => {
+    const s = await simulated();
+    const echo = await s.connect(7);
+    const small = await socketPair();
+    const before = openDescriptors();
+    assert.equal(echo.relayTo(small.host, fdOf(small.host), 32 * 1024), true);
+    for (const word of ['ping', 'pong']) {
+      echo.write(word);
+      const [back] = (await once(small.client, 'data')) as [Buffer];
+      assert.equal(back.toString(), word);
+    }
+    assert.equal(openDescriptors(), before, 'replies alone never attach the descriptor');
+    assert.equal(echo.stats().bytesRelayedDirect, 0);
+    echo.destroy();
+
+    const source = await s.connect(19);
+    const { host, client } = await socketPair();
+    const withPair = openDescriptors();
+    assert.equal(source.relayTo(host, fdOf(host), 32 * 1024), true);
+    const total = 8 * 1024 * 1024;
+    source.write(encodeCount(total));
+    let got = 0;
+    let mismatch = -1;
+    for await (const chunk of client as AsyncIterable<Buffer>) {
+      if (mismatch < 0) {
+        const at = findPatternMismatch(chunk, got);
+        if (at >= 0) mismatch = got + at;
+      }
+      got += chunk.length;
+      if (got >= total) break;
+    }
+    assert.equal(got, total);
+    assert.equal(mismatch, -1, 'the bytes before and after the switch are in order');
+    const direct = source.stats().bytesRelayedDirect;
+    // Leaving the loop destroys the client: wait for its descriptor to go.
+    client.destroy();
+    if (!client.closed) await once(client, 'close');
+    const duplicates = mode === 'native' ? 1 : 0;
+    assert.equal(openDescriptors(), withPair - 1 + duplicates, 'the core holds a duplicate once bulk data came (native)');
+    if (mode === 'native') assert.ok(direct > total / 2, `most bytes went straight to the socket (${direct})`);
+    else assert.equal(direct, 0);
+    const hostClosed = once(host, 'close');
+    host.destroy();
+    await hostClosed;
+    assert.equal(openDescriptors(), withPair - 2, 'the socket and the duplicate are both closed');
+    source.destroy();
+  });
+
   rtest('declines to relay on the stream path', async () => {
     const mux = new DeviceMux({ version: 2 });
     serveBenchServices(mux);
