@@ -65,6 +65,21 @@ function fdOf(socket: Socket): number {
   return fd;
 }
 
+/** Reads `total` bytes of the source service's pattern; where the first wrong byte was, or -1. */
+async function readPattern(client: Socket, total: number): Promise<{ got: number; mismatch: number }> {
+  let got = 0;
+  let mismatch = -1;
+  for await (const chunk of client as AsyncIterable<Buffer>) {
+    if (mismatch < 0) {
+      const at = findPatternMismatch(chunk, got);
+      if (at >= 0) mismatch = got + at;
+    }
+    got += chunk.length;
+    if (got >= total) break;
+  }
+  return { got, mismatch };
+}
+
 function openDescriptors(): number {
   return readdirSync('/proc/self/fd').length;
 }
@@ -124,16 +139,7 @@ for (const mode of ['native', 'js'] as const) {
     assert.equal(conn.relayTo(host, viaFd ? fdOf(host) : undefined), true);
     const total = 8 * 1024 * 1024;
     conn.write(encodeCount(total));
-    let got = 0;
-    let mismatch = -1;
-    for await (const chunk of client as AsyncIterable<Buffer>) {
-      if (mismatch < 0) {
-        const at = findPatternMismatch(chunk, got);
-        if (at >= 0) mismatch = got + at;
-      }
-      got += chunk.length;
-      if (got >= total) break;
-    }
+    const { got, mismatch } = await readPattern(client, total);
     assert.equal(got, total);
     assert.equal(mismatch, -1, 'no view was overwritten before the socket took it');
     assert.equal(conn.stats().rxQueued, 0, 'every byte was released');
@@ -160,17 +166,8 @@ for (const mode of ['native', 'js'] as const) {
     const st = conn.stats();
     assert.ok(st.rxQueued <= HOST_WINDOW, `ring holds ${st.rxQueued}`);
     assert.ok(st.bytesReceived < total, 'the device was stopped by the window');
-    let got = 0;
-    let mismatch = -1;
     client.resume();
-    for await (const chunk of client as AsyncIterable<Buffer>) {
-      if (mismatch < 0) {
-        const at = findPatternMismatch(chunk, got);
-        if (at >= 0) mismatch = got + at;
-      }
-      got += chunk.length;
-      if (got >= total) break;
-    }
+    const { got, mismatch } = await readPattern(client, total);
     assert.equal(got, total);
     assert.equal(mismatch, -1);
     conn.destroy();
@@ -247,16 +244,7 @@ for (const mode of ['native', 'js'] as const) {
     assert.equal(source.relayTo(host, fdOf(host), 32 * 1024), true);
     const total = 8 * 1024 * 1024;
     source.write(encodeCount(total));
-    let got = 0;
-    let mismatch = -1;
-    for await (const chunk of client as AsyncIterable<Buffer>) {
-      if (mismatch < 0) {
-        const at = findPatternMismatch(chunk, got);
-        if (at >= 0) mismatch = got + at;
-      }
-      got += chunk.length;
-      if (got >= total) break;
-    }
+    const { got, mismatch } = await readPattern(client, total);
     assert.equal(got, total);
     assert.equal(mismatch, -1, 'the bytes before and after the switch are in order');
     const direct = source.stats().bytesRelayedDirect;
