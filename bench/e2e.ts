@@ -223,9 +223,9 @@ interface CpuTally {
   bytes: number;
 }
 
-/** Adds what `pid` spent since `before` to `tally`. */
-function tallyCpu(tally: CpuTally, pid: number | undefined, before: number | undefined, bytes: number): void {
-  const after = pid !== undefined ? cpuSeconds(pid) : undefined;
+/** Adds what `pid` spent since `before` (read with the same `clock`) to `tally`. */
+function tallyCpu(tally: CpuTally, pid: number | undefined, before: number | undefined, bytes: number, clock = cpuSeconds): void {
+  const after = pid !== undefined ? clock(pid) : undefined;
   if (before === undefined || after === undefined) return;
   tally.seconds += after - before;
   tally.bytes += bytes;
@@ -382,16 +382,11 @@ async function measureConnect(entries: readonly Entry[], cfg: E2eConfig, log: Lo
   await interleave(entries, {
     ...plan,
     async run(e, w) {
-      const pid = e.c.relayPid;
-      const before = pid !== undefined ? cpuSecondsPrecise(pid) : undefined;
-      const median = await plan.run(e, w);
-      const after = pid !== undefined ? cpuSecondsPrecise(pid) : undefined;
       const tally = cpu.get(e) ?? { seconds: 0, bytes: 0 };
-      if (before !== undefined && after !== undefined) {
-        tally.seconds += after - before;
-        tally.bytes += cfg.latencySamples;
-      }
       cpu.set(e, tally);
+      const before = e.c.relayPid !== undefined ? cpuSecondsPrecise(e.c.relayPid) : undefined;
+      const median = await plan.run(e, w);
+      tallyCpu(tally, e.c.relayPid, before, cfg.latencySamples, cpuSecondsPrecise);
       return median;
     },
     record(e, warm, values) {
@@ -399,10 +394,9 @@ async function measureConnect(entries: readonly Entry[], cfg: E2eConfig, log: Lo
       // The warm-up's total came first: the measured runs' medians are the last `values.length`.
       const t = totals.get(e) ?? [];
       e.result.figures.connectOpenMedian = { summary: summarize(t.slice(-values.length)) };
+      // Counted only where there is a daemon process to read.
       const tally = cpu.get(e);
-      if (e.c.relayPid !== undefined && tally !== undefined && tally.bytes > 0) {
-        e.result.figures.connectDaemonCpu = { summary: summarize([(tally.seconds / tally.bytes) * 1e6]) };
-      }
+      if (tally !== undefined && tally.bytes > 0) e.result.figures.connectDaemonCpu = { summary: summarize([(tally.seconds / tally.bytes) * 1e6]) };
     },
   }, log);
 }

@@ -49,9 +49,10 @@ export async function startDevice(
   opts: { identity?: IdentityOptions; ports?: (mux: MemoryMux) => LockdownMux } & Partial<Omit<LockdowndOptions, 'identity' | 'mux'>> = {},
 ): Promise<Harness> {
   const mux = new MemoryMux();
-  const identity = await DeviceIdentity.create({ keyPool, ...opts.identity });
   // `ports`: what lockdownd listens through (a DevicePorts over the MemoryMux); the MemoryMux by default.
-  const lockdownd = new Lockdownd({ ...opts, identity, mux: opts.ports?.(mux) ?? mux });
+  const { identity: identityOpts, ports, ...lockdowndOpts } = opts;
+  const identity = await DeviceIdentity.create({ keyPool, ...identityOpts });
+  const lockdownd = new Lockdownd({ ...lockdowndOpts, identity, mux: ports?.(mux) ?? mux });
   await lockdownd.start();
   const store = new MemoryStore();
   const clients: LockdownClient[] = [];

@@ -15,7 +15,7 @@ import { DevicePorts, type PortObserver } from '../../src/sim/device-ports.js';
 import { SimNetworkSide } from '../../src/sim/network-side.js';
 import { LOCKDOWN_PORT } from '../../src/sim/lockdownd.js';
 import { EPHEMERAL_PORT_FIRST } from '../../src/sim/device-mux.js';
-import { log } from '../../src/log.js';
+import { log, setLogSink } from '../../src/log.js';
 import { startDevice, SYSTEM_BUID, type Harness } from '../lockdown/harness.js';
 import { MemoryMux } from '../lockdown/memory-mux.js';
 
@@ -109,9 +109,16 @@ test('a port the network side cannot bind still settles (logged), and the USB si
   // The next ephemeral port the table hands out is the first one: hold it on the device's address.
   await new Promise<void>((resolve) => taken.listen({ host: address, port: EPHEMERAL_PORT_FIRST }, resolve));
   cleanups.push(() => new Promise<void>((resolve) => taken.close(() => resolve())));
+  const warnings: string[] = [];
+  setLogSink((line, level) => {
+    if (level === 'warn') warnings.push(line);
+    process.stderr.write(line + '\n');
+  });
+  cleanups.push(() => setLogSink((line) => process.stderr.write(line + '\n')));
   const port = ports.listenEphemeral(echo);
   assert.equal(port, EPHEMERAL_PORT_FIRST);
   await ports.served(port);
+  assert.ok(warnings.some((w) => w.includes(`cannot serve port ${port} on ${address}: EADDRINUSE`)), warnings.join('\n'));
   assert.equal(bound(port), true, 'only the test holds it');
   assert.equal(usb.listening(port), true);
 });
