@@ -56,13 +56,27 @@ export class Logger {
   #write(level: LogLevel, message: string): void {
     if (ORDER[level] > threshold) return;
     const context = this.context;
-    sink(`muxwire ${level}${context ? ' ' + context : ''} ${message}`, level);
+    sink(oneLine(`muxwire ${level}${context ? ' ' + context : ''} ${message}`), level);
   }
   error(message: string): void { this.#write('error', message); }
   warn(message: string): void { this.#write('warn', message); }
   info(message: string): void { this.#write('info', message); }
   debug(message: string): void { this.#write('debug', message); }
   trace(message: string): void { this.#write('trace', message); }
+}
+
+/** Line breaks, escape sequences and other control characters (tab stays). */
+const CONTROL = /[\u0000-\u0008\u000a-\u001f\u007f-\u009f]/g;
+
+/**
+ * A message as one line of printable text: a control character becomes `\xNN`. Messages carry
+ * what clients and devices send (a ProgName, a device name, a file name): raw, a newline in one
+ * would forge a log line of its own, and an escape sequence would drive the reader's terminal.
+ */
+export function oneLine(message: string): string {
+  CONTROL.lastIndex = 0;
+  if (!CONTROL.test(message)) return message;
+  return message.replace(CONTROL, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
 }
 
 /** The root logger. */

@@ -26,6 +26,23 @@ export const CLIENT_REQUEST_TIMEOUT_MS = 10_000;
 /** Bytes all clients together may make the daemon hold (requests being received, queued replies). */
 export const CLIENT_MEMORY_BUDGET = 32 * 1024 * 1024;
 
+/**
+ * Longest ProgName, BundleID or ClientVersionString kept from a client (UTF-16 code units; longer
+ * ones are cut). They are kept for the client's life and echoed twice per listener in every
+ * ListListeners reply: uncut, one client's 64 KiB names made everyone's ListListeners too big to
+ * send, and idle clients held memory no budget counted. Real ones are short ("idevice_id",
+ * "libusbmuxd 2.0.2", a bundle id).
+ */
+export const CLIENT_STRING_MAX = 256;
+
+/** `s` cut to CLIENT_STRING_MAX code units, never inside a surrogate pair. */
+export function clientString(s: string): string {
+  if (s.length <= CLIENT_STRING_MAX) return s;
+  const end = CLIENT_STRING_MAX;
+  const c = s.charCodeAt(end - 1);
+  return s.slice(0, c >= 0xd800 && c <= 0xdbff ? end - 1 : end);
+}
+
 /** The limits one daemon applies (defaults above). */
 export interface ClientLimits {
   replyHighWater: number;

@@ -31,6 +31,7 @@ import {
   detachedEvent,
   deviceListReply,
   listenersReply,
+  listenersReplyBytesAtMost,
   pairRecordReply,
   pairedEvent,
 } from '../protocol/client-plist.js';
@@ -40,6 +41,7 @@ import type { MuxConnection, MuxConnectionStats } from '../mux/mux-connection.js
 import type { DeviceEntry, DeviceRegistry } from './device-registry.js';
 import type { AccessPolicy, ClientAction, ClientPeer } from './access-policy.js';
 import type { BudgetHolder, ClientLimits, ClientMemoryBudget } from './client-limits.js';
+import { clientString } from './client-limits.js';
 import type { PeerCredentials } from '../accel/peer-credentials.js';
 import { BULK_READ, RingReader, stopReading, type RingReaderStats } from '../accel/client-reader.js';
 import { EINVAL, errnoOf, validatePairRecordId } from './pair-store.js';
@@ -449,7 +451,14 @@ export class ClientSession implements ClientPeer, BudgetHolder {
       }
       this.#clearRequestTimer();
       handled++;
-      this.#handle(msg);
+      try {
+        this.#handle(msg);
+      } catch (err) {
+        // A request the daemon could not handle ends its client, never the daemon.
+        this.log.warn(`closing client: request failed: ${(err as Error).message}`);
+        this.fail(err as Error);
+        return;
+      }
     }
   }
 
@@ -553,9 +562,9 @@ export class ClientSession implements ClientPeer, BudgetHolder {
 
   #plistRequest(tag: number, req: PlistDict): void {
     // usbmuxd copies these from every request and uses them for ListListeners (§4.4).
-    if (typeof req.ProgName === 'string') this.#progName = req.ProgName;
-    if (typeof req.BundleID === 'string') this.#bundleId = req.BundleID;
-    if (typeof req.ClientVersionString === 'string') this.#clientVersion = req.ClientVersionString;
+    if (typeof req.ProgName === 'string') this.#progName = clientString(req.ProgName);
+    if (typeof req.BundleID === 'string') this.#bundleId = clientString(req.BundleID);
+    if (typeof req.ClientVersionString === 'string') this.#clientVersion = clientString(req.ClientVersionString);
     const v = toUint(req.kLibUSBMuxVersion);
     if (v !== undefined) this.#libUSBMuxVersion = v;
     const type = req.MessageType;
@@ -563,7 +572,7 @@ export class ClientSession implements ClientPeer, BudgetHolder {
       this.#result(tag, ResultCode.BADCOMMAND);
       return;
     }
-    if (this.#parentLog.enabled('debug')) this.#debug(`${type} from ${this.#progName ?? 'unknown'}`);
+    if (this.#parentLog.enabled('debug')) this.#debug(`${clientString(type)} from ${this.#progName ?? 'unknown'}`);
     switch (type) {
       case 'Listen':
         this.#listen(tag);
@@ -581,7 +590,7 @@ export class ClientSession implements ClientPeer, BudgetHolder {
         this.#reply(tag, deviceListReply(this.#ctx.registry.visible().map((d) => d.properties)));
         return;
       case 'ListListeners':
-        this.#reply(tag, listenersReply([...this.#ctx.clients].filter((c) => c.listening).map((c) => c.listenerInfo())));
+        this.#listListeners(tag);
         return;
       case 'ReadBUID':
         this.#async(tag, this.#ctx.pairStore.readBUID().then((buid) => buidReply(buid)));
@@ -596,9 +605,25 @@ export class ClientSession implements ClientPeer, BudgetHolder {
         if (!this.#refused(tag, 'delete-pair-record')) this.#async(tag, this.#deletePairRecord(req.PairRecordID));
         return;
       default:
-        this.#debug(`unknown MessageType ${type}`);
+        this.#debug(`unknown MessageType ${clientString(type)}`);
         this.#result(tag, ResultCode.BADCOMMAND);
     }
+  }
+
+  /**
+   * The listeners' list, unless it could be over the hard reply cap: then the client is closed as
+   * one that does not read its replies would be, before the reply is built (thousands of listeners
+   * make a reply of many megabytes).
+   */
+  #listListeners(tag: number): void {
+    const listeners = [...this.#ctx.clients].filter((c) => c.listening).map((c) => c.listenerInfo());
+    const atMost = listenersReplyBytesAtMost(listeners);
+    if (atMost > this.#ctx.limits.replyMax) {
+      this.log.warn(`ListListeners reply of up to ${atMost} bytes (${listeners.length} listeners) is over the reply cap of ${this.#ctx.limits.replyMax}; closing the client`);
+      this.fail(new MuxwireError('MUXWIRE_ERR_CLIENT_LIMIT', 'ListListeners reply over the reply cap'));
+      return;
+    }
+    this.#reply(tag, listenersReply(listeners));
   }
 
   /** Replies with the dictionary `work` gives, or with Result errno when it fails. */

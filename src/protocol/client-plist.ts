@@ -270,6 +270,30 @@ export function listenersReply(listeners: ListenerInfo[]): PlistDict {
   };
 }
 
+/** Bytes one listener's entry takes in a ListListeners reply at most, besides its strings. */
+const LISTENER_ENTRY_FIXED = 400;
+
+/** Bytes `s` takes in XML at most: its UTF-8 and each escape (`&amp;` is the longest, +4). */
+function xmlBytesAtMost(s: string | undefined): number {
+  if (s === undefined) return 0;
+  let escapes = 0;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c === 0x26 || c === 0x3c || c === 0x3e || c === 0x0d) escapes++;
+  }
+  return Buffer.byteLength(s) + 4 * escapes;
+}
+
+/**
+ * An upper bound of the bytes listenersReply(listeners) encodes to, found without encoding it: the
+ * daemon refuses a reply over its cap before building a string that may not even fit in memory.
+ */
+export function listenersReplyBytesAtMost(listeners: readonly ListenerInfo[]): number {
+  let total = LISTENER_ENTRY_FIXED;
+  for (const l of listeners) total += LISTENER_ENTRY_FIXED + xmlBytesAtMost(l.idString) + xmlBytesAtMost(l.progName ?? 'unknown') + xmlBytesAtMost(l.bundleId);
+  return total;
+}
+
 /** `{BUID: string}`. */
 export function buidReply(buid: string): PlistDict {
   return { BUID: buid };

@@ -14,11 +14,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MuxDaemon } from '../../src/daemon/mux-daemon.js';
 import type { MuxDaemonOptions } from '../../src/daemon/mux-daemon.js';
-import { CLIENT_MEMORY_BUDGET, CLIENT_REPLY_HIGH_WATER, CLIENT_REPLY_MAX, CLIENT_REQUEST_TIMEOUT_MS, resolveClientLimits } from '../../src/daemon/client-limits.js';
+import { CLIENT_MEMORY_BUDGET, CLIENT_REPLY_HIGH_WATER, CLIENT_REPLY_MAX, CLIENT_REQUEST_TIMEOUT_MS, CLIENT_STRING_MAX, clientString, resolveClientLimits } from '../../src/daemon/client-limits.js';
 import { DeviceMux } from '../../src/sim/device-mux.js';
 import { InProcessLink } from '../../src/sim/in-process-link.js';
 import { encodeClientMessage } from '../../src/protocol/client-message.js';
-import { listDevicesRequest } from '../../src/protocol/client-plist.js';
+import { listDevicesRequest, listenersReply, listenersReplyBytesAtMost } from '../../src/protocol/client-plist.js';
 import { isMuxwireError } from '../../src/errors.js';
 import { setLogSink } from '../../src/log.js';
 import { RawClient } from './helpers/raw-client.js';
@@ -185,4 +185,70 @@ test('limits: documented defaults, environment overrides, bad values refused', (
     assert.throws(() => resolveClientLimits({}, { MUXWIRE_CLIENT_MEMORY_BUDGET: bad }), (e) => isMuxwireError(e, 'MUXWIRE_ERR_BAD_ARGUMENT'), bad);
   }
   assert.throws(() => resolveClientLimits({ replyHighWater: 10, replyMax: 5 }, {}), (e) => isMuxwireError(e, 'MUXWIRE_ERR_BAD_ARGUMENT'));
+});
+
+test('client names are kept cut to CLIENT_STRING_MAX: ListListeners shows them cut, never whole', async () => {
+  const { socketPath } = await startDaemon();
+  // '&' is 5 bytes in XML: three such names stay inside one 64 KiB request.
+  const long = '&'.repeat(3000);
+  const listener = await RawClient.open(socketPath);
+  const asker = await RawClient.open(socketPath);
+  try {
+    listener.sendPlist('Listen', { ProgName: long, BundleID: `com.example.${long}`, ClientVersionString: long });
+    assert.equal((await listener.nextPlist()).Number, 0);
+    const reply = await asker.request('ListListeners');
+    const entries = (reply.ListenerList as Array<Record<string, unknown>>).filter((l) => String(l.ProgName).startsWith('&'));
+    assert.equal(entries.length, 1);
+    assert.equal(entries[0]!.ProgName, '&'.repeat(CLIENT_STRING_MAX));
+    assert.equal((entries[0]!.BundleID as string).length, CLIENT_STRING_MAX);
+    assert.match(entries[0]!['ID String'] as string, new RegExp(`^\\d+-&{${CLIENT_STRING_MAX}}$`));
+  } finally {
+    listener.close();
+    asker.close();
+  }
+});
+
+test('a ListListeners reply that could pass the hard cap closes the asker before it is built; listeners and others are unharmed', async () => {
+  const { daemon, socketPath } = await startDaemon({ limits: { replyHighWater: 16 * 1024, replyMax: 16 * 1024 } });
+  const listeners: RawClient[] = [];
+  const lines: string[] = [];
+  try {
+    // 10 listeners with 256-character names of '&' (5 bytes each in XML): about 39 KiB of reply.
+    for (let i = 0; i < 10; i++) {
+      const l = await RawClient.open(socketPath);
+      listeners.push(l);
+      l.sendPlist('Listen', { ProgName: '&'.repeat(1000), BundleID: '<'.repeat(1000) });
+      assert.equal((await l.nextPlist()).Number, 0);
+    }
+    setLogSink((line) => lines.push(line));
+    const asker = await RawClient.open(socketPath);
+    asker.sendPlist('ListListeners');
+    await until('the asker is closed', () => asker.closed);
+    assert.ok(lines.some((l) => /ListListeners reply of up to \d+ bytes \(10 listeners\) is over the reply cap of 16384; closing the client/.test(l)), lines.join('\n'));
+    // Everyone else is served as before.
+    const other = await RawClient.open(socketPath);
+    assert.ok(Array.isArray((await other.request('ListDevices')).DeviceList));
+    other.close();
+    assert.ok(listeners.every((l) => !l.closed));
+    await until('only the listeners are left', () => daemon.stats().clients === 10);
+  } finally {
+    setLogSink((line) => process.stderr.write(line + '\n'));
+    for (const l of listeners) l.close();
+  }
+});
+
+test('listenersReplyBytesAtMost is never below what the reply encodes to', () => {
+  const names = ['idevice_id', '&'.repeat(CLIENT_STRING_MAX), '<>\r&é\u{1F600}', '', 'a'.repeat(CLIENT_STRING_MAX)];
+  for (let k = 1; k <= names.length; k++) {
+    const list = names.slice(0, k).map((name, i) => ({ idString: `${i + 1}-${name}`, progName: name, bundleId: `${name}.bundle`, libUSBMuxVersion: 3 }));
+    const encoded = encodeClientMessage({ kind: 'plist', tag: 1, version: 1, plist: listenersReply(list) });
+    assert.ok(listenersReplyBytesAtMost(list) >= encoded.length, `${k} listeners: bound ${listenersReplyBytesAtMost(list)} < ${encoded.length}`);
+  }
+});
+
+test('clientString cuts at CLIENT_STRING_MAX code units and never inside a surrogate pair', () => {
+  assert.equal(clientString('idevice_id'), 'idevice_id');
+  assert.equal(clientString('x'.repeat(1000)).length, CLIENT_STRING_MAX);
+  const pairAtEdge = 'x'.repeat(CLIENT_STRING_MAX - 1) + '\u{1F600}tail';
+  assert.equal(clientString(pairAtEdge), 'x'.repeat(CLIENT_STRING_MAX - 1));
 });

@@ -33,7 +33,9 @@ interface AppiumUsbmuxModule {
 }
 
 // The usbmux module itself: the package's main entry also loads its instruments code, which fails
-// to load with the bplist-creator this tree resolves ("reading 'UID'"), unrelated to usbmux.
+// to load with the bplist-parser this tree resolves (0.5.0: its CommonJS build says __esModule but
+// has no default export, so `bplist_parser_1.default.UID` is "reading 'UID'" of undefined),
+// unrelated to usbmux.
 let appium: AppiumUsbmuxModule | undefined;
 let loadError = '';
 try {

@@ -44,3 +44,9 @@ test('a child reads its fields when it first writes: context is the same before 
   assert.equal(child.context, 'dev=9');
   assert.deepEqual(lines.map(([l]) => l), ['muxwire warn dev=9 one', 'muxwire warn dev=9 two']);
 });
+
+test('a message with line breaks or escape sequences stays one line of printable text', () => {
+  // A client's ProgName or a device's name ends up in messages: raw, "\n" would forge a line.
+  log.child({ name: 'a\nb' }).warn('from idevice_id\nmuxwire warn forged line\x1b[31m red\ttab é');
+  assert.deepEqual(lines.map(([l]) => l), ['muxwire warn name=a\\x0ab from idevice_id\\x0amuxwire warn forged line\\x1b[31m red\ttab é']);
+});
