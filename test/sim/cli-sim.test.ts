@@ -122,6 +122,23 @@ describe('muxwire sim', () => {
     for (const { path } of ready) assert.equal(existsSync(path), false, `${path} removed`);
   });
 
+  test('without --network, SIGUSR1 and SIGUSR2 are ignored with one line each: the device stays plugged in', async () => {
+    const bus = await tempDir();
+    const run = sim(['--vusb-dir', bus]);
+    const [ready] = await run.ready(1);
+    for (const signal of ['SIGUSR2', 'SIGUSR1'] as const) {
+      run.child.kill(signal);
+      const line = `muxwire sim: ${signal} ignored: no network side (start with --network ADDR)`;
+      for (let i = 0; i < 500 && !run.stderr().includes(line); i++) await new Promise((r) => setTimeout(r, 20));
+      assert.ok(run.stderr().includes(line), run.stderr());
+    }
+    assert.equal(run.child.exitCode, null);
+    assert.deepEqual(await hello(ready!.path), { wireVersion: 1, speed: 3 });
+    run.child.kill('SIGTERM');
+    assert.equal(await run.exited, 0);
+    assert.equal(existsSync(ready!.path), false);
+  });
+
   test('uses the UDID given and $MUXWIRE_VUSB_DIR, and unplugs on SIGINT', async () => {
     const bus = await tempDir();
     const udid = '00008030-001A2B3C4D5E6F70';

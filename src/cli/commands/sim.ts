@@ -24,7 +24,8 @@ _apple-mobdev2._tcp (instance <Wi-Fi MAC>@<link-local address>) on the interface
 'muxwire daemon --network' finds it. It prints, once reachable:
   muxwire sim: network <udid> <addr> <service name>
 SIGUSR1 takes the network side down (mDNS goodbye, listeners closed; USB stays) and prints
-'muxwire sim: network down <udid>'; SIGUSR2 brings it back.
+'muxwire sim: network down <udid>'; SIGUSR2 brings it back. Without --network both are ignored
+(one line on stderr).
 SIGINT or SIGTERM unplugs every device and exits.
 
 options:
@@ -154,6 +155,8 @@ export async function run(argv: string[]): Promise<number> {
   const devices: SimulatedDevice[] = [];
   // Listen for signals before the first device exists, so an early SIGTERM still unplugs cleanly.
   const signals = watchSignals();
+  // From the start too: a SIGUSR1/SIGUSR2 right after the ready line must not find no handler.
+  const ignoring = ignoreNetworkSignals(argv.includes('--network') ? 'the network side is not up yet' : 'no network side (start with --network ADDR)');
   try {
     const values = parse(argv);
     if (values.verbose) setLogLevel('debug');
@@ -174,14 +177,19 @@ export async function run(argv: string[]): Promise<number> {
         process.stdout.write(`muxwire sim: ready ${device.udid} ${path}\n`);
       }
     }
-    const onNetwork = network === undefined || devices[0] === undefined ? undefined : networkControl(devices[0], network, !values['no-mdns']);
-    if (onNetwork !== undefined) await onNetwork.up();
+    let onNetwork = ignoring;
+    if (network !== undefined && devices[0] !== undefined) {
+      ignoring.release();
+      onNetwork = networkControl(devices[0], network, !values['no-mdns']);
+    }
+    await onNetwork.up();
     await signals.signalled;
-    onNetwork?.release();
+    onNetwork.release();
     await closeAll(devices);
     return 0;
   } catch (err) {
     signals.release();
+    ignoring.release();
     await closeAll(devices);
     return reportFailure('sim', err);
   }
@@ -219,6 +227,26 @@ function networkControl(device: SimulatedDevice, address: string, advertise: boo
     release: () => {
       process.off('SIGUSR1', onDown);
       process.off('SIGUSR2', onUp);
+    },
+  };
+}
+
+/**
+ * Until a network side is up (and always without --network), SIGUSR1 and SIGUSR2 have nothing
+ * to do: they are answered with one line instead of their default actions (SIGUSR2 would end the
+ * sim without unplugging, and Node starts its inspector on SIGUSR1).
+ */
+function ignoreNetworkSignals(why: string): { up: () => Promise<void>; release: () => void } {
+  const onSignal = (signal: NodeJS.Signals): void => {
+    process.stderr.write(`muxwire sim: ${signal} ignored: ${why}\n`);
+  };
+  process.on('SIGUSR1', onSignal);
+  process.on('SIGUSR2', onSignal);
+  return {
+    up: async () => undefined,
+    release: () => {
+      process.off('SIGUSR1', onSignal);
+      process.off('SIGUSR2', onSignal);
     },
   };
 }
