@@ -26,7 +26,8 @@ export interface CommonValues {
 }
 
 export const COMMON_HELP = `common options:
-  --socket ADDR   usbmuxd socket: UNIX:/path, /path, host:port or [v6]:port
+  --socket ADDR   usbmuxd socket: UNIX:/path, unix:///path, /path, host:port,
+                  [v6]:port or tcp://host:port
                   (default: $USBMUXD_SOCKET_ADDRESS, else /var/run/usbmuxd)
   -u, --udid UDID the device to use (default: the first USB device)
   --json          print one JSON document instead of text
@@ -47,13 +48,25 @@ export function parseCommand<T extends NonNullable<ParseArgsConfig['options']>>(
   }
 }
 
-export function makeClient(values: { socket?: string; timeout?: string }): UsbmuxClient {
-  const timeoutMs = values.timeout !== undefined ? Number(values.timeout) : undefined;
-  if (timeoutMs !== undefined && !(timeoutMs > 0)) throw new MuxwireError('MUXWIRE_ERR_BAD_ARGUMENT', `--timeout must be a positive number of ms`);
-  return new UsbmuxClient({ address: values.socket, timeoutMs, progName: 'muxwire' });
+/** The longest timer Node keeps (2^31 - 1 ms, about 24.8 days); a longer one fires at once. */
+const MAX_TIMEOUT_MS = 2 ** 31 - 1;
+
+/** `--timeout MS`: whole milliseconds from 1 to MAX_TIMEOUT_MS. */
+export function parseTimeout(text: string | undefined): number | undefined {
+  if (text === undefined) return undefined;
+  const ms = Number(text);
+  if (!/^\d+$/.test(text) || ms < 1 || ms > MAX_TIMEOUT_MS) {
+    throw new MuxwireError('MUXWIRE_ERR_BAD_ARGUMENT', `--timeout takes whole milliseconds from 1 to ${MAX_TIMEOUT_MS}, not '${text}'`);
+  }
+  return ms;
 }
 
-/** Runs a command body, turning any failure into one line on stderr and exit status 1. */
+export function makeClient(values: { socket?: string; timeout?: string }): UsbmuxClient {
+  if (values.socket === '') throw new MuxwireError('MUXWIRE_ERR_BAD_ADDRESS', '--socket is empty');
+  return new UsbmuxClient({ address: values.socket, timeoutMs: parseTimeout(values.timeout), progName: 'muxwire' });
+}
+
+/** Runs a command body, turning any failure into one line on stderr and exit status 1 (2 for a usage error). */
 export async function runCommand(name: string, help: string, argv: string[], body: () => Promise<number | void>): Promise<number> {
   if (argv.includes('--help') || argv.includes('-h')) {
     process.stdout.write(help.trimEnd() + '\n');

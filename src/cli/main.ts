@@ -74,11 +74,22 @@ export async function main(argv: string[]): Promise<number> {
   return mod.run(rest);
 }
 
-/** Prints a failure as one readable line, with its code, and returns the exit status. */
+/** Prints a failure as one readable line, with its code, and returns the exit status (2 for a usage error). */
 export function reportFailure(command: string, err: unknown): number {
-  if (err instanceof MuxwireError) process.stderr.write(`muxwire ${command}: ${err.message} (${err.code})\n`);
-  else process.stderr.write(`muxwire ${command}: ${err instanceof Error ? err.message : String(err)}\n`);
-  return 1;
+  const code = failureCode(err);
+  const message = err instanceof Error ? err.message : String(err);
+  process.stderr.write(`muxwire ${command}: ${message.split('\n')[0]}${code !== undefined ? ` (${code})` : ''}\n`);
+  return code === 'MUXWIRE_ERR_BAD_ARGUMENT' ? 2 : 1;
+}
+
+/**
+ * The code a failure is reported with: its own, or MUXWIRE_ERR_IO for a system call's error
+ * (ENOENT, EISDIR, ENOSPC… from a local file the command was given).
+ */
+function failureCode(err: unknown): string | undefined {
+  if (err instanceof MuxwireError) return err.code;
+  const errno = (err as NodeJS.ErrnoException | undefined)?.code;
+  return typeof errno === 'string' && /^E[A-Z0-9]+$/.test(errno) ? 'MUXWIRE_ERR_IO' : undefined;
 }
 
 /** True when this module is the program (run directly or through the npm bin symlink). */

@@ -164,7 +164,7 @@ test('install --prefix writes exactly what --print shows; status says current; u
 test('bad arguments are one coded line', () => {
   for (const args of [[], ['start'], ['status', '--print'], ['install', '--user', 'root;rm'], ['install', '--socket-mode', '999'], ['install', '--bogus']]) {
     const r = cli(args);
-    assert.equal(r.status, 1, args.join(' '));
+    assert.equal(r.status, 2, args.join(' '));
     assert.match(r.stderr, /^muxwire service: .* \(MUXWIRE_ERR_BAD_ARGUMENT\)\n$/, args.join(' '));
   }
   const help = cli(['--help']);

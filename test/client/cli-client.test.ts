@@ -145,6 +145,27 @@ test('bad input gets one readable line and a non-zero exit', async () => {
   }
 });
 
+test('usage errors exit 2, other failures 1; a local file-system error carries MUXWIRE_ERR_IO', async () => {
+  const notADir = join(dir, 'a-file');
+  await writeFile(notADir, 'x');
+  const cases: [string[], number, RegExp][] = [
+    [['list', '--bogus'], 2, /^muxwire list: Unknown option '--bogus' \(MUXWIRE_ERR_BAD_ARGUMENT\)$/],
+    [['list', '--socket', socket, '--timeout', '1e10'], 2, /^muxwire list: --timeout takes whole milliseconds from 1 to 2147483647, not '1e10' \(MUXWIRE_ERR_BAD_ARGUMENT\)$/],
+    [['list', '--socket', socket, '--timeout', '99999999999'], 2, /--timeout takes whole milliseconds/],
+    [['list', '--socket', ''], 1, /^muxwire list: --socket is empty \(MUXWIRE_ERR_BAD_ADDRESS\)$/],
+    [['daemon', '--bogus'], 2, /^muxwire daemon: Unknown option '--bogus'; see muxwire daemon --help \(MUXWIRE_ERR_BAD_ARGUMENT\)$/],
+    [['daemon', '--socket', '127.0.0.1:28001', '--no-usb'], 2, /'127\.0\.0\.1:28001' is a TCP address: use --listen 127\.0\.0\.1:28001 \(MUXWIRE_ERR_BAD_ARGUMENT\)$/],
+    [['sim', '--vusb-dir', notADir], 1, /^muxwire sim: .*EEXIST.* \(MUXWIRE_ERR_IO\)$/],
+    [['sim', '--vusb-dir', join(dir, 'bus-never'), '--network', '999.1.1.1'], 1, /^muxwire sim: --network wants an IP address, not '999\.1\.1\.1' \(MUXWIRE_ERR_BAD_ADDRESS\)$/],
+  ];
+  for (const [args, code, pattern] of cases) {
+    const r = await muxwire(args);
+    assert.equal(r.code, code, `${args.join(' ')}: ${r.stderr}`);
+    assert.match(r.stderr.trimEnd(), pattern, args.join(' '));
+    assert.equal(r.stdout, '', args.join(' '));
+  }
+});
+
 test('unpair removes the pairing so that a session is refused again', async () => {
   const r = await muxwire(['unpair', '--socket', socket]);
   assert.equal(r.code, 0, r.stderr);

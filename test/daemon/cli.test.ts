@@ -62,7 +62,7 @@ test('prints help that names every option and exits 0', () => {
 
 test('refuses a bad option value with one line and a non-zero exit', () => {
   const r = spawnSync(process.execPath, [CLI, 'daemon', '--backend', 'quantum', '--socket', join(dir, 'never')], { encoding: 'utf8' });
-  assert.equal(r.status, 1);
+  assert.equal(r.status, 2);
   assert.match(r.stderr, /^muxwire daemon: .*\(MUXWIRE_ERR_BAD_ARGUMENT\)\n$/);
 });
 
@@ -124,10 +124,10 @@ test('--pair-access owner without the addon (MUXWIRE_NO_NATIVE=1) refuses to sta
   assert.equal(r.status, 1);
   assert.match(r.stderr, /^muxwire daemon: --pair-access owner needs peer credentials: MUXWIRE_NO_NATIVE=1 [^\n]*\(MUXWIRE_ERR_NATIVE_UNAVAILABLE\)\n$/);
   const tcp = spawnSync(process.execPath, [CLI, 'daemon', '--no-socket', '--listen', '0.0.0.0:0', '--no-usb'], { encoding: 'utf8', timeout: 20_000 });
-  assert.equal(tcp.status, 1);
+  assert.equal(tcp.status, 2);
   assert.match(tcp.stderr, /^muxwire daemon: --listen 0\.0\.0\.0:0 is not loopback: TCP off loopback needs --tcp-token FILE \(MUXWIRE_ERR_BAD_ARGUMENT\)\n$/);
   const noListen = spawnSync(process.execPath, [CLI, 'daemon', '--tcp-token', '/nonexistent', '--socket', join(dir, 'never-token')], { encoding: 'utf8', timeout: 20_000 });
-  assert.equal(noListen.status, 1);
+  assert.equal(noListen.status, 2);
   assert.match(noListen.stderr, /\(MUXWIRE_ERR_BAD_ARGUMENT\)\n$/);
 });
 

@@ -26,7 +26,7 @@ test('soak --quick --only kill: 20 kill -9 cycles during SavePairRecord leave no
 
 test('soak refuses an unknown scenario with one coded line, and its help names every scenario', () => {
   const r = spawnSync(process.execPath, [CLI, 'soak', '--only', 'everything'], { encoding: 'utf8' });
-  assert.equal(r.status, 1);
+  assert.equal(r.status, 2);
   assert.match(r.stderr, /^muxwire soak: --only takes unplug, kill, slow, flood, malformed, not 'everything' \(MUXWIRE_ERR_BAD_ARGUMENT\)\n$/);
   const help = spawnSync(process.execPath, [CLI, 'soak', '--help'], { encoding: 'utf8' });
   assert.equal(help.status, 0);

@@ -88,9 +88,9 @@ describe('muxwire backup, backup-info and restore', () => {
     assert.equal(info[0]!.isFullBackup, true);
   });
 
-  test('a missing backup directory is one line with a code and exit status 1', async () => {
+  test('a missing backup directory is one line with a code and exit status 2 (a usage error)', async () => {
     const err = await muxwire('backup', join(dir, 'nope')).catch((e: { code: number; stderr: string }) => e);
-    assert.equal((err as { code: number }).code, 1);
+    assert.equal((err as { code: number }).code, 2);
     assert.match((err as { stderr: string }).stderr, /^muxwire backup: .*nope is not a directory \(MUXWIRE_ERR_BAD_ARGUMENT\)\n$/);
   });
 

@@ -153,7 +153,7 @@ describe('muxwire sim', () => {
   test('refuses bad options with one line and a code', async () => {
     for (const args of [['--mux-version', '3'], ['--speed', 'low'], ['--count', '0'], ['--trust', 'maybe'], ['--count', '2', '--udid', '00008030-001A2B3C4D5E6F70'], ['--bogus']]) {
       const run = sim(['--vusb-dir', await tempDir(), ...args]);
-      assert.equal(await run.exited, 1, `exit 1 for ${args.join(' ')}`);
+      assert.equal(await run.exited, 2, `exit 2 (a usage error) for ${args.join(' ')}`);
       assert.match(run.stderr(), /^muxwire sim: .+ \(MUXWIRE_ERR_BAD_ARGUMENT\)\n$/);
       assert.equal(run.lines.length, 0);
     }

@@ -32,7 +32,7 @@ test('--help of daemon, sim and the device commands tells the network options', 
 test('sim: --no-mdns or --no-usb without --network, and --network with several devices, are usage errors', () => {
   for (const args of [['sim', '--no-mdns'], ['sim', '--no-usb'], ['sim', '--network', '127.0.0.1', '--count', '2']]) {
     const r = run(args);
-    assert.equal(r.status, 1, args.join(' '));
+    assert.equal(r.status, 2, args.join(' '));
     assert.match(r.stderr, /^muxwire sim: .*\(MUXWIRE_ERR_BAD_ARGUMENT\)\n$/, args.join(' '));
   }
 });
@@ -45,6 +45,6 @@ test('sim: --network with something that is not an IP address is MUXWIRE_ERR_BAD
 
 test('daemon: --network-device with something that is not an IP address is a usage error', () => {
   const r = run(['daemon', '--network-device', 'phone.local', '--no-socket', '--listen', '127.0.0.1:0']);
-  assert.equal(r.status, 1);
+  assert.equal(r.status, 2);
   assert.match(r.stderr, /^muxwire daemon: .*\(MUXWIRE_ERR_BAD_ARGUMENT\)\n$/);
 });

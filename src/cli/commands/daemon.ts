@@ -21,8 +21,8 @@ Serves the usbmuxd client protocol (binary and plist) so libimobiledevice's tool
 appium-ios-device work unchanged, and runs the device mux protocol to each attached device.
 
 options:
-  --socket PATH         UNIX socket to serve (default ${DEFAULT_SOCKET_PATH}); clients find it with
-                        USBMUXD_SOCKET_ADDRESS=UNIX:PATH
+  --socket PATH         UNIX socket to serve (default ${DEFAULT_SOCKET_PATH}; UNIX:PATH works too);
+                        clients find it with USBMUXD_SOCKET_ADDRESS=UNIX:PATH
   --socket-mode MODE    octal mode of the socket file (default 0666, as usbmuxd, so every local
                         user reaches devices; e.g. 0660 to limit it to the socket's group)
   --no-socket           serve no UNIX socket (use with --listen)
@@ -86,8 +86,7 @@ export async function run(argv: string[]): Promise<number> {
       },
     });
   } catch (err) {
-    process.stderr.write(`muxwire daemon: ${(err as Error).message}\n${HELP}`);
-    return 2;
+    return reportFailure('daemon', new MuxwireError('MUXWIRE_ERR_BAD_ARGUMENT', `${(err as Error).message.split('\n')[0]}; see muxwire daemon --help`));
   }
   const o = args.values;
   if (o.help) {
@@ -134,7 +133,7 @@ export async function run(argv: string[]): Promise<number> {
     daemon = new MuxDaemon({
       pairAccess,
       ...(tcpToken !== undefined ? { tcpToken } : {}),
-      socketPath: o['no-socket'] ? null : (o.socket ?? (listenFds.length > 0 ? null : DEFAULT_SOCKET_PATH)),
+      socketPath: o['no-socket'] ? null : o.socket !== undefined ? socketPathOption(o.socket) : listenFds.length > 0 ? null : DEFAULT_SOCKET_PATH,
       ...(socketMode !== undefined ? { socketMode } : {}),
       listen,
       listenFds,
@@ -203,4 +202,19 @@ export async function run(argv: string[]): Promise<number> {
     await Promise.all(sims.map((s) => s.close().catch(() => undefined)));
     return reportFailure('daemon', err);
   }
+}
+
+/**
+ * `--socket`: a path, also in the spellings clients are given (`UNIX:/path`, `unix:///path`). A
+ * TCP spelling (`host:port`, `tcp://…`) is refused with a pointer to --listen: as a path it would
+ * make a socket file named like an address.
+ */
+function socketPathOption(text: string): string {
+  const lower = text.toLowerCase();
+  const path = lower.startsWith('unix://') ? text.slice('unix://'.length) : lower.startsWith('unix:') ? text.slice('unix:'.length) : text;
+  if (path === '' || path.includes('\0')) throw new MuxwireError('MUXWIRE_ERR_BAD_ARGUMENT', `--socket takes a path, not '${text}'`);
+  if (lower.startsWith('tcp://') || (path === text && /^[^/]*:\d{1,5}$/.test(text))) {
+    throw new MuxwireError('MUXWIRE_ERR_BAD_ARGUMENT', `--socket takes a UNIX socket path; '${text}' is a TCP address: use --listen ${text.replace(/^tcp:\/\//i, '')}`);
+  }
+  return path;
 }

@@ -2,6 +2,7 @@
  * `muxwire sim`: simulated iPhones on a vusb bus directory, until SIGINT or SIGTERM unplugs them.
  * Prints `muxwire sim: ready <udid> <path>` for each device once a host can open it.
  */
+import { isIP } from 'node:net';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { MuxwireError } from '../../errors.js';
@@ -167,6 +168,8 @@ export async function run(argv: string[]): Promise<number> {
     const network = values.network;
     if (network === undefined && (values['no-mdns'] || values['no-usb'])) throw badArgument('--no-mdns and --no-usb go with --network ADDR');
     if (network !== undefined && count > 1) throw badArgument('--network serves one device (lockdownd has one port 62078 per address)');
+    // Checked before any ready line: a supervisor waiting for one must not see it for a sim that fails.
+    if (network !== undefined && isIP(network) === 0) throw new MuxwireError('MUXWIRE_ERR_BAD_ADDRESS', `--network wants an IP address, not '${network}'`);
     const plans = Array.from({ length: count }, (_, i) => deviceOptions(values, i, count));
     for (const opts of plans) {
       if (signals.received()) break;
