@@ -115,9 +115,12 @@ export class PortForwarder extends EventEmitter {
     local.on('error', () => undefined);
     local.pause();
     let remote: Socket | NodeJS.ReadWriteStream | undefined;
+    const pairLog = log.child({ forward: `${pair.localPort}:${pair.devicePort}` });
+    const from = `${local.remoteAddress ?? '?'}:${local.remotePort ?? '?'}`;
     const done = (): void => {
       if (!this.#sockets.delete(local)) return;
       this.#active--;
+      if (pairLog.enabled('debug')) pairLog.debug(`${from} closed: ${local.bytesRead} bytes to the device, ${local.bytesWritten} from it`);
       local.destroy();
       if (remote) {
         this.#sockets.delete(remote);
@@ -140,9 +143,10 @@ export class PortForwarder extends EventEmitter {
       local.pipe(remote as NodeJS.WritableStream, { end: false });
       remote.pipe(local, { end: false });
       local.resume();
+      if (pairLog.enabled('debug')) pairLog.debug(`${from} connected to ${device.udid} port ${pair.devicePort}`);
       this.emit('connection', { pair, device });
     } catch (err) {
-      log.child({ forward: `${pair.localPort}:${pair.devicePort}` }).warn((err as Error).message);
+      pairLog.warn((err as Error).message);
       this.emit('relay-error', err, pair);
       done();
     }

@@ -7,7 +7,7 @@
  * rest of its 32 KiB buffer (libusbmuxd 2.0.2 tools/iproxy.c, common/socket.c socket_send).
  */
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { connect } from 'node:net';
@@ -59,7 +59,7 @@ describe("forward's arguments in iproxy's forms", () => {
 });
 
 /** Starts `muxwire forward` and resolves with the port of its ready line. */
-async function startForward(args: string[], env: NodeJS.ProcessEnv): Promise<{ child: ChildProcess; port: number; host: string }> {
+async function startForward(args: string[], env: NodeJS.ProcessEnv): Promise<{ child: ChildProcess; port: number; host: string; stderr: () => string }> {
   const child = spawn(process.execPath, [CLI, 'forward', ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   cleanups.push(() => {
     child.kill('SIGTERM');
@@ -76,7 +76,7 @@ async function startForward(args: string[], env: NodeJS.ProcessEnv): Promise<{ c
   });
   const m = /ready (\S+):(\d+) -> device:7/.exec(line);
   assert.ok(m, line);
-  return { child, host: m[1]!, port: Number(m[2]) };
+  return { child, host: m[1]!, port: Number(m[2]), stderr: () => err };
 }
 
 /**
@@ -155,3 +155,47 @@ for (const which of ['our daemon', 'usbmuxd'] as const) {
     assert.equal(r.received, r.sent, 'the echo came back byte for byte');
   });
 }
+
+test("iproxy's -l picks the USB entry and -d logs each connection with its byte counts; -l with -n is a usage error", async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'mw-forward-debug-'));
+  cleanups.push(() => rm(dir, { recursive: true, force: true }));
+  const busDir = join(dir, 'bus');
+  await mkdir(busDir);
+  const socketPath = join(dir, 'usbmuxd.sock');
+  const daemon = new MuxDaemon({ socketPath, pairDir: join(dir, 'lockdown') });
+  await daemon.start();
+  cleanups.push(() => daemon.close());
+  await daemon.addSource(new VusbSource({ dir: busDir }));
+  const sim = await SimulatedDevice.create();
+  cleanups.push(() => sim.close());
+  await sim.plug(busDir);
+  await waitForDevice(new UsbmuxClient({ address: `UNIX:${socketPath}` }), sim.udid, 60_000);
+  const env = { ...process.env, USBMUXD_SOCKET_ADDRESS: `UNIX:${socketPath}` };
+
+  const conflict = spawnSync(process.execPath, [CLI, 'forward', '-l', '-n', `0:${sim.benchPorts.echo}`], { env, encoding: 'utf8' });
+  assert.equal(conflict.status, 2);
+  assert.match(conflict.stderr, /^muxwire forward: -l \(USB\) and -n \(network\) pick different entries: give one \(MUXWIRE_ERR_BAD_ARGUMENT\)\n$/);
+
+  const fwd = await startForward(['-l', '-d', '-u', sim.udid, `0:${sim.benchPorts.echo}`], env);
+  const payload = randomBytes(1000);
+  const echoed = await new Promise<Buffer>((resolve, reject) => {
+    const socket = connect(fwd.port, fwd.host);
+    const parts: Buffer[] = [];
+    let got = 0;
+    socket.on('error', reject);
+    socket.on('data', (c: Buffer) => {
+      parts.push(c);
+      got += c.length;
+      if (got >= payload.length) {
+        socket.end();
+        resolve(Buffer.concat(parts));
+      }
+    });
+    socket.once('connect', () => socket.write(payload));
+  });
+  assert.deepEqual(echoed, payload);
+  const closed = /closed: 1000 bytes to the device, 1000 from it/;
+  for (let i = 0; i < 500 && !closed.test(fwd.stderr()); i++) await new Promise((r) => setTimeout(r, 20));
+  assert.match(fwd.stderr(), new RegExp(`connected to ${sim.udid} port ${sim.benchPorts.echo}`));
+  assert.match(fwd.stderr(), closed);
+});
