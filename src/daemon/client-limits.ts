@@ -9,12 +9,14 @@
  * | replies queued, hard          | 4 MiB    | MUXWIRE_CLIENT_REPLY_MAX          | the client is closed                           |
  * | a half-received request       | 10 s     | MUXWIRE_CLIENT_REQUEST_TIMEOUT_MS | the client is closed                           |
  * | all clients together          | 32 MiB   | MUXWIRE_CLIENT_MEMORY_BUDGET      | the client holding the most is closed          |
+ * | connections of one user       | nofile/8 | MUXWIRE_CLIENT_MAX_PER_UID        | the next one is closed at once (uid-quota.ts)  |
  *
  * What counts toward a client: request bytes received and not yet decoded (at most one message,
  * 64 KiB, plus one socket read) and replies or events written to its socket and not yet taken by
  * the kernel. A tunnel's device data is not counted here: the mux window and the relay's high
  * water bound it (client-session.ts).
  */
+import { readFileSync } from 'node:fs';
 import { MuxwireError } from '../errors.js';
 
 /** Replies queued on one client before its requests stop being read. */
@@ -43,19 +45,42 @@ export function clientString(s: string): string {
   return s.slice(0, c >= 0xd800 && c <= 0xdbff ? end - 1 : end);
 }
 
+/** The per-user connection cap is never below this (a busy CI user opens many tunnels). */
+export const CLIENT_PER_UID_MIN = 1024;
+
+/**
+ * Connections one user (other than root and the daemon's own) may hold at once: an eighth of the
+ * daemon's descriptor limit, at least CLIENT_PER_UID_MIN. A tunnel takes up to three descriptors
+ * (the client's and, with the addon, two duplicates), so one user cannot take them all.
+ */
+export function defaultPerUidMax(limitsFile = '/proc/self/limits'): number {
+  let nofile = 0;
+  try {
+    const line = readFileSync(limitsFile, 'utf8').split('\n').find((l) => l.startsWith('Max open files'));
+    const soft = line?.slice('Max open files'.length).trim().split(/\s+/)[0];
+    nofile = soft === 'unlimited' ? Number.MAX_SAFE_INTEGER : Number(soft ?? 0);
+  } catch {
+    // Not Linux: the floor below.
+  }
+  return Math.max(CLIENT_PER_UID_MIN, Math.floor((Number.isFinite(nofile) ? nofile : 0) / 8));
+}
+
 /** The limits one daemon applies (defaults above). */
 export interface ClientLimits {
   replyHighWater: number;
   replyMax: number;
   requestTimeoutMs: number;
   memoryBudget: number;
+  /** Connections one uid may hold (UNIX clients with readable credentials; root and the daemon's uid are exempt). */
+  perUidMax: number;
 }
 
-const ENV: ReadonlyArray<[keyof ClientLimits, string, number]> = [
-  ['replyHighWater', 'MUXWIRE_CLIENT_REPLY_HIGH_WATER', CLIENT_REPLY_HIGH_WATER],
-  ['replyMax', 'MUXWIRE_CLIENT_REPLY_MAX', CLIENT_REPLY_MAX],
-  ['requestTimeoutMs', 'MUXWIRE_CLIENT_REQUEST_TIMEOUT_MS', CLIENT_REQUEST_TIMEOUT_MS],
-  ['memoryBudget', 'MUXWIRE_CLIENT_MEMORY_BUDGET', CLIENT_MEMORY_BUDGET],
+const ENV: ReadonlyArray<[keyof ClientLimits, string, () => number]> = [
+  ['replyHighWater', 'MUXWIRE_CLIENT_REPLY_HIGH_WATER', () => CLIENT_REPLY_HIGH_WATER],
+  ['replyMax', 'MUXWIRE_CLIENT_REPLY_MAX', () => CLIENT_REPLY_MAX],
+  ['requestTimeoutMs', 'MUXWIRE_CLIENT_REQUEST_TIMEOUT_MS', () => CLIENT_REQUEST_TIMEOUT_MS],
+  ['memoryBudget', 'MUXWIRE_CLIENT_MEMORY_BUDGET', () => CLIENT_MEMORY_BUDGET],
+  ['perUidMax', 'MUXWIRE_CLIENT_MAX_PER_UID', () => defaultPerUidMax()],
 ];
 
 /**
@@ -67,7 +92,7 @@ export function resolveClientLimits(given: Partial<ClientLimits> = {}, env: Read
   const limits = {} as ClientLimits;
   for (const [key, name, fallback] of ENV) {
     const text = env[name];
-    let value = fallback;
+    let value: number | undefined;
     if (text !== undefined && text !== '') {
       if (!/^\d+$/.test(text) || Number(text) < 1 || !Number.isSafeInteger(Number(text))) {
         throw new MuxwireError('MUXWIRE_ERR_BAD_ARGUMENT', `${name} must be a positive integer, not '${text}'`);
@@ -79,7 +104,7 @@ export function resolveClientLimits(given: Partial<ClientLimits> = {}, env: Read
       if (!Number.isSafeInteger(over) || over < 1) throw new MuxwireError('MUXWIRE_ERR_BAD_ARGUMENT', `client limit ${key} must be a positive integer, not ${over}`);
       value = over;
     }
-    limits[key] = value;
+    limits[key] = value ?? fallback();
   }
   if (limits.replyMax < limits.replyHighWater) {
     throw new MuxwireError('MUXWIRE_ERR_BAD_ARGUMENT', `the hard reply cap (${limits.replyMax}) is below the soft one (${limits.replyHighWater})`);

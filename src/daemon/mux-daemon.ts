@@ -13,6 +13,9 @@ import { DeviceRegistry } from './device-registry.js';
 import type { DeviceEntry, PreflightHook } from './device-registry.js';
 import { AccessPolicy } from './access-policy.js';
 import { ClientMemoryBudget, resolveClientLimits } from './client-limits.js';
+import { UidQuota } from './uid-quota.js';
+import { peerCredentialReader } from '../accel/peer-credentials.js';
+import type { PeerCredentialReader } from '../accel/peer-credentials.js';
 import type { ClientLimits } from './client-limits.js';
 import type { PairAccess } from './access-policy.js';
 import { PairStore, DEFAULT_PAIR_DIR } from './pair-store.js';
@@ -49,6 +52,8 @@ export interface MuxDaemonOptions {
   policy?: AccessPolicy;
   /** Client memory and time limits over the defaults and the environment (client-limits.ts). */
   limits?: Partial<ClientLimits>;
+  /** Who a UNIX client is, for the per-user connection cap. Default: the policy's reader, else the addon's; none without the addon. */
+  peerReader?: PeerCredentialReader;
 }
 
 /** Counts for tests and diagnostics. */
@@ -73,6 +78,10 @@ export class MuxDaemon {
   #server: ClientServer;
   #clients = new Set<ClientSession>();
   #nextClientId = 1;
+  readonly #uidReader: PeerCredentialReader | undefined;
+  readonly #uidQuota: UidQuota;
+  /** The uid each counted client was admitted under. */
+  readonly #clientUid = new Map<ClientSession, number>();
   #sources: Array<{ source: DeviceSource; onAttach: (l: DeviceLink) => void; onDetach: (l: DeviceLink) => void }> = [];
   #context: ClientContext;
   #closed = false;
@@ -100,8 +109,16 @@ export class MuxDaemon {
       budget: this.budget,
       clients,
       connectTimeoutMs: opts.connectTimeoutMs,
-      onClosed: (client) => clients.delete(client),
+      onClosed: (client) => {
+        clients.delete(client);
+        const uid = this.#clientUid.get(client);
+        if (uid === undefined) return;
+        this.#clientUid.delete(client);
+        this.#uidQuota.release(uid);
+      },
     };
+    this.#uidReader = opts.peerReader ?? policy.peerReader ?? addonPeerReader();
+    this.#uidQuota = new UidQuota(this.limits.perUidMax, [0, process.getuid?.() ?? 0]);
     // A record saved with a DeviceID (by a client or by preflight) announces Paired (§4.4).
     this.pairStore.on('saved', (e: PairRecordSaved) => this.registry.notePaired(e.udid, e.deviceId));
     this.registry.on('attached', (entry: DeviceEntry) => {
@@ -200,11 +217,24 @@ export class MuxDaemon {
       socket.destroy();
       return;
     }
+    // One user may not take every descriptor (uid-quota.ts); TCP clients have no uid.
+    const uid = transport === 'unix' ? this.#uidReader?.read(socket)?.uid : undefined;
+    if (uid !== undefined && !this.#uidQuota.admit(uid, log)) {
+      socket.destroy();
+      return;
+    }
     const id = this.#nextClientId++;
     // usbmuxd sets 128 KiB socket buffers; Node's defaults are close enough and not settable here.
     if (transport === 'tcp') socket.setNoDelay(true);
     const client = new ClientSession(socket, id, this.#context, log, transport);
     this.#clients.add(client);
+    if (uid !== undefined) this.#clientUid.set(client, uid);
     if (log.enabled('debug')) client.log.debug(`accepted (${transport})`);
   }
+}
+
+/** The addon's SO_PEERCRED reader, or undefined where there is none (no per-user cap then). */
+function addonPeerReader(): PeerCredentialReader | undefined {
+  const support = peerCredentialReader();
+  return support.ok ? support.reader : undefined;
 }

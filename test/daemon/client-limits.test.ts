@@ -14,7 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MuxDaemon } from '../../src/daemon/mux-daemon.js';
 import type { MuxDaemonOptions } from '../../src/daemon/mux-daemon.js';
-import { CLIENT_MEMORY_BUDGET, CLIENT_REPLY_HIGH_WATER, CLIENT_REPLY_MAX, CLIENT_REQUEST_TIMEOUT_MS, CLIENT_STRING_MAX, clientString, resolveClientLimits } from '../../src/daemon/client-limits.js';
+import { CLIENT_MEMORY_BUDGET, CLIENT_PER_UID_MIN, CLIENT_REPLY_HIGH_WATER, CLIENT_REPLY_MAX, CLIENT_REQUEST_TIMEOUT_MS, CLIENT_STRING_MAX, clientString, defaultPerUidMax, resolveClientLimits } from '../../src/daemon/client-limits.js';
 import { DeviceMux } from '../../src/sim/device-mux.js';
 import { InProcessLink } from '../../src/sim/in-process-link.js';
 import { encodeClientMessage } from '../../src/protocol/client-message.js';
@@ -176,10 +176,10 @@ test('all clients together stay inside the budget: the biggest holders are close
 });
 
 test('limits: documented defaults, environment overrides, bad values refused', () => {
-  assert.deepEqual(resolveClientLimits({}, {}), { replyHighWater: CLIENT_REPLY_HIGH_WATER, replyMax: CLIENT_REPLY_MAX, requestTimeoutMs: CLIENT_REQUEST_TIMEOUT_MS, memoryBudget: CLIENT_MEMORY_BUDGET });
+  assert.deepEqual(resolveClientLimits({}, {}), { replyHighWater: CLIENT_REPLY_HIGH_WATER, replyMax: CLIENT_REPLY_MAX, requestTimeoutMs: CLIENT_REQUEST_TIMEOUT_MS, memoryBudget: CLIENT_MEMORY_BUDGET, perUidMax: defaultPerUidMax() });
   assert.deepEqual(CLIENT_REPLY_HIGH_WATER, 256 * 1024);
-  const env = { MUXWIRE_CLIENT_REPLY_HIGH_WATER: '1000', MUXWIRE_CLIENT_REPLY_MAX: '2000', MUXWIRE_CLIENT_REQUEST_TIMEOUT_MS: '3000', MUXWIRE_CLIENT_MEMORY_BUDGET: '4000' };
-  assert.deepEqual(resolveClientLimits({}, env), { replyHighWater: 1000, replyMax: 2000, requestTimeoutMs: 3000, memoryBudget: 4000 });
+  const env = { MUXWIRE_CLIENT_REPLY_HIGH_WATER: '1000', MUXWIRE_CLIENT_REPLY_MAX: '2000', MUXWIRE_CLIENT_REQUEST_TIMEOUT_MS: '3000', MUXWIRE_CLIENT_MEMORY_BUDGET: '4000', MUXWIRE_CLIENT_MAX_PER_UID: '50' };
+  assert.deepEqual(resolveClientLimits({}, env), { replyHighWater: 1000, replyMax: 2000, requestTimeoutMs: 3000, memoryBudget: 4000, perUidMax: 50 });
   assert.equal(resolveClientLimits({ memoryBudget: 5 }, env).memoryBudget, 5, 'options win over the environment');
   for (const bad of ['0', '-1', '1.5', 'lots', '99999999999999999999']) {
     assert.throws(() => resolveClientLimits({}, { MUXWIRE_CLIENT_MEMORY_BUDGET: bad }), (e) => isMuxwireError(e, 'MUXWIRE_ERR_BAD_ARGUMENT'), bad);
