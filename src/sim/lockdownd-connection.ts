@@ -140,7 +140,8 @@ export class LockdowndConnection {
   }
 
   #fail(request: string, error: string, fields: PlistDict = {}): void {
-    if (this.#log.enabled('debug')) this.#log.debug(`← ${request} ${error}`);
+    // The fields echoed (Service, Domain, Key) say what was refused: "InvalidService" alone does not.
+    if (this.#log.enabled('debug')) this.#log.debug(`← ${request} ${error}${describeFields(fields)}`);
     this.#channel.send({ Request: request, ...fields, Error: error });
   }
 
@@ -275,4 +276,11 @@ export function acceptPeer(tls: TLSSocket, hosts: TrustedHost[]): string | undef
     }
   }
   return 'client certificate belongs to no trusted host';
+}
+
+/** ` Service=com.apple.syslog_relay` for the string fields of a reply, for the log line. */
+function describeFields(fields: PlistDict): string {
+  let text = '';
+  for (const [k, v] of Object.entries(fields)) if (typeof v === 'string') text += ` ${k}=${v}`;
+  return text;
 }

@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { connect as tlsConnect } from 'node:tls';
 import { Duplex } from 'node:stream';
 import { MuxwireError } from '../../src/errors.js';
+import { setLogLevel, setLogSink } from '../../src/log.js';
 import { LockdownClient } from '../../src/lockdown/lockdown-client.js';
 import { buildCertificate, generateRsaKeyPair, readPrivateKey, readPublicKey } from '../../src/lockdown/certificates.js';
 import { hostTlsOptions } from '../../src/lockdown/tls-policy.js';
@@ -259,8 +260,18 @@ test('answers StartService for an unknown service with InvalidService, echoing S
   const record = await h.pair();
   const c = await h.open();
   await c.startSession(record, SYSTEM_BUID);
-  const err = await c.startService('com.apple.nonexistent').catch((e: unknown) => e);
-  assert.equal(lockdownDetail(err), 'InvalidService');
+  const lines: string[] = [];
+  setLogSink((line) => lines.push(line));
+  setLogLevel('debug');
+  try {
+    const err = await c.startService('com.apple.nonexistent').catch((e: unknown) => e);
+    assert.equal(lockdownDetail(err), 'InvalidService');
+  } finally {
+    setLogLevel('warn');
+    setLogSink((line) => process.stderr.write(line + '\n'));
+  }
+  // The device's log names the service it refused.
+  assert.ok(lines.some((l) => l.endsWith('← StartService InvalidService Service=com.apple.nonexistent')), lines.join('\n'));
   await c.stopSession();
 });
 
