@@ -20,9 +20,22 @@
  * learns why. Creating a symlink whose target points outside is allowed (it is just a link, and
  * GET_FILE_INFO reports its LinkTarget); following it is refused as above.
  *
- * Known limit: between the check and the file operation another process on the host could swap a
- * directory for a symlink (TOCTOU). Opens use O_NOFOLLOW on the final component to narrow that; the
- * simulator's root belongs to the simulator, so nothing else is expected to race there.
+ * Races between AFC clients: a check holds only while the tree it looked at stays the same. A client
+ * with two sessions could otherwise change it in between, e.g. swap a checked directory for a
+ * symlink pointing out while the slow lookup of a link's other path runs, so that link(2) lands
+ * outside (a security audit did exactly that). So every operation that takes a path does its
+ * lookups and its file operation inside {@link AfcRoot.exclusive}, under one lock shared by all
+ * sessions of the root: AfcRoot.open gives every session of one real directory the same object,
+ * and the lock also covers any live root nested in it or holding it (two simulated devices whose
+ * roots nest). No AFC-initiated change can fall between a path's check and its use, as on a device,
+ * where afcd is chrooted and the kernel resolves each path within the call. Operations on open
+ * handles (read, write, seek, tell, set-size, lock, close) name no path and take no lock, so bulk
+ * transfers stay concurrent.
+ *
+ * Remaining limit: another process on the host (or code in this one that is not AFC) writing
+ * inside the root directory can still swap a directory for a symlink between a check and its use
+ * (TOCTOU); opens use O_NOFOLLOW on the final component to narrow that. The simulator's root
+ * belongs to the simulator, so nothing else is expected to write there.
  */
 import { lstat, readlink, realpath, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve as resolvePath, sep } from 'node:path';
@@ -123,15 +136,64 @@ export function statusForError(err: unknown): AfcStatus {
   }
 }
 
-/** One AFC root directory on the host. Create with {@link AfcRoot.open}. */
+/** Gives the lock back. */
+type Release = () => void;
+
+/**
+ * A mutual exclusion for async work: holders run one at a time, in the order they asked (a FIFO,
+ * so a session that keeps asking cannot starve another).
+ */
+class AsyncLock {
+  #tail: Promise<void> = Promise.resolve();
+
+  /** Resolves, once every earlier holder has released, to the function that releases this one. */
+  acquire(): Promise<Release> {
+    const previous = this.#tail;
+    let release!: Release;
+    this.#tail = new Promise<void>((resolve) => (release = resolve));
+    return previous.then(() => release);
+  }
+}
+
+/**
+ * Path lookups valid while their root's lock is held: what {@link AfcRoot.exclusive} hands its
+ * callback. Using it after the callback has finished throws, so a location cannot be taken out of
+ * the lock by mistake.
+ */
+export interface AfcPaths {
+  /**
+   * Where `afcPath` lands. With `follow`, a symlink in the last component is followed (hop by hop,
+   * each hop confined); without, the location names the link itself.
+   * Throws AfcStatusError: INVALID_ARG for a NUL in the path, PERM_DENIED for an escape,
+   * OBJECT_NOT_FOUND / READ_ERROR for a missing or non-directory parent.
+   */
+  locate(afcPath: string, follow: boolean): Promise<AfcLocation>;
+}
+
+/**
+ * The live AfcRoot of each real directory, so that every session over one directory (two
+ * connections of one device, or several simulated devices given the same root) shares one object
+ * and so one lock. Weak: a root that no session holds is dropped and later made afresh. Nothing can
+ * be holding or waiting for the dropped one's lock, since doing so keeps the root reachable.
+ */
+const liveRoots = new Map<string, WeakRef<AfcRoot>>();
+const forgetRoot = new FinalizationRegistry<string>((real) => {
+  if (liveRoots.get(real)?.deref() === undefined) liveRoots.delete(real);
+});
+
+/** One AFC root directory on the host. Get it with {@link AfcRoot.open}. */
 export class AfcRoot {
   readonly #real: string;
+  readonly #lock = new AsyncLock();
 
   private constructor(real: string) {
     this.#real = real;
   }
 
-  /** Resolves `dir` (which must exist and be a directory) to its real path. */
+  /**
+   * The root for `dir` (which must exist and be a directory): the live one for its real path if
+   * there is one, so sessions of one directory share its lock.
+   */
   static async open(dir: string): Promise<AfcRoot> {
     let real: string;
     try {
@@ -142,7 +204,16 @@ export class AfcRoot {
         cause: err,
       });
     }
-    return new AfcRoot(real);
+    return AfcRoot.#shared(real);
+  }
+
+  static #shared(real: string): AfcRoot {
+    const live = liveRoots.get(real)?.deref();
+    if (live) return live;
+    const root = new AfcRoot(real);
+    liveRoots.set(real, new WeakRef(root));
+    forgetRoot.register(root, real);
+    return root;
   }
 
   /** The root's real host path. */
@@ -157,12 +228,52 @@ export class AfcRoot {
   }
 
   /**
-   * Where `afcPath` lands. With `follow`, a symlink in the last component is followed (hop by hop,
-   * each hop confined); without, the location names the link itself.
-   * Throws AfcStatusError: INVALID_ARG for a NUL in the path, PERM_DENIED for an escape,
-   * OBJECT_NOT_FOUND / READ_ERROR for a missing or non-directory parent.
+   * Runs `work` (lookups through `paths`, then the file operations on what they found) while no
+   * other AFC path operation on this root, or on a root nested in it or holding it, can run: what
+   * `work` checked is still true when it acts (see the file comment). Operations on open file
+   * handles need no lock and do not take it.
    */
-  async locate(afcPath: string, follow: boolean): Promise<AfcLocation> {
+  async exclusive<T>(work: (paths: AfcPaths) => Promise<T>): Promise<T> {
+    const release = await this.#lockOverlapping();
+    let held = true;
+    const paths: AfcPaths = {
+      locate: (afcPath, follow) => {
+        if (!held) throw new Error('AFC path looked up after its root lock was released');
+        return this.#locate(afcPath, follow);
+      },
+    };
+    try {
+      return await work(paths);
+    } finally {
+      held = false;
+      release();
+    }
+  }
+
+  /** Takes the lock of every root in {@link #overlapping}; resolves to what releases them all. */
+  async #lockOverlapping(): Promise<Release> {
+    const releases: Release[] = [];
+    // Always in path order, so two operations that need some of the same locks cannot deadlock.
+    for (const root of this.#overlapping()) releases.push(await root.#lock.acquire());
+    return () => {
+      for (const release of releases.reverse()) release();
+    };
+  }
+
+  /**
+   * This root and every live root nested in it or holding it, in path order: their sessions can
+   * rename and link inside one another's trees, so their path operations exclude each other too.
+   */
+  #overlapping(): AfcRoot[] {
+    const roots: AfcRoot[] = [this];
+    for (const ref of liveRoots.values()) {
+      const other = ref.deref();
+      if (other && other !== this && (this.contains(other.#real) || other.contains(this.#real))) roots.push(other);
+    }
+    return roots.length === 1 ? roots : roots.sort((a, b) => (a.#real < b.#real ? -1 : 1));
+  }
+
+  async #locate(afcPath: string, follow: boolean): Promise<AfcLocation> {
     if (afcPath.includes('\0')) throw new AfcStatusError(AfcStatus.INVALID_ARG, 'path holds a NUL byte');
     const parts = afcPathComponents(afcPath);
     if (parts.length === 0) return { host: this.#real, isRoot: true };

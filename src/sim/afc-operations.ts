@@ -4,6 +4,11 @@
  * failure is thrown as AfcStatusError (or a host error that `statusForError` maps) and becomes a
  * STATUS reply in the session.
  *
+ * Every handler that takes a path looks it up and acts on it inside `ctx.root.exclusive`, so no
+ * other AFC session of the root can change the tree between the check and the use (afc-fs.ts).
+ * Handlers on an open handle take no lock: they name no path, and bulk reads and writes of several
+ * sessions must not wait for each other.
+ *
  * Reply layout (§9.6): STATUS, FILE_OPEN_RES and FILE_TELL_RES carry their u64 inside `this_length`
  * (header payload); DATA carries its bytes after it (payload). GOIOS and APPIUM depend on this.
  */
@@ -13,7 +18,8 @@ import { link, lstat, mkdir, open, readdir, readlink, rename, rm, rmdir, stat, s
 
 import { AfcFileMode, AfcOp, AfcStatus } from '../protocol/afc.js';
 import type { AfcArgs } from './afc-args.js';
-import { AfcRoot, AfcStatusError, afcPathComponents } from './afc-fs.js';
+import { AfcStatusError, afcPathComponents } from './afc-fs.js';
+import type { AfcPaths, AfcRoot } from './afc-fs.js';
 import type { AfcHandleTable, AfcOpenFile } from './afc-handles.js';
 import { applyLock } from './afc-locks.js';
 import { viewsAfter } from '../buffer-views.js';
@@ -93,8 +99,8 @@ function refuseRoot(isRoot: boolean, what: string): void {
 
 // READ_DIR: path → DATA `.\0..\0name\0…` (`.` and `..` first: PMD3 drops the first two blindly).
 async function readDir(ctx: AfcDeviceContext, args: AfcArgs): Promise<AfcReply> {
-  const where = await ctx.root.locate(args.path(0), true);
-  const names = await readdir(where.host);
+  const path = args.path(0);
+  const names = await ctx.root.exclusive(async (paths) => readdir((await paths.locate(path, true)).host));
   return dataReply(nulList(['.', '..', ...names]));
 }
 
@@ -102,8 +108,12 @@ async function readDir(ctx: AfcDeviceContext, args: AfcArgs): Promise<AfcReply> 
 // and LinkTarget for a symlink, in the order a real device sends them (LIMD issue #1665). The link
 // itself is described, not what it points to (lstat), as on the device.
 async function getFileInfo(ctx: AfcDeviceContext, args: AfcArgs): Promise<AfcReply> {
-  const where = await ctx.root.locate(args.path(0), false);
-  const st = await lstat(where.host, { bigint: true });
+  const path = args.path(0);
+  const { st, linkTarget } = await ctx.root.exclusive(async (paths) => {
+    const where = await paths.locate(path, false);
+    const st = await lstat(where.host, { bigint: true });
+    return { st, linkTarget: st.isSymbolicLink() ? await readlink(where.host) : undefined };
+  });
   // Linux file systems without a birth time report 0; the change time is the closest stand-in.
   const birth = st.birthtimeNs > 0n ? st.birthtimeNs : st.ctimeNs;
   const pairs = [
@@ -114,7 +124,7 @@ async function getFileInfo(ctx: AfcDeviceContext, args: AfcArgs): Promise<AfcRep
     'st_mtime', String(st.mtimeNs),
     'st_birthtime', String(birth),
   ];
-  if (st.isSymbolicLink()) pairs.push('LinkTarget', await readlink(where.host));
+  if (linkTarget !== undefined) pairs.push('LinkTarget', linkTarget);
   return dataReply(nulList(pairs));
 }
 
@@ -139,11 +149,16 @@ async function fileOpen(ctx: AfcDeviceContext, args: AfcArgs): Promise<AfcReply>
   const mode = args.u64(0);
   const flags = mode <= 6n ? OPEN_FLAGS.get(Number(mode)) : undefined;
   if (flags === undefined) throw new AfcStatusError(AfcStatus.INVALID_ARG, `unknown file mode ${mode}`);
-  const where = await ctx.root.locate(args.path(8), true);
-  if (where.isRoot) throw new AfcStatusError(AfcStatus.OBJECT_IS_DIR, 'the AFC root is a directory');
-  // O_NOFOLLOW: the last component was resolved above; a symlink appearing there now is refused.
-  // O_NONBLOCK: a FIFO in the root must not hang the open; it is refused below.
-  const fh = await open(where.host, flags | fsc.O_NOFOLLOW | fsc.O_NONBLOCK, 0o644);
+  const path = args.path(8);
+  const fh = await ctx.root.exclusive(async (paths) => {
+    const where = await paths.locate(path, true);
+    if (where.isRoot) throw new AfcStatusError(AfcStatus.OBJECT_IS_DIR, 'the AFC root is a directory');
+    // O_NOFOLLOW: the last component was resolved above; a symlink put there by another host
+    // process since is refused. O_NONBLOCK: a FIFO in the root must not hang the open (and the
+    // lock); it is refused below.
+    return open(where.host, flags | fsc.O_NOFOLLOW | fsc.O_NONBLOCK, 0o644);
+  });
+  // Once open, the file is reached through its descriptor: nothing below needs the lock.
   try {
     const st = await fh.stat();
     if (st.isDirectory()) throw new AfcStatusError(AfcStatus.OBJECT_IS_DIR, 'is a directory');
@@ -270,58 +285,72 @@ async function fileLock(ctx: AfcDeviceContext, args: AfcArgs): Promise<AfcReply>
 // TRUNCATE: u64 size, path → STATUS.
 async function truncatePath(ctx: AfcDeviceContext, args: AfcArgs): Promise<AfcReply> {
   const size = args.safeU64(0, 'size');
-  const where = await ctx.root.locate(args.path(8), true);
-  await truncate(where.host, size);
+  const path = args.path(8);
+  await ctx.root.exclusive(async (paths) => truncate((await paths.locate(path, true)).host, size));
   return SUCCESS;
 }
 
 // REMOVE_PATH: path → STATUS; a non-empty directory gives UNKNOWN_ERROR (1), as the device sends
 // (LIMD turns it into DIR_NOT_EMPTY). A symlink is removed, not what it points to.
 async function removePath(ctx: AfcDeviceContext, args: AfcArgs): Promise<AfcReply> {
-  const where = await ctx.root.locate(args.path(0), false);
-  refuseRoot(where.isRoot, 'remove');
-  const st = await lstat(where.host);
-  if (st.isDirectory()) await rmdir(where.host);
-  else await unlink(where.host);
+  const path = args.path(0);
+  await ctx.root.exclusive(async (paths) => {
+    const where = await paths.locate(path, false);
+    refuseRoot(where.isRoot, 'remove');
+    const st = await lstat(where.host);
+    if (st.isDirectory()) await rmdir(where.host);
+    else await unlink(where.host);
+  });
   return SUCCESS;
 }
 
 // REMOVE_PATH_AND_CONTENTS: path → STATUS (rm -r; symlinks inside are removed, never followed).
+// The whole walk runs under the lock, so no session can slip a symlink into the tree it descends.
 async function removePathAndContents(ctx: AfcDeviceContext, args: AfcArgs): Promise<AfcReply> {
-  const where = await ctx.root.locate(args.path(0), false);
-  refuseRoot(where.isRoot, 'remove');
-  await lstat(where.host); // OBJECT_NOT_FOUND for a missing path, as REMOVE_PATH
-  await rm(where.host, { recursive: true, force: false });
+  const path = args.path(0);
+  await ctx.root.exclusive(async (paths) => {
+    const where = await paths.locate(path, false);
+    refuseRoot(where.isRoot, 'remove');
+    await lstat(where.host); // OBJECT_NOT_FOUND for a missing path, as REMOVE_PATH
+    await rm(where.host, { recursive: true, force: false });
+  });
   return SUCCESS;
 }
 
 // MAKE_DIR: path → STATUS. Creates missing parents (PMD3 documents makedirs) and succeeds when the
-// directory exists; every level is located (and so confined) on its own.
+// directory exists; every level is located (and so confined) on its own, all under one lock hold.
 async function makeDir(ctx: AfcDeviceContext, args: AfcArgs): Promise<AfcReply> {
   const path = args.path(0);
   if (path.includes('\0')) throw new AfcStatusError(AfcStatus.INVALID_ARG, 'path holds a NUL byte');
   const parts = afcPathComponents(path);
-  for (let i = 1; i <= parts.length; i++) {
-    const where = await ctx.root.locate(parts.slice(0, i).join('/'), true);
-    try {
-      await mkdir(where.host);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-      if (!(await stat(where.host)).isDirectory()) {
-        throw new AfcStatusError(AfcStatus.OBJECT_EXISTS, 'a file of that name exists');
-      }
+  await ctx.root.exclusive(async (paths) => {
+    for (let i = 1; i <= parts.length; i++) await makeOneDir(paths, parts.slice(0, i).join('/'));
+  });
+  return SUCCESS;
+}
+
+/** Makes one level of a MAKE_DIR, or accepts the directory that is there. */
+async function makeOneDir(paths: AfcPaths, afcPath: string): Promise<void> {
+  const where = await paths.locate(afcPath, true);
+  try {
+    await mkdir(where.host);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    if (!(await stat(where.host)).isDirectory()) {
+      throw new AfcStatusError(AfcStatus.OBJECT_EXISTS, 'a file of that name exists');
     }
   }
-  return SUCCESS;
 }
 
 // RENAME_PATH: `from\0to\0` → STATUS. Neither name is followed (rename(2) renames a link itself).
 async function renamePath(ctx: AfcDeviceContext, args: AfcArgs): Promise<AfcReply> {
   const [from, to] = args.twoPaths(0);
-  const src = await ctx.root.locate(from, false);
-  const dst = await ctx.root.locate(to, false);
-  refuseRoot(src.isRoot || dst.isRoot, 'rename');
-  await rename(src.host, dst.host);
+  await ctx.root.exclusive(async (paths) => {
+    const src = await paths.locate(from, false);
+    const dst = await paths.locate(to, false);
+    refuseRoot(src.isRoot || dst.isRoot, 'rename');
+    await rename(src.host, dst.host);
+  });
   return SUCCESS;
 }
 
@@ -331,25 +360,30 @@ async function renamePath(ctx: AfcDeviceContext, args: AfcArgs): Promise<AfcRepl
 async function makeLink(ctx: AfcDeviceContext, args: AfcArgs): Promise<AfcReply> {
   const type = args.u64(0);
   const [target, name] = args.twoPaths(8);
-  const at = await ctx.root.locate(name, false);
-  refuseRoot(at.isRoot, 'replace');
-  if (type === 1n) {
-    const src = await ctx.root.locate(target, false);
-    await link(src.host, at.host);
-  } else if (type === 2n) {
-    await symlink(target, at.host);
-  } else {
-    throw new AfcStatusError(AfcStatus.INVALID_ARG, `unknown link type ${type}`);
-  }
+  await ctx.root.exclusive(async (paths) => {
+    const at = await paths.locate(name, false);
+    refuseRoot(at.isRoot, 'replace');
+    if (type === 1n) {
+      const src = await paths.locate(target, false);
+      await link(src.host, at.host);
+    } else if (type === 2n) {
+      await symlink(target, at.host);
+    } else {
+      throw new AfcStatusError(AfcStatus.INVALID_ARG, `unknown link type ${type}`);
+    }
+  });
   return SUCCESS;
 }
 
 // SET_FILE_MOD_TIME: u64 mtime (ns since the epoch), path → STATUS. The access time is kept.
 async function setFileModTime(ctx: AfcDeviceContext, args: AfcArgs): Promise<AfcReply> {
   const ns = args.u64(0);
-  const where = await ctx.root.locate(args.path(8), true);
-  const st = await stat(where.host);
-  await utimes(where.host, st.atime, Number(ns) / 1e9);
+  const path = args.path(8);
+  await ctx.root.exclusive(async (paths) => {
+    const where = await paths.locate(path, true);
+    const st = await stat(where.host);
+    await utimes(where.host, st.atime, Number(ns) / 1e9);
+  });
   return SUCCESS;
 }
 

@@ -223,6 +223,8 @@ export class AfcSession {
 
   async #open(): Promise<void> {
     try {
+      // The same AfcRoot as every other session of this directory: its path lock is what keeps a
+      // client's second session from racing this one's checks (afc-fs.ts).
       const root = await AfcRoot.open(this.#opts.root);
       this.#ctx = {
         root,
