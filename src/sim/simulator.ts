@@ -24,6 +24,7 @@ import type { Logger } from '../log.js';
 import type { DeviceLink } from '../transport/device-link.js';
 import { PID_IPHONE, speedToBitsPerSecond } from '../transport/usb-ids.js';
 import { serveAfc } from './afc-server.js';
+import { AfcRoot } from './afc-fs.js';
 import type { AfcServerOptions } from './afc-server.js';
 import { serveBenchServices } from './bench-services.js';
 import {
@@ -192,6 +193,9 @@ export class SimulatedDevice {
       ownsAfcRoot = true;
     }
     const root = afcRoot;
+    // A root that cannot be served fails here (MUXWIRE_ERR_AFC_ROOT), before the device is plugged
+    // in and says it is ready, not at each AFC session later.
+    await AfcRoot.open(root);
     let backupRoot = opts.backupRoot;
     let ownsBackupRoot = false;
     if (backupRoot === undefined && opts.stateDir !== undefined) {

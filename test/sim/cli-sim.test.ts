@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -148,6 +148,18 @@ describe('muxwire sim', () => {
     run.child.kill('SIGINT');
     assert.equal(await run.exited, 0);
     assert.equal(existsSync(ready!.path), false);
+  });
+
+  test('an --afc-root that is not a directory fails before the ready line, with MUXWIRE_ERR_AFC_ROOT', async () => {
+    const dir = await tempDir();
+    const file = join(dir, 'a-file');
+    await writeFile(file, 'x');
+    for (const root of [file, join(dir, 'missing')]) {
+      const run = sim(['--vusb-dir', join(dir, 'bus'), '--afc-root', root]);
+      assert.equal(await run.exited, 1);
+      assert.deepEqual(run.lines, [], 'no ready line');
+      assert.match(run.stderr(), /^muxwire sim: AFC root .+ is not a usable directory: .+ \(MUXWIRE_ERR_AFC_ROOT\)\n$/);
+    }
   });
 
   test('refuses bad options with one line and a code', async () => {
