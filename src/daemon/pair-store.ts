@@ -10,8 +10,16 @@
  * ```
  *
  * `prepare()` (the daemon's start-up) puts a directory left by anyone else right: the directory
- * made 0700, every record 0600, and the temp files of a writer that died (kill -9 mid-save: each
- * is a full or partial copy of a private key) removed, each fix with a log line.
+ * owned by the daemon's user (taken over when the daemon is root) and made 0700, every record
+ * 0600, and the temp files of a writer that died (kill -9 mid-save: each is a full or partial copy
+ * of a private key) removed, each fix with a log line.
+ *
+ * Nothing is ever done through a symbolic link: whoever could write the directory may have left
+ * links to files elsewhere (a root-only secret, a file to chmod). Every file is opened with
+ * O_NOFOLLOW and checked on its descriptor; a symlink, anything but a regular file, or a file with
+ * other hard links reads as no such record (ENOENT) and is left alone by `prepare()`, with a
+ * warning naming it. Writes rename over the name, which replaces a link rather than its target.
+ * A pair directory that is itself a symlink is used but never changed or tidied through.
  *
  * Differences from usbmuxd, on purpose:
  * - Writes are atomic: a temporary file in the same directory, fsync, rename. usbmuxd removes the
@@ -23,11 +31,15 @@
  */
 import { EventEmitter } from 'node:events';
 import { randomUUID } from 'node:crypto';
-import { chmod, mkdir, open, readdir, stat, unlink } from 'node:fs/promises';
-import { join } from 'node:path';
+import { constants } from 'node:fs';
+import type { Stats } from 'node:fs';
+import { lstat, mkdir, open, readdir, readlink, unlink } from 'node:fs/promises';
+import type { FileHandle } from 'node:fs/promises';
+import { basename, join } from 'node:path';
 import { writeFileAtomic } from '../atomic-file.js';
 import { MuxwireError } from '../errors.js';
 import { log } from '../log.js';
+import type { Logger } from '../log.js';
 import { decodePlist, encodeXmlPlist, isPlistDict } from '../protocol/plist.js';
 import type { PlistDict } from '../protocol/plist.js';
 import type { PairRecordStore } from '../lockdown/pair-record.js';
@@ -43,15 +55,27 @@ export const PAIR_DIR_MODE = 0o700;
 export const PAIR_RECORD_MODE = 0o600;
 /** The name writeAtomic gives its temp file: `<name>.<pid>.<hex>.tmp`. */
 const TEMP_FILE = /^(.+)\.(\d+)\.[0-9a-f]+\.tmp$/;
+/**
+ * open(2) flags for every file of the directory the store reads or tidies: O_NOFOLLOW, so a planted
+ * symlink fails (ELOOP) instead of opening its target; O_NONBLOCK, so a planted FIFO cannot hang
+ * the open (and with it a thread of libuv's pool) waiting for a writer. Regular files ignore it.
+ */
+const ENTRY_FLAGS = constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK;
+/** open(2) flags for the directory itself, whose owner and mode are then set on the descriptor. */
+const DIR_FLAGS = constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW;
 
 /** What `PairStore.prepare()` found and fixed. */
 export interface PairStorePrepared {
+  /** The directory belonged to another user and was given to the daemon's (as root only). */
+  dirOwnerFixed: boolean;
   /** The directory's mode was changed to 0700. */
   dirModeFixed: boolean;
   /** Records (and SystemConfiguration.plist) whose mode was changed to 0600. */
   modesFixed: string[];
   /** Temp files of dead writers, removed. */
   tempFilesRemoved: string[];
+  /** Records and temp files left alone because they are symlinks or not plain files (each warned). */
+  skipped: string[];
 }
 
 /** errno values usbmuxd puts in Result.Number for pair-record commands (§4.4, §6.9). */
@@ -85,64 +109,112 @@ export class PairStore extends EventEmitter implements PairRecordStore {
 
   /**
    * Start-up tidy (the daemon calls it before serving): creates the directory 0700 or makes an
-   * existing one 0700, makes every `*.plist` 0600, and removes temp files whose writer process is
-   * gone. Each fix is logged; a fix the file system refuses is a warning, not a failure.
+   * existing one the daemon user's and 0700, makes every `*.plist` 0600, and removes temp files
+   * whose writer process is gone. Each fix is logged; a fix the file system refuses is a warning,
+   * not a failure. Symlinks and other odd entries are skipped with a warning, never followed.
    */
   async prepare(): Promise<PairStorePrepared> {
-    const done: PairStorePrepared = { dirModeFixed: false, modesFixed: [], tempFilesRemoved: [] };
+    const done: PairStorePrepared = { dirOwnerFixed: false, dirModeFixed: false, modesFixed: [], tempFilesRemoved: [], skipped: [] };
     const plog = log.child({ pairstore: this.dir });
-    let st;
     try {
       await this.#ensureDir();
-      st = await stat(this.dir);
     } catch (err) {
       // A daemon without access to the directory still serves devices; every record request
       // reports the error itself (EACCES, EIO).
       plog.warn(`pair directory unusable: ${(err as Error).message}`);
       return done;
     }
-    if ((st.mode & 0o777) !== PAIR_DIR_MODE) {
-      try {
-        await chmod(this.dir, PAIR_DIR_MODE);
-        done.dirModeFixed = true;
-        plog.warn(`pair directory was mode ${octal(st.mode)}; made it ${octal(PAIR_DIR_MODE)}`);
-      } catch (err) {
-        plog.warn(`pair directory is mode ${octal(st.mode)} and cannot be made ${octal(PAIR_DIR_MODE)}: ${(err as Error).message}`);
-      }
+    if (!(await this.#tidyDirectory(done, plog))) return done;
+    let names: string[];
+    try {
+      names = await readdir(this.dir);
+    } catch (err) {
+      plog.warn(`pair directory unreadable, not tidied: ${(err as Error).message}`);
+      return done;
     }
-    for (const name of await readdir(this.dir)) {
-      const path = join(this.dir, name);
+    for (const name of names) {
       const temp = TEMP_FILE.exec(name);
-      if (temp !== null) {
-        if (processAlive(Number(temp[2]))) continue; // a save of a live writer, renamed any moment now
-        try {
-          await unlink(path);
-          done.tempFilesRemoved.push(name);
-          plog.warn(`removed ${name}, left by a save that never finished`);
-        } catch (err) {
-          if ((err as NodeJS.ErrnoException).code !== 'ENOENT') plog.warn(`cannot remove ${name}: ${(err as Error).message}`);
-        }
-        continue;
-      }
-      if (!name.endsWith('.plist')) continue;
-      let mode: number;
-      try {
-        const fst = await stat(path);
-        if (!fst.isFile()) continue;
-        mode = fst.mode & 0o777;
-      } catch {
-        continue;
-      }
-      if (mode === PAIR_RECORD_MODE) continue;
-      try {
-        await chmod(path, PAIR_RECORD_MODE);
-        done.modesFixed.push(name);
-        plog.warn(`${name} was mode ${octal(mode)}; made it ${octal(PAIR_RECORD_MODE)}`);
-      } catch (err) {
-        plog.warn(`${name} is mode ${octal(mode)} and cannot be made ${octal(PAIR_RECORD_MODE)}: ${(err as Error).message}`);
-      }
+      if (temp !== null) await this.#removeDeadTemp(name, Number(temp[2]), done, plog);
+      else if (name.endsWith('.plist')) await this.#fixRecordMode(name, done, plog);
     }
     return done;
+  }
+
+  /**
+   * The directory itself, through a descriptor opened without following a link: owner first (as
+   * root, taken over), then mode. False when it is a symlink or cannot be opened: then its files
+   * are not tidied either, since they are wherever the link points.
+   */
+  async #tidyDirectory(done: PairStorePrepared, plog: Logger): Promise<boolean> {
+    let fh: FileHandle;
+    try {
+      if ((await lstat(this.dir)).isSymbolicLink()) {
+        // Its target is whatever the link's writer chose (another user's directory, /etc...):
+        // chown, chmod or removals there would hit files that are not ours. Records are still
+        // read and written through it; an administrator who made the link can point the daemon
+        // at the real directory to get the tidy back.
+        const target = await readlink(this.dir).catch(() => '?');
+        plog.warn(`pair directory is a symbolic link (to ${target}): its owner, mode and files are not changed through it; give the daemon the real directory`);
+        return false;
+      }
+      fh = await open(this.dir, DIR_FLAGS);
+    } catch (err) {
+      plog.warn(`pair directory unusable: ${(err as Error).message}`);
+      return false;
+    }
+    try {
+      const st = await fh.stat();
+      await fixDirOwner(fh, st, done, plog);
+      await fixDirMode(fh, st, done, plog);
+    } finally {
+      await fh.close();
+    }
+    return true;
+  }
+
+  /** Removes a temp file whose writer is dead; a live writer's is a save about to be renamed. */
+  async #removeDeadTemp(name: string, pid: number, done: PairStorePrepared, plog: Logger): Promise<void> {
+    if (processAlive(pid)) return;
+    const path = join(this.dir, name);
+    try {
+      const st = await lstat(path);
+      if (!st.isFile()) {
+        skip(name, `is ${kindOf(st)}`, done, plog);
+        return;
+      }
+      // unlink(2) removes the name itself, never what a link points to.
+      await unlink(path);
+      done.tempFilesRemoved.push(name);
+      plog.warn(`removed ${name}, left by a save that never finished`);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') plog.warn(`cannot remove ${name}: ${(err as Error).message}`);
+    }
+  }
+
+  /** Makes a record (or SystemConfiguration.plist) 0600, on a descriptor that is the file itself. */
+  async #fixRecordMode(name: string, done: PairStorePrepared, plog: Logger): Promise<void> {
+    let entry: OpenedEntry;
+    try {
+      entry = await openEntry(join(this.dir, name));
+    } catch {
+      return; // gone meanwhile, or unreadable: a read of it reports that itself
+    }
+    if ('refused' in entry) {
+      skip(name, entry.refused, done, plog);
+      return;
+    }
+    const { fh, st } = entry;
+    const mode = st.mode & 0o777;
+    try {
+      if (mode === PAIR_RECORD_MODE) return;
+      await fh.chmod(PAIR_RECORD_MODE);
+      done.modesFixed.push(name);
+      plog.warn(`${name} was mode ${octal(mode)}; made it ${octal(PAIR_RECORD_MODE)}`);
+    } catch (err) {
+      plog.warn(`${name} is mode ${octal(mode)} and cannot be made ${octal(PAIR_RECORD_MODE)}: ${(err as Error).message}`);
+    } finally {
+      await fh.close();
+    }
   }
 
   /** The host's SystemBUID, created and saved when missing (usbmux.md §4.10). */
@@ -173,9 +245,8 @@ export class PairStore extends EventEmitter implements PairRecordStore {
   async readPairRecordData(id: string): Promise<Buffer | undefined> {
     const path = this.#recordPath(id);
     try {
-      return await readLimited(path);
+      return await this.#readEntry(path);
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
       throw fsError(err, `cannot read pair record ${id}`);
     }
   }
@@ -220,19 +291,46 @@ export class PairStore extends EventEmitter implements PairRecordStore {
     const path = join(this.dir, SYSTEM_CONFIGURATION);
     let config: PlistDict = {};
     try {
-      const value = decodePlist(await readLimited(path));
+      const bytes = await this.#readEntry(path);
+      const value = bytes === undefined ? undefined : decodePlist(bytes);
       if (isPlistDict(value)) config = value;
       const buid = config.SystemBUID;
       if (typeof buid === 'string' && buid.length > 0) return buid;
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
-        log.warn(`${path} is unreadable (${(err as Error).message}); writing a new SystemBUID`);
-      }
+      log.warn(`${path} is unreadable (${(err as Error).message}); writing a new SystemBUID`);
     }
     const buid = randomUUID().toUpperCase();
     await this.#ensureDir();
     await writeAtomic(path, encodeXmlPlist({ ...config, SystemBUID: buid }));
     return buid;
+  }
+
+  /**
+   * The bytes of a file of the directory, or undefined when there is no such record: none by that
+   * name, or an entry that is not one (a symlink, a FIFO, a hard link to a file elsewhere), which
+   * is warned about and never opened through, so a planted link cannot read its target.
+   */
+  async #readEntry(path: string): Promise<Buffer | undefined> {
+    let entry: OpenedEntry;
+    try {
+      entry = await openEntry(path);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw err;
+    }
+    if ('refused' in entry) {
+      log.child({ pairstore: this.dir }).warn(`${basename(path)} ${entry.refused}; not read, answered as no such record`);
+      return undefined;
+    }
+    const { fh, st } = entry;
+    try {
+      if (st.size > MAX_RECORD_BYTES) {
+        throw new MuxwireError('MUXWIRE_ERR_BAD_PAIR_RECORD', `${path} is larger than ${MAX_RECORD_BYTES} bytes`, { detail: EINVAL });
+      }
+      return await fh.readFile();
+    } finally {
+      await fh.close();
+    }
   }
 
   async #ensureDir(): Promise<void> {
@@ -275,16 +373,88 @@ export function errnoOf(err: unknown): number {
   return EIO;
 }
 
-async function readLimited(path: string): Promise<Buffer> {
-  const fh = await open(path, 'r');
+/** An entry opened as a record, or why it is not one. */
+type OpenedEntry = { fh: FileHandle; st: Stats } | { refused: string };
+
+/**
+ * Opens a file of the pair directory as a record without following it. Refused (never opened
+ * through): a symlink; anything but a regular file (a FIFO, a socket, a directory); a regular file
+ * with other hard links, whose inode is also some file elsewhere (with fs.protected_hardlinks off,
+ * anyone can link a root-only file in). Throws the file system's other errors (ENOENT...).
+ */
+async function openEntry(path: string): Promise<OpenedEntry> {
+  let fh: FileHandle;
   try {
-    const st = await fh.stat();
-    if (st.size > MAX_RECORD_BYTES) {
-      throw new MuxwireError('MUXWIRE_ERR_BAD_PAIR_RECORD', `${path} is larger than ${MAX_RECORD_BYTES} bytes`, { detail: EINVAL });
-    }
-    return await fh.readFile();
-  } finally {
+    fh = await open(path, ENTRY_FLAGS);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    // ELOOP is O_NOFOLLOW's answer for a symlink (EMLINK on FreeBSD); ENXIO, a socket's.
+    if (code === 'ELOOP' || code === 'EMLINK') return { refused: 'is a symbolic link' };
+    if (code === 'ENXIO') return { refused: 'is a socket' };
+    throw err;
+  }
+  let st: Stats;
+  try {
+    st = await fh.stat();
+  } catch (err) {
     await fh.close();
+    throw err;
+  }
+  let refused: string | undefined;
+  if (!st.isFile()) refused = `is ${kindOf(st)}`;
+  else if (st.nlink > 1) refused = `has ${st.nlink} hard links (the same file is elsewhere too)`;
+  if (refused === undefined) return { fh, st };
+  await fh.close();
+  return { refused };
+}
+
+/** What a file that is not a regular file is, for a warning. */
+function kindOf(st: Stats): string {
+  if (st.isSymbolicLink()) return 'a symbolic link';
+  if (st.isDirectory()) return 'a directory';
+  if (st.isFIFO()) return 'a FIFO';
+  if (st.isSocket()) return 'a socket';
+  if (st.isBlockDevice() || st.isCharacterDevice()) return 'a device';
+  return 'not a regular file';
+}
+
+/** Records an entry prepare() leaves alone, with its one warning. */
+function skip(name: string, why: string, done: PairStorePrepared, plog: Logger): void {
+  done.skipped.push(name);
+  plog.warn(`${name} ${why}; left alone (not followed, not changed)`);
+}
+
+/**
+ * The directory must be the daemon user's: its owner can always chmod it back, rename records
+ * away and plant links, so 0700 means nothing under another owner. As root the daemon takes it
+ * (it is root's own state); otherwise only root can, and the warning says so.
+ */
+async function fixDirOwner(fh: FileHandle, st: Stats, done: PairStorePrepared, plog: Logger): Promise<void> {
+  const uid = process.getuid?.();
+  const gid = process.getgid?.();
+  if (uid === undefined || gid === undefined || st.uid === uid) return;
+  const problem = `pair directory is owned by uid ${st.uid}, not the daemon's uid ${uid}: that user can replace the records in it`;
+  if (uid !== 0) {
+    plog.warn(`${problem}; chown it to uid ${uid} (as root, the daemon does this itself)`);
+    return;
+  }
+  try {
+    await fh.chown(uid, gid);
+    done.dirOwnerFixed = true;
+    plog.warn(`${problem}; made it owned by uid ${uid}`);
+  } catch (err) {
+    plog.warn(`${problem}, and it cannot be made the daemon's: ${(err as Error).message}`);
+  }
+}
+
+async function fixDirMode(fh: FileHandle, st: Stats, done: PairStorePrepared, plog: Logger): Promise<void> {
+  if ((st.mode & 0o777) === PAIR_DIR_MODE) return;
+  try {
+    await fh.chmod(PAIR_DIR_MODE);
+    done.dirModeFixed = true;
+    plog.warn(`pair directory was mode ${octal(st.mode)}; made it ${octal(PAIR_DIR_MODE)}`);
+  } catch (err) {
+    plog.warn(`pair directory is mode ${octal(st.mode)} and cannot be made ${octal(PAIR_DIR_MODE)}: ${(err as Error).message}`);
   }
 }
 

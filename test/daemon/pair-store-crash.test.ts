@@ -81,7 +81,7 @@ test('start-up makes the directory 0700 and records 0600, and keeps a live write
   assert.equal((await stat(join(pairDir, 'notes.txt'))).mode & 0o777, 0o644, 'other files are left alone');
   assert.deepEqual((await readdir(pairDir)).sort(), ['A.plist', `B.plist.${process.pid}.0a0b0c0d.tmp`, 'B.plist', 'SystemConfiguration.plist', 'notes.txt'].sort());
   // A second start has nothing left to fix.
-  assert.deepEqual(await new PairStore(pairDir).prepare(), { dirModeFixed: false, modesFixed: [], tempFilesRemoved: [] });
+  assert.deepEqual(await new PairStore(pairDir).prepare(), { dirOwnerFixed: false, dirModeFixed: false, modesFixed: [], tempFilesRemoved: [], skipped: [] });
 });
 
 test('a new pair directory is created 0700, parents included', async () => {
