@@ -1,6 +1,7 @@
 import { MuxwireError } from '../../errors.js';
 import { startService } from '../../client/device-services.js';
 import { AfcClient } from '../../services/afc/afc-client.js';
+import type { AfcTransferResult } from '../../services/afc/afc-transfer.js';
 import { ProgressLine, formatBytes, formatRate, withLockdown, NETWORK_HELP, NETWORK_OPTION } from '../device-command.js';
 import { COMMON_HELP, makeClient, parseCommand, printJson, runCommand } from '../common.js';
 
@@ -12,8 +13,11 @@ pair record.
 operations:
   ls PATH              list a directory
   stat PATH            file information
-  pull REMOTE LOCAL    copy a device file here (pipelined 1 MiB reads, progress on stderr)
-  push LOCAL REMOTE    copy a file to the device (pipelined 1 MiB writes, progress on stderr)
+  pull REMOTE LOCAL    copy a device file here (pipelined 1 MiB reads, progress on stderr);
+                       LOCAL may be a directory; an existing file is replaced only by a
+                       complete copy
+  push LOCAL REMOTE    copy a file to the device (pipelined 1 MiB writes, progress on stderr);
+                       REMOTE may be a directory; same all-or-nothing replacement
   rm [-r] PATH         remove a file or an empty directory; -r removes a tree
   mkdir PATH           make a directory (and its parents)
   mv FROM TO           rename
@@ -77,11 +81,22 @@ async function operate(afc: AfcClient, op: string, args: string[], o: { json: bo
     case 'pull':
     case 'push': {
       const line = new ProgressLine(op === 'pull' ? `pull ${a}` : `push ${b}`);
-      const onProgress = o.progress ? (p: { bytes: number; total?: number }) => line.update(p.bytes, p.total) : undefined;
-      const result = op === 'pull' ? await afc.pullFile(a, b, { onProgress }) : await afc.pushFile(a, b, { onProgress });
-      if (o.progress) line.done();
+      let drawn = false;
+      const onProgress = o.progress
+        ? (p: { bytes: number; total?: number }) => {
+            drawn = true;
+            line.update(p.bytes, p.total);
+          }
+        : undefined;
+      let result: AfcTransferResult;
+      try {
+        result = await cancelledBySignals((signal) => (op === 'pull' ? afc.pullFile(a, b, { onProgress, signal }) : afc.pushFile(a, b, { onProgress, signal })));
+      } finally {
+        // Also on failure: the error line must not land on the end of a half-drawn progress line.
+        if (drawn) line.done();
+      }
       const seconds = line.elapsedSeconds();
-      if (o.json) printJson({ operation: op, bytes: result.bytes, seconds, megabytesPerSecond: result.bytes / seconds / 1e6 });
+      if (o.json) printJson({ operation: op, bytes: result.bytes, path: result.path, seconds, megabytesPerSecond: result.bytes / seconds / 1e6 });
       else process.stdout.write(`${op === 'pull' ? 'pulled' : 'pushed'} ${formatBytes(result.bytes)} in ${seconds.toFixed(2)} s (${formatRate(result.bytes, seconds)})\n`);
       return;
     }
@@ -96,4 +111,22 @@ async function operate(afc: AfcClient, op: string, args: string[], o: { json: bo
       break;
   }
   if (o.json) printJson({ operation: op, ok: true });
+}
+
+/**
+ * Runs a transfer with SIGINT and SIGTERM as its cancellation, so the copy removes its part file
+ * and fails with MUXWIRE_ERR_ABORTED instead of the process dying with the part file left behind.
+ * Each handler fires once: a second Ctrl-C kills at once, for a device that no longer answers.
+ */
+async function cancelledBySignals<T>(transfer: (signal: AbortSignal) => Promise<T>): Promise<T> {
+  const controller = new AbortController();
+  const cancel = (): void => controller.abort();
+  process.once('SIGINT', cancel);
+  process.once('SIGTERM', cancel);
+  try {
+    return await transfer(controller.signal);
+  } finally {
+    process.off('SIGINT', cancel);
+    process.off('SIGTERM', cancel);
+  }
 }
