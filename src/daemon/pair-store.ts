@@ -33,7 +33,8 @@ import { EventEmitter } from 'node:events';
 import { randomUUID } from 'node:crypto';
 import { constants } from 'node:fs';
 import type { Stats } from 'node:fs';
-import { lstat, mkdir, open, readdir, readlink, unlink } from 'node:fs/promises';
+import { lstat, open, readdir, readlink, unlink } from 'node:fs/promises';
+import { makeDirectory } from '../make-directory.js';
 import type { FileHandle } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { writeFileAtomic } from '../atomic-file.js';
@@ -336,7 +337,7 @@ export class PairStore extends EventEmitter implements PairRecordStore {
   async #ensureDir(): Promise<void> {
     try {
       // Parents made on the way get the same mode: nothing under them is for other users either.
-      await mkdir(this.dir, { recursive: true, mode: PAIR_DIR_MODE });
+      await makeDirectory(this.dir, PAIR_DIR_MODE);
     } catch (err) {
       throw new MuxwireError('MUXWIRE_ERR_PAIR_DIR', `cannot create ${this.dir}: ${(err as Error).message}`, { cause: err, detail: 1 });
     }

@@ -16,6 +16,7 @@
  * makes it lazily, or takes it from a shared DeviceKeyPool), so a test may start dozens.
  */
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { makeDirectory } from '../make-directory.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MuxwireError } from '../errors.js';
@@ -187,7 +188,7 @@ export class SimulatedDevice {
     let ownsAfcRoot = false;
     if (afcRoot === undefined && opts.stateDir !== undefined) {
       afcRoot = join(opts.stateDir, 'Media');
-      await mkdir(afcRoot, { recursive: true });
+      await makeDirectory(afcRoot);
     } else if (afcRoot === undefined) {
       afcRoot = await mkdtemp(join(tmpdir(), 'muxwire-sim-media-'));
       ownsAfcRoot = true;

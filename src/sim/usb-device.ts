@@ -25,7 +25,8 @@
  */
 import { EventEmitter } from 'node:events';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
-import { lstat, mkdir, rm } from 'node:fs/promises';
+import { lstat, rm } from 'node:fs/promises';
+import { makeDirectory } from '../make-directory.js';
 import { join } from 'node:path';
 import { MuxwireError } from '../errors.js';
 import { log, type Logger } from '../log.js';
@@ -216,7 +217,7 @@ export class SimUsbDevice extends EventEmitter {
   /** Plugs the device in: creates the socket. Resolves with its path once it accepts hosts. */
   async plug(): Promise<string> {
     if (this.#server) return this.socketPath;
-    await mkdir(this.#busDir, { recursive: true });
+    await makeDirectory(this.#busDir);
     const server = createServer((socket) => this.#onConnection(socket));
     try {
       await listen(server, this.socketPath);

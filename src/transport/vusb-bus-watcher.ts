@@ -10,7 +10,8 @@
  * the same inode back, and comparing inodes alone would miss the replug.
  */
 import { watch, type FSWatcher } from 'node:fs';
-import { lstat, mkdir, readdir } from 'node:fs/promises';
+import { lstat, readdir } from 'node:fs/promises';
+import { makeDirectory } from '../make-directory.js';
 import { join } from 'node:path';
 import { MuxwireError } from '../errors.js';
 import type { Logger } from '../log.js';
@@ -60,7 +61,7 @@ export class VusbBusWatcher {
   async start(): Promise<void> {
     if (this.#running) return;
     const { dir, log, pollIntervalMs } = this.#opts;
-    await mkdir(dir, { recursive: true });
+    await makeDirectory(dir);
     this.#running = true;
     try {
       this.#watcher = watch(dir, { persistent: false }, () => this.rescan());

@@ -18,6 +18,7 @@
 import { EventEmitter } from 'node:events';
 import { createReadStream } from 'node:fs';
 import { cp, mkdir, readFile, readdir, rename, rm, stat, statfs, writeFile } from 'node:fs/promises';
+import { makeDirectory } from '../../make-directory.js';
 import { randomBytes } from 'node:crypto';
 import { dirname, join } from 'node:path';
 import type { Duplex } from 'node:stream';
@@ -145,7 +146,7 @@ export class BackupClient extends EventEmitter {
   /** Backs the device up into `<dir>/<UDID>/` (created if missing). */
   async backup(dir: string, opts: BackupOptions = {}): Promise<BackupResult> {
     const udid = this.#device.udid;
-    await mkdir(join(dir, udid), { recursive: true });
+    await makeDirectory(join(dir, udid));
     return this.#run(dir, opts.signal, async (lockdown, mb2, afc) => {
       await writeInfoPlist(join(dir, udid, 'Info.plist'), udid, lockdown, await listBackupApps(this.#mux, lockdown), afc!);
       await mb2.send(
