@@ -60,6 +60,17 @@ test('list prints the device, and --json gives one JSON document', async () => {
   assert.deepEqual(devices.map((d) => [d.udid, d.connectionType]), [[sim.udid, 'USB']]);
 });
 
+test('list -u shows only that device, and a UDID with no entry is MUXWIRE_ERR_NO_DEVICE', async () => {
+  const one = await muxwire(['list', '--socket', socket, '-u', sim.udid]);
+  assert.equal(one.code, 0, one.stderr);
+  assert.equal(one.stdout.trim().split('\n').length, 1);
+  assert.ok(one.stdout.startsWith(`${sim.udid}\tUSB`), one.stdout);
+  const none = await muxwire(['list', '--socket', socket, '-u', '00008030-00000000DEADBEEF']);
+  assert.equal(none.code, 1);
+  assert.equal(none.stdout, '');
+  assert.match(none.stderr, /^muxwire list: no device with UDID 00008030-00000000DEADBEEF \(MUXWIRE_ERR_NO_DEVICE\)\n$/);
+});
+
 test('info without a pairing fails with one line and a non-zero exit, then works after pair', async () => {
   const before = await muxwire(['info', '-k', 'ProductVersion', '--socket', socket]);
   assert.equal(before.code, 1);

@@ -1,3 +1,4 @@
+import { MuxwireError } from '../../errors.js';
 import { COMMON_HELP, makeClient, parseCommand, printJson, runCommand } from '../common.js';
 
 const HELP = `usage: muxwire list [options]
@@ -6,14 +7,17 @@ Lists the devices the usbmuxd daemon has attached: UDID, connection (USB or Netw
 and the product id (USB) or the address the daemon reaches it at (Network). A device on USB and on
 the network at once has one line for each.
 
+options:
   -n, --network   list only network (Wi-Fi) entries
+  -u, --udid UDID list only that device's entries (none: MUXWIRE_ERR_NO_DEVICE)
 
 ${COMMON_HELP}`;
 
 export function run(argv: string[]): Promise<number> {
   return runCommand('list', HELP, argv, async () => {
     const { values } = parseCommand(argv, { network: { type: 'boolean', short: 'n' } }, false);
-    const devices = (await makeClient(values).listDevices()).filter((d) => !values.network || d.connectionType === 'Network');
+    const devices = (await makeClient(values).listDevices()).filter((d) => (!values.network || d.connectionType === 'Network') && (values.udid === undefined || d.udid === values.udid));
+    if (values.udid !== undefined && devices.length === 0) throw new MuxwireError('MUXWIRE_ERR_NO_DEVICE', `no device with UDID ${values.udid}${values.network ? ' on the network' : ''}`);
     if (values.json) {
       printJson(devices.map(({ properties: _p, ...d }) => d));
       return;
