@@ -194,8 +194,10 @@ export class SimulatedDevice {
       ownsAfcRoot = true;
     }
     const root = afcRoot;
-    // A root that cannot be served fails here (MUXWIRE_ERR_AFC_ROOT), before the device is plugged
-    // in and says it is ready, not at each AFC session later.
+    // A missing root is made; one that cannot be served (a file, no permission) fails here with
+    // MUXWIRE_ERR_AFC_ROOT, before the device is plugged in and says it is ready, not at each AFC
+    // session later.
+    if (!ownsAfcRoot) await makeDirectory(root).catch(() => undefined);
     await AfcRoot.open(root);
     let backupRoot = opts.backupRoot;
     let ownsBackupRoot = false;

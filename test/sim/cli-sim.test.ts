@@ -150,16 +150,20 @@ describe('muxwire sim', () => {
     assert.equal(existsSync(ready!.path), false);
   });
 
-  test('an --afc-root that is not a directory fails before the ready line, with MUXWIRE_ERR_AFC_ROOT', async () => {
+  test('an --afc-root that is a file fails before the ready line, with MUXWIRE_ERR_AFC_ROOT; a missing one is made', async () => {
     const dir = await tempDir();
     const file = join(dir, 'a-file');
     await writeFile(file, 'x');
-    for (const root of [file, join(dir, 'missing')]) {
-      const run = sim(['--vusb-dir', join(dir, 'bus'), '--afc-root', root]);
-      assert.equal(await run.exited, 1);
-      assert.deepEqual(run.lines, [], 'no ready line');
-      assert.match(run.stderr(), /^muxwire sim: AFC root .+ is not a usable directory: .+ \(MUXWIRE_ERR_AFC_ROOT\)\n$/);
-    }
+    const run = sim(['--vusb-dir', join(dir, 'bus'), '--afc-root', file]);
+    assert.equal(await run.exited, 1);
+    assert.deepEqual(run.lines, [], 'no ready line');
+    assert.match(run.stderr(), /^muxwire sim: AFC root .+ is not a usable directory: .+ \(MUXWIRE_ERR_AFC_ROOT\)\n$/);
+    const missing = join(dir, 'made', 'Media');
+    const made = sim(['--vusb-dir', join(dir, 'bus'), '--afc-root', missing]);
+    await made.ready(1);
+    assert.ok(existsSync(missing));
+    made.child.kill('SIGTERM');
+    assert.equal(await made.exited, 0);
   });
 
   test('refuses bad options with one line and a code', async () => {

@@ -35,8 +35,8 @@ options:
   --name N            DeviceName (default: Muxwire's iPhone)
   --product-type T    ProductType, e.g. iPhone15,2 (default)
   --ios VERSION       ProductVersion, e.g. 17.5 (default)
-  --afc-root DIR      directory served over AFC (default: <state-dir>/Media, else a temporary
-                      directory removed on exit)
+  --afc-root DIR      directory served over AFC, made if missing (default: <state-dir>/Media,
+                      else a temporary directory removed on exit)
   --backup-root DIR   the content mobilebackup2 backs up and restores, DIR/<Domain>/<path>
                       (default: <state-dir>/Backup, else a temporary directory with a small
                       built-in set, removed on exit; with --count N, each device uses DIR/sim-<i>)
