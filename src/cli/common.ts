@@ -6,6 +6,7 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { MuxwireError } from '../errors.js';
 import { UsbmuxClient } from '../client/usbmux-client.js';
+import { readTcpToken } from '../daemon/access-policy.js';
 import { reportFailure } from './main.js';
 
 export const COMMON_OPTIONS = {
@@ -14,6 +15,7 @@ export const COMMON_OPTIONS = {
   json: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
   timeout: { type: 'string' },
+  'tcp-token': { type: 'string' },
 } as const satisfies ParseArgsConfig['options'];
 
 /** The values of the common options, once parsed. */
@@ -23,6 +25,7 @@ export interface CommonValues {
   json?: boolean;
   help?: boolean;
   timeout?: string;
+  'tcp-token'?: string;
 }
 
 export const COMMON_HELP = `common options:
@@ -32,6 +35,8 @@ export const COMMON_HELP = `common options:
   -u, --udid UDID the device to use (default: the first USB device)
   --json          print one JSON document instead of text
   --timeout MS    deadline for each request to the daemon (default 5000)
+  --tcp-token FILE  the token of a muxwire daemon's TCP listener (its --tcp-token file;
+                  default: $MUXWIRE_TCP_TOKEN_FILE); sent first on TCP sockets only
   -h, --help      this help`;
 
 /** Parses argv with the common options plus `extra`; unknown options are a coded error. */
@@ -61,9 +66,12 @@ export function parseTimeout(text: string | undefined): number | undefined {
   return ms;
 }
 
-export function makeClient(values: { socket?: string; timeout?: string }): UsbmuxClient {
+export function makeClient(values: { socket?: string; timeout?: string; 'tcp-token'?: string }): UsbmuxClient {
   if (values.socket === '') throw new MuxwireError('MUXWIRE_ERR_BAD_ADDRESS', '--socket is empty');
-  return new UsbmuxClient({ address: values.socket, timeoutMs: parseTimeout(values.timeout), progName: 'muxwire' });
+  // The same file the daemon reads (0600, 16..4096 bytes of text), so one file serves both ends.
+  const tokenFile = values['tcp-token'] ?? (process.env.MUXWIRE_TCP_TOKEN_FILE || undefined);
+  const token = tokenFile !== undefined ? readTcpToken(tokenFile).toString('utf8') : undefined;
+  return new UsbmuxClient({ address: values.socket, timeoutMs: parseTimeout(values.timeout), progName: 'muxwire', ...(token !== undefined ? { token } : {}) });
 }
 
 /** Runs a command body, turning any failure into one line on stderr and exit status 1 (2 for a usage error). */

@@ -25,6 +25,11 @@ export interface UsbmuxClientOptions {
   progName?: string;
   /** Start with the binary protocol instead of plist. */
   protocol?: 'plist' | 'binary';
+  /**
+   * The token of a muxwire daemon's TCP listener (`muxwire daemon --tcp-token FILE`): sent as
+   * `{MessageType: Authenticate, Token}` first on every TCP socket. Ignored on UNIX sockets.
+   */
+  token?: string;
 }
 
 /** What a pair-record store needs; the lockdown client pairs through it (src/lockdown). */
@@ -39,6 +44,7 @@ export class UsbmuxClient implements MuxdPairRecordApi {
   readonly timeoutMs: number;
   readonly progName: string;
   #protocol: 'plist' | 'binary';
+  readonly #token: string | undefined;
   #tag = 1;
 
   constructor(options: UsbmuxClientOptions = {}) {
@@ -46,6 +52,7 @@ export class UsbmuxClient implements MuxdPairRecordApi {
     this.timeoutMs = options.timeoutMs ?? 5000;
     this.progName = options.progName ?? (basename(process.argv[1] ?? 'node').replace(/\.js$/, '') || 'muxwire');
     this.#protocol = options.protocol ?? 'plist';
+    this.#token = options.token;
   }
 
   /** The protocol in use: plist until a daemon answers BADVERSION. */
@@ -92,7 +99,7 @@ export class UsbmuxClient implements MuxdPairRecordApi {
     const deviceId = typeof device === 'number' ? device : device.deviceId;
     const timeoutMs = options.timeoutMs ?? this.timeoutMs;
     for (;;) {
-      const conn = await MuxdConnection.open(this.address, timeoutMs);
+      const conn = await this.#open(timeoutMs);
       try {
         const tag = this.#nextTag();
         if (this.#protocol === 'plist') {
@@ -165,6 +172,24 @@ export class UsbmuxClient implements MuxdPairRecordApi {
     throw unexpected('ListListeners', reply);
   }
 
+  /**
+   * A socket to the daemon, authenticated first when a token is set and the daemon is reached over
+   * TCP (access-policy.ts on the daemon's side: Result 0, or 13 and a closed socket).
+   */
+  async #open(timeoutMs: number): Promise<MuxdConnection> {
+    const conn = await MuxdConnection.open(this.address, timeoutMs);
+    if (this.#token === undefined || this.address.kind !== 'tcp') return conn;
+    try {
+      conn.send({ kind: 'plist', tag: this.#nextTag(), version: 1, plist: plistRequest('Authenticate', { Token: this.#token }, this.progName) });
+      const number = resultNumber(messageBody(await conn.next(timeoutMs, 'Authenticate result')));
+      if (number === ResultCode.OK) return conn;
+      throw new MuxwireError('MUXWIRE_ERR_ACCESS_DENIED', `the daemon refused the TCP token (result ${number ?? 'none'})`, { detail: number });
+    } catch (err) {
+      conn.close();
+      throw err;
+    }
+  }
+
   #nextTag(): number {
     const tag = this.#tag;
     this.#tag = (this.#tag % 0x7fffffff) + 1;
@@ -173,7 +198,7 @@ export class UsbmuxClient implements MuxdPairRecordApi {
 
   /** One plist request on a fresh socket; returns the reply's dictionary (or Result). */
   async #plistCall(messageType: string, fields: PlistDict): Promise<PlistDict> {
-    const conn = await MuxdConnection.open(this.address, this.timeoutMs);
+    const conn = await this.#open(this.timeoutMs);
     try {
       conn.send({ kind: 'plist', tag: this.#nextTag(), version: 1, plist: plistRequest(messageType, fields, this.progName) });
       const reply = await conn.next(this.timeoutMs, `${messageType} reply`);
@@ -185,7 +210,7 @@ export class UsbmuxClient implements MuxdPairRecordApi {
 
   async #openListen(): Promise<MuxdConnection> {
     for (;;) {
-      const conn = await MuxdConnection.open(this.address, this.timeoutMs);
+      const conn = await this.#open(this.timeoutMs);
       const tag = this.#nextTag();
       if (this.#protocol === 'plist') {
         conn.send({ kind: 'plist', tag, version: 1, plist: plistRequest('Listen', {}, this.progName) });
@@ -206,6 +231,7 @@ export class UsbmuxClient implements MuxdPairRecordApi {
       }
       if (number !== 0) {
         conn.close();
+        if (number === RESULT_ACCESS_DENIED) throw accessDenied('Listen');
         throw new MuxwireError('MUXWIRE_ERR_DAEMON', `usbmuxd refused Listen (result ${number})`, { detail: number });
       }
       return conn;
@@ -252,8 +278,18 @@ function resultNumber(reply: PlistDict): number | undefined {
   return undefined;
 }
 
+/** Result 13 (EACCES): a muxwire daemon's access policy said no (`--pair-access`, `--tcp-token`). */
+const RESULT_ACCESS_DENIED = 13;
+
+function accessDenied(what: string): MuxwireError {
+  return new MuxwireError('MUXWIRE_ERR_ACCESS_DENIED', `usbmuxd refused ${what}: access denied (result 13; the daemon's --pair-access, or its --tcp-token: give it with --tcp-token FILE)`, {
+    detail: RESULT_ACCESS_DENIED,
+  });
+}
+
 function unexpected(what: string, reply: PlistDict): MuxwireError {
   const number = resultNumber(reply);
+  if (number === RESULT_ACCESS_DENIED) return accessDenied(what);
   return new MuxwireError(
     'MUXWIRE_ERR_DAEMON',
     number !== undefined ? `usbmuxd answered ${what} with result ${number}` : `usbmuxd sent an unexpected reply to ${what}`,
@@ -268,5 +304,6 @@ function connectError(number: number | undefined, deviceId: number, port: number
   if (number === ResultCode.BADDEV) {
     return new MuxwireError('MUXWIRE_ERR_NO_DEVICE', `device ${deviceId} is not attached`, { detail: number });
   }
+  if (number === RESULT_ACCESS_DENIED) return accessDenied(`Connect to ${deviceId}:${port}`);
   return new MuxwireError('MUXWIRE_ERR_DAEMON', `usbmuxd refused Connect to ${deviceId}:${port} (result ${number})`, { detail: number });
 }

@@ -21,8 +21,10 @@ import { serveBenchServices } from '../../src/sim/bench-services.js';
 import { encodeXmlPlist, decodePlist } from '../../src/protocol/plist.js';
 import { isMuxwireError } from '../../src/errors.js';
 import { RawClient } from './helpers/raw-client.js';
+import { UsbmuxClient } from '../../src/client/usbmux-client.js';
 
 const CLIENT = fileURLToPath(new URL('./helpers/pair-access-client.js', import.meta.url));
+const CLI = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
 const NOBODY = 65534;
 const UDID = '00008030-00000000000A11CE';
 let dir: string;
@@ -207,4 +209,41 @@ test('a TCP listener with a token: Authenticate first, then served; a wrong toke
   } finally {
     unix.close();
   }
+});
+
+test("our client and CLI authenticate to a token TCP listener (--tcp-token FILE, MUXWIRE_TCP_TOKEN_FILE); without it, or with a wrong one, MUXWIRE_ERR_ACCESS_DENIED", async () => {
+  const token = 'a-token-of-enough-length-0002';
+  const { daemon, socketPath, deviceId } = await startDaemon('tcp-client', { listen: [{ host: '127.0.0.1', port: 0 }], tcpToken: Buffer.from(token) });
+  const address = daemon.addresses.find((a) => a.startsWith('127.0.0.1'))!;
+  const withToken = new UsbmuxClient({ address, token });
+  assert.deepEqual((await withToken.listDevices()).map((d) => d.deviceId), [deviceId]);
+  const tunnel = await withToken.connect(deviceId, 7); // the echo service, behind Authenticate
+  tunnel.end('ping');
+  assert.equal((await new Promise<Buffer>((resolve) => tunnel.once('data', resolve))).toString(), 'ping');
+  tunnel.destroy();
+  for (const client of [new UsbmuxClient({ address }), new UsbmuxClient({ address, token: token + 'x' })]) {
+    await assert.rejects(client.listDevices(), (e) => isMuxwireError(e, 'MUXWIRE_ERR_ACCESS_DENIED'));
+  }
+  // A token on a UNIX socket is not sent: the UNIX listener has no handshake.
+  assert.equal((await new UsbmuxClient({ address: `UNIX:${socketPath}`, token }).listDevices()).length, 1);
+
+  const file = join(dir, 'client-token');
+  await writeFile(file, token + '\n', { mode: 0o600 });
+  const run = (args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number | null; stdout: string; stderr: string }> =>
+    new Promise((resolve) => {
+      const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+      let stdout = '';
+      let stderr = '';
+      child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
+      child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+      child.on('exit', (code) => resolve({ code, stdout, stderr }));
+    });
+  const byOption = await run(['list', '--socket', address, '--tcp-token', file]);
+  assert.equal(byOption.code, 0, byOption.stderr);
+  assert.match(byOption.stdout, new RegExp(`^${UDID}\\tUSB`));
+  const byEnv = await run(['list', '--socket', address], { MUXWIRE_TCP_TOKEN_FILE: file });
+  assert.equal(byEnv.code, 0, byEnv.stderr);
+  const without = await run(['list', '--socket', address]);
+  assert.equal(without.code, 1);
+  assert.match(without.stderr, /^muxwire list: usbmuxd refused ListDevices: access denied .*--tcp-token FILE\) \(MUXWIRE_ERR_ACCESS_DENIED\)\n$/);
 });
