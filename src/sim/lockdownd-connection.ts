@@ -94,6 +94,7 @@ export class LockdowndConnection {
     }
     const request = value.Request;
     if (this.#log.enabled('debug')) this.#log.debug(`→ ${request}`);
+    this.#ctx.syslog.log('lockdownd', LOCKDOWND_PID, 'Notice', `${request}${describeFields(requestFields(value))} from ${this.#session ? 'a host in a session' : 'a host'}`);
     switch (request) {
       case 'QueryType':
         return this.#reply(request, { Type: LOCKDOWN_TYPE });
@@ -241,6 +242,7 @@ export class LockdowndConnection {
     const key = ssl ? await this.#ctx.identity.deviceKey() : undefined;
     const port = await this.#ctx.openServicePort(name, handler, ssl && host && key ? { host, key: key.privateKey } : undefined);
     this.#reply('StartService', ssl ? { ...echo, Port: port, EnableServiceSSL: true } : { ...echo, Port: port });
+    this.#ctx.syslog.log('lockdownd', LOCKDOWND_PID, 'Notice', `started ${name} on port ${port}${ssl ? ' (SSL)' : ''}`);
   }
 }
 
@@ -283,4 +285,14 @@ function describeFields(fields: PlistDict): string {
   let text = '';
   for (const [k, v] of Object.entries(fields)) if (typeof v === 'string') text += ` ${k}=${v}`;
   return text;
+}
+
+/** lockdownd's pid in the simulated device's log (a small number, as on a device). */
+const LOCKDOWND_PID = 63;
+
+/** The fields of a request worth a log line: what it names, never a record or a key. */
+function requestFields(req: PlistDict): PlistDict {
+  const fields: PlistDict = {};
+  for (const k of ['Domain', 'Key', 'Service'] as const) if (typeof req[k] === 'string') fields[k] = req[k];
+  return fields;
 }

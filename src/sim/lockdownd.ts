@@ -20,9 +20,12 @@ import { SimPairing, parseTrustMode, type TrustMode, type TrustedHost } from './
 import type { ServiceHandler, ServiceRegistry } from './service-registry.js';
 import { LockdowndConnection, acceptPeer } from './lockdownd-connection.js';
 import { NotificationCenter, NOTIFY_REQUEST_PAIR, serveNotificationProxy } from './notification-proxy.js';
+import { DeviceSyslog } from './syslog-relay.js';
 
 /** lockdownd's device port (0xF27E). */
 export const LOCKDOWN_PORT = 62078;
+/** The service that streams the device's system log. */
+export const SYSLOG_RELAY_SERVICE = 'com.apple.syslog_relay';
 
 /** The part of DeviceMux lockdownd uses (DeviceMux satisfies it). */
 export interface LockdownMux {
@@ -46,7 +49,7 @@ export interface LockdowndOptions {
   enableServiceSSL?: boolean;
   /**
    * Services StartService can start. The notification proxies (`com.apple.mobile.notification_proxy`
-   * and the insecure one) are added unless the map has its own.
+   * and the insecure one) and `com.apple.syslog_relay` are added unless the map has its own.
    */
   services?: ServiceRegistry;
   /** Where trusted hosts are persisted (default: the identity's state directory). */
@@ -62,6 +65,8 @@ export interface LockdowndContext {
   pairing: SimPairing;
   services: ServiceRegistry;
   enableServiceSSL: boolean;
+  /** The device's system log (syslog-relay.ts): lockdownd writes its requests there. */
+  syslog: DeviceSyslog;
   /** Opens an ephemeral port for one connection to `name`; resolves with it once it is served. */
   openServicePort(name: string, handler: ServiceHandler, tls?: { host: TrustedHost; key: KeyObject }): Promise<number>;
 }
@@ -72,6 +77,8 @@ export class Lockdownd {
   readonly values: DeviceValues;
   /** Darwin notifications relayed by the notification proxy services. */
   readonly notifications = new NotificationCenter();
+  /** The device's system log, streamed by `com.apple.syslog_relay`. */
+  readonly syslog: DeviceSyslog;
   readonly #mux: LockdownMux;
   readonly #opts: LockdowndOptions;
   readonly #services: ServiceRegistry;
@@ -90,6 +97,8 @@ export class Lockdownd {
     this.#opts = opts;
     this.#log = rootLog.child({ sim: opts.identity.udid, svc: 'lockdownd' });
     this.#services = new Map(opts.services ?? []);
+    this.syslog = new DeviceSyslog(() => this.identity.deviceName);
+    if (!this.#services.has(SYSLOG_RELAY_SERVICE)) this.#services.set(SYSLOG_RELAY_SERVICE, (stream) => this.syslog.serve(stream));
     for (const name of ['com.apple.mobile.notification_proxy', 'com.apple.mobile.insecure_notification_proxy']) {
       if (!this.#services.has(name)) {
         const log = this.#log.child({ svc: name });
@@ -140,6 +149,7 @@ export class Lockdownd {
       pairing: this.pairing,
       services: this.#services,
       enableServiceSSL: this.#opts.enableServiceSSL ?? false,
+      syslog: this.syslog,
       openServicePort: (name, handler, tls) => this.#openServicePort(name, handler, tls),
     };
     const log = this.#log.child({ conn: this.#nextConnection++ });

@@ -95,6 +95,29 @@ test('ideviceinfo reads all values in a TLS session, -s without pairing, and -k 
   assert.equal(key.stdout.trim(), '17.5');
 });
 
+test("idevicesyslog streams the device's log: lockdownd's requests appear as they happen, and the relay ends with the tool", async (t) => {
+  if (!requirePeer(t, 'idevicesyslog', 'ideviceinfo')) return;
+  const child = spawn('idevicesyslog', ['-u', udid('main')], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  children.push(child);
+  let out = '';
+  let err = '';
+  child.stdout.on('data', (c: Buffer) => (out += c.toString()));
+  child.stderr.on('data', (c: Buffer) => (err += c.toString()));
+  const until = async (what: string, ok: () => boolean): Promise<void> => {
+    for (let i = 0; i < 1500 && !ok(); i++) await new Promise((r) => setTimeout(r, 20));
+    assert.ok(ok(), `${what}; stdout: ${out} stderr: ${err}`);
+  };
+  await until('idevicesyslog connected', () => out.includes('[connected]'));
+  const info = await run('ideviceinfo', ['-u', udid('main'), '-k', 'ProductType']);
+  assert.equal(info.code, 0, info.stderr);
+  // idevicesyslog parsed each entry as a device's (it prints them without the host name).
+  await until('the GetValue was logged', () => /^[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d lockdownd\[63\] <Notice>: GetValue Key=ProductType from a host in a session$/m.test(out));
+  assert.equal(sims.main!.lockdownd.syslog.relays, 1);
+  child.kill('SIGINT');
+  await once(child, 'exit');
+  await until('the relay is gone', () => sims.main!.lockdownd.syslog.relays === 0);
+});
+
 test('idevicename reads and sets the device name', async (t) => {
   if (!requirePeer(t, 'idevicename')) return;
   const before = await run('idevicename', ['-u', udid('main')]);
