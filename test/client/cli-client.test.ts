@@ -147,6 +147,8 @@ test('bad input gets one readable line and a non-zero exit', async () => {
     [['list', '--bogus'], /MUXWIRE_ERR_BAD_ARGUMENT/],
     [['pair', '--socket', socket, '--trust-timeout', 'soon'], /--trust-timeout must be a positive number/],
     [['demo', '--size', '0'], /--size must be 1\.\.4096 MiB/],
+    [['demo', '--size', '0.001'], /--size must be 1\.\.4096 MiB, not '0\.001'/],
+    [['demo', '--socket', '/x'], /Unknown option '--socket' \(MUXWIRE_ERR_BAD_ARGUMENT\)/],
   ];
   for (const [args, pattern] of cases) {
     const r = await muxwire(args);
@@ -205,6 +207,7 @@ test('runs through a symlinked bin, as npx and npm install -g start it', async (
 test('demo runs daemon, simulated device, pairing and an AFC transfer end to end and cleans up', async () => {
   const r = await muxwire(['demo', '--size', '4', '--json']);
   assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.stderr, '', 'no warning about the demo\'s own private socket');
   const report = JSON.parse(r.stdout) as { ok: boolean; steps: { step: string; detail: string }[] };
   assert.equal(report.ok, true);
   assert.deepEqual(

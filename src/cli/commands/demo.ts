@@ -9,6 +9,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { parseArgs } from 'node:util';
 import { MuxwireError } from '../../errors.js';
 import { UsbmuxClient } from '../../client/usbmux-client.js';
 import { openLockdown, startService } from '../../client/device-services.js';
@@ -17,7 +18,7 @@ import { MuxDaemon } from '../../daemon/mux-daemon.js';
 import { VusbSource } from '../../transport/vusb-source.js';
 import { SimulatedDevice } from '../../sim/simulator.js';
 import { formatBytes, formatRate } from '../device-command.js';
-import { parseCommand, printJson, runCommand } from '../common.js';
+import { printJson, runCommand } from '../common.js';
 
 const HELP = `usage: muxwire demo [--size MIB] [--json]
 
@@ -34,6 +35,18 @@ options:
   --json       print one JSON document
   -h, --help   this help`;
 
+/**
+ * The demo's own options only: it runs its own daemon and device, so the client commands' common
+ * options (--socket, -u, --timeout) would be accepted and ignored.
+ */
+function parseDemoArgs(argv: string[]): { size?: string; json?: boolean } {
+  try {
+    return parseArgs({ args: argv, options: { size: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } }, allowPositionals: false, strict: true }).values;
+  } catch (err) {
+    throw new MuxwireError('MUXWIRE_ERR_BAD_ARGUMENT', (err as Error).message.split('\n')[0] ?? 'bad arguments');
+  }
+}
+
 interface Step {
   step: string;
   detail: string;
@@ -41,9 +54,11 @@ interface Step {
 
 export function run(argv: string[]): Promise<number> {
   return runCommand('demo', HELP, argv, async () => {
-    const { values } = parseCommand(argv, { size: { type: 'string' } }, false);
+    const values = parseDemoArgs(argv);
     const sizeMiB = values.size !== undefined ? Number(values.size) : 64;
-    if (!(sizeMiB > 0 && sizeMiB <= 4096)) throw new MuxwireError('MUXWIRE_ERR_BAD_ARGUMENT', '--size must be 1..4096 MiB');
+    if (values.size !== undefined && (!/^\d+$/.test(values.size) || sizeMiB < 1 || sizeMiB > 4096)) {
+      throw new MuxwireError('MUXWIRE_ERR_BAD_ARGUMENT', `--size must be 1..4096 MiB, not '${values.size}'`);
+    }
     const json = values.json === true;
     const steps: Step[] = [];
     const say = (step: string, detail: string): void => {
@@ -59,7 +74,8 @@ export function run(argv: string[]): Promise<number> {
     try {
       await mkdir(busDir);
       await mkdir(join(dir, 'Media'));
-      daemon = new MuxDaemon({ socketPath, pairDir: join(dir, 'lockdown') });
+      // 0600: only this process uses the socket (and the daemon has nothing to warn about).
+      daemon = new MuxDaemon({ socketPath, socketMode: 0o600, pairDir: join(dir, 'lockdown') });
       await daemon.start();
       await daemon.addSource(new VusbSource({ dir: busDir }));
       say('daemon', `listening on UNIX:${socketPath}, devices from vusb bus ${busDir}`);
