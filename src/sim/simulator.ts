@@ -18,13 +18,15 @@
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { makeDirectory } from '../make-directory.js';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { MuxwireError } from '../errors.js';
 import { log as rootLog } from '../log.js';
 import type { Logger } from '../log.js';
 import type { DeviceLink } from '../transport/device-link.js';
 import { PID_IPHONE, speedToBitsPerSecond } from '../transport/usb-ids.js';
 import { serveAfc } from './afc-server.js';
+import { DIAGNOSTICS_RELAY_OLD_SERVICE, DIAGNOSTICS_RELAY_SERVICE, serveDiagnosticsRelay } from './diagnostics-relay.js';
+import type { DiagnosticsDevice } from './diagnostics-relay.js';
 import { AfcRoot } from './afc-fs.js';
 import type { AfcServerOptions } from './afc-server.js';
 import { serveBenchServices } from './bench-services.js';
@@ -55,6 +57,8 @@ import { SimUsbDevice } from './usb-device.js';
 
 /** The lockdown service name of AFC over the media partition. */
 export const AFC_SERVICE = 'com.apple.afc';
+/** How long a restarting device stays unplugged (a real one takes tens of seconds; hosts only need to see it go). */
+export const RESTART_OFF_MS = 1000;
 
 /** idProduct by device class, as Apple's devices report them (usbmux.md §1.1 range 0x1290–0x12AF). */
 const PRODUCT_IDS: Record<string, number> = { iPhone: PID_IPHONE, iPad: 0x12ab, iPod: 0x12aa };
@@ -217,8 +221,21 @@ export class SimulatedDevice {
     const contentRoot = backupRoot;
     const digests = new DigestCache();
     const backupLog = rootLog.child({ sim: identity.udid, svc: 'mobilebackup2' });
-    // lockdownd is made below; the service reads its values only once a host connects.
+    // lockdownd and the device are made below; the services use them only once a host connects.
     let lockdowndRef: Lockdownd | undefined;
+    let deviceRef: SimulatedDevice | undefined;
+    const diagnostics: DiagnosticsDevice = {
+      productVersion: () => identity.productVersion,
+      gestalt: async () => {
+        const r = await lockdowndRef!.values.get(undefined, undefined, true);
+        const values = 'value' in r && isPlistDict(r.value) ? r.value : {};
+        // MobileGestalt's names for what lockdown calls UniqueDeviceID and WiFiAddress.
+        return { ...values, UniqueDeviceID: identity.udid, ...(values.WiFiAddress !== undefined ? { WifiAddress: values.WiFiAddress } : {}) };
+      },
+      restart: () => deviceRef!.restart(),
+      shutdown: () => deviceRef!.unplug(),
+    };
+    const diagnosticsLog = rootLog.child({ sim: identity.udid, svc: 'diagnostics_relay' });
     const services = createServiceRegistry([
       [AFC_SERVICE, (stream) => void serveAfc(stream, { ...opts.afc, root, deviceModel: identity.productType })],
       [
@@ -238,6 +255,8 @@ export class SimulatedDevice {
       // The apps a backup lists are the AppDomain-<id> domains of the backup content.
       [INSTALLATION_PROXY_SERVICE, (stream) => serveInstallationProxy(stream, contentRoot)],
       [SPRINGBOARD_SERVICE, (stream) => serveSpringboardServices(stream, contentRoot)],
+      [DIAGNOSTICS_RELAY_SERVICE, (stream) => serveDiagnosticsRelay(stream, diagnostics, diagnosticsLog)],
+      [DIAGNOSTICS_RELAY_OLD_SERVICE, (stream) => serveDiagnosticsRelay(stream, diagnostics, diagnosticsLog)],
     ]);
     const ports = new DevicePorts(mux);
     const lockdownd = new Lockdownd({
@@ -259,7 +278,8 @@ export class SimulatedDevice {
       if (ownsBackupRoot) await rm(contentRoot, { recursive: true, force: true });
       throw err;
     }
-    return new SimulatedDevice({ identity, mux, ports, lockdownd, bench, afcRoot: root, ownsAfcRoot, backupRoot: contentRoot, ownsBackupRoot, productId, speed });
+    deviceRef = new SimulatedDevice({ identity, mux, ports, lockdownd, bench, afcRoot: root, ownsAfcRoot, backupRoot: contentRoot, ownsBackupRoot, productId, speed });
+    return deviceRef;
   }
 
   get udid(): string {
@@ -301,6 +321,20 @@ export class SimulatedDevice {
     if (usb) await usb.unplug();
     this.#link?.unplug();
     this.mux.detach();
+  }
+
+  /**
+   * Restarts as the diagnostics relay's Restart does: the USB side unplugs (every connection ends,
+   * the host sees a detach) and plugs back into the same bus after `offMs`. The identity and the
+   * pairings stay. Only on a vusb bus: an in-process link belongs to the daemon that made it.
+   */
+  async restart(offMs = RESTART_OFF_MS): Promise<void> {
+    const path = this.socketPath;
+    if (path === undefined) throw new MuxwireError('MUXWIRE_ERR_BUSY', `device ${this.udid} can restart only on a vusb bus`);
+    this.#log.info('restarting');
+    await this.unplug();
+    await new Promise((resolve) => setTimeout(resolve, offMs));
+    if (!this.#closed) await this.plug(dirname(path));
   }
 
   /**

@@ -118,6 +118,41 @@ test("idevicesyslog streams the device's log: lockdownd's requests appear as the
   await until('the relay is gone', () => sims.main!.lockdownd.syslog.relays === 0);
 });
 
+test('idevicediagnostics reads the battery and MobileGestalt, and restart makes the device detach and attach again, still paired', async (t) => {
+  if (!requirePeer(t, 'idevicediagnostics', 'idevicepair', 'idevice_id')) return;
+  // A device of its own: a restart must not cut the other tests' device away.
+  const phone = await SimulatedDevice.create({ trust: 'accept', iosVersion: '16.4', benchPorts: false });
+  try {
+    await phone.plug(join(dir, 'bus'));
+    const id = phone.udid;
+    for (let i = 0; i < 400 && !daemon.registry.visible().some((d) => d.properties.serialNumber === id); i++) await new Promise((r) => setTimeout(r, 25));
+    assert.equal((await run('idevicepair', ['-u', id, 'pair'])).code, 0);
+    const gas = await run('idevicediagnostics', ['-u', id, 'diagnostics', 'GasGauge']);
+    assert.equal(gas.code, 0, gas.stderr);
+    assert.match(gas.stdout, /<key>CycleCount<\/key>\s*<integer>127<\/integer>/);
+    const gestalt = await run('idevicediagnostics', ['-u', id, 'mobilegestalt', 'ProductType']);
+    assert.equal(gestalt.code, 0, gestalt.stderr);
+    assert.match(gestalt.stdout, new RegExp(`<key>ProductType</key>\\s*<string>${phone.identity.productType}</string>`));
+    const battery = await run('idevicediagnostics', ['-u', id, 'ioregentry', 'AppleSmartBattery']);
+    assert.equal(battery.code, 0, battery.stderr);
+    const before = daemon.registry.visible().find((d) => d.properties.serialNumber === id)!.id;
+    const restart = await run('idevicediagnostics', ['-u', id, 'restart']);
+    assert.equal(restart.code, 0, restart.stderr);
+    assert.match(restart.stdout, /Restarting device/);
+    // Gone, then back under a new device id, and still paired (the record and the device's trust stay).
+    let after: number | undefined;
+    for (let i = 0; i < 600; i++) {
+      after = daemon.registry.visible().find((d) => d.properties.serialNumber === id)?.id;
+      if (after !== undefined && after !== before) break;
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    assert.ok(after !== undefined && after !== before, `the device came back under a new id (before ${before}, after ${after})`);
+    assert.equal((await run('idevicepair', ['-u', id, 'validate'])).code, 0);
+  } finally {
+    await phone.close();
+  }
+});
+
 test('idevicename reads and sets the device name', async (t) => {
   if (!requirePeer(t, 'idevicename')) return;
   const before = await run('idevicename', ['-u', udid('main')]);
