@@ -145,6 +145,9 @@ export class UsbmuxClient implements MuxdPairRecordApi {
       return record;
     }
     const number = resultNumber(reply);
+    // A refusal is not "no record": read as one, it made `muxwire info` say "not paired" and
+    // `muxwire pair` try to pair a device whose record this user may not read.
+    if (number === RESULT_ACCESS_DENIED) throw accessDenied('ReadPairRecord');
     if (number !== undefined && number !== 0) return undefined;
     throw unexpected('ReadPairRecord', reply);
   }
@@ -155,6 +158,7 @@ export class UsbmuxClient implements MuxdPairRecordApi {
     if (deviceId !== undefined) fields.DeviceID = deviceId;
     const reply = await this.#plistCall('SavePairRecord', fields);
     const number = resultNumber(reply);
+    if (number === RESULT_ACCESS_DENIED) throw accessDenied('SavePairRecord');
     if (number !== 0) throw new MuxwireError('MUXWIRE_ERR_PAIR_RECORD', `usbmuxd could not save the pair record for ${udid} (result ${number})`, { detail: number });
   }
 
@@ -162,6 +166,7 @@ export class UsbmuxClient implements MuxdPairRecordApi {
   async deletePairRecord(udid: string): Promise<void> {
     const reply = await this.#plistCall('DeletePairRecord', { PairRecordID: udid });
     const number = resultNumber(reply);
+    if (number === RESULT_ACCESS_DENIED) throw accessDenied('DeletePairRecord');
     if (number !== 0 && number !== 2) throw new MuxwireError('MUXWIRE_ERR_PAIR_RECORD', `usbmuxd could not delete the pair record for ${udid} (result ${number})`, { detail: number });
   }
 

@@ -247,3 +247,16 @@ test("our client and CLI authenticate to a token TCP listener (--tcp-token FILE,
   assert.equal(without.code, 1);
   assert.match(without.stderr, /^muxwire list: usbmuxd refused ListDevices: access denied .*--tcp-token FILE\) \(MUXWIRE_ERR_ACCESS_DENIED\)\n$/);
 });
+
+test("our client reports a pair-record refusal as MUXWIRE_ERR_ACCESS_DENIED, never as \"no record\"", async () => {
+  // Under owner, a loopback TCP client without a token may list and connect, not touch records.
+  const reader = { read: () => ({ pid: 1, uid: 1500, gid: 1500 }) };
+  const listen = [{ host: '127.0.0.1', port: 0 }];
+  const policy = new AccessPolicy({ pairAccess: { kind: 'owner' }, peerReader: reader, daemonUid: 1500, listen });
+  const { daemon } = await startDaemon('owner-tcp', { policy, listen });
+  const client = new UsbmuxClient({ address: daemon.addresses.find((a) => a.startsWith('127.0.0.1'))! });
+  assert.equal((await client.listDevices()).length, 1);
+  for (const call of [() => client.readPairRecord(UDID), () => client.savePairRecord(UDID, { HostID: 'X' }), () => client.deletePairRecord(UDID)]) {
+    await assert.rejects(call(), (e) => isMuxwireError(e, 'MUXWIRE_ERR_ACCESS_DENIED') && /access denied \(result 13/.test(e.message));
+  }
+});
