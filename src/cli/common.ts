@@ -45,9 +45,13 @@ export function parseCommand<T extends NonNullable<ParseArgsConfig['options']>>(
   extra: T,
   allowPositionals = true,
 ): { values: Record<string, string | boolean | undefined> & CommonValues; positionals: string[] } {
+  return parseOptions(argv, { ...COMMON_OPTIONS, ...extra }, allowPositionals) as unknown as { values: Record<string, string | boolean | undefined> & CommonValues; positionals: string[] };
+}
+
+/** Parses argv with exactly `options` (strict); a parse error is one MUXWIRE_ERR_BAD_ARGUMENT line. */
+export function parseOptions<T extends NonNullable<ParseArgsConfig['options']>>(argv: string[], options: T, allowPositionals = true): ReturnType<typeof parseArgs<{ args: string[]; options: T; allowPositionals: boolean; strict: true }>> {
   try {
-    const parsed = parseArgs({ args: argv, options: { ...COMMON_OPTIONS, ...extra }, allowPositionals, strict: true });
-    return parsed as unknown as { values: Record<string, string | boolean | undefined> & CommonValues; positionals: string[] };
+    return parseArgs({ args: argv, options, allowPositionals, strict: true });
   } catch (err) {
     throw new MuxwireError('MUXWIRE_ERR_BAD_ARGUMENT', (err as Error).message.split('\n')[0] ?? 'bad arguments');
   }

@@ -156,8 +156,10 @@ export class ClientSession implements ClientPeer, BudgetHolder {
   };
 
   /** `log`: the daemon's logger; the client's lines carry `client=N` on top of its context. */
-  constructor(socket: Socket, id: number, ctx: ClientContext, log: Logger, transport: 'unix' | 'tcp' = 'unix') {
+  /** `credentials`: the peer's, when the daemon has read them already (uid-quota.ts). */
+  constructor(socket: Socket, id: number, ctx: ClientContext, log: Logger, transport: 'unix' | 'tcp' = 'unix', credentials?: PeerCredentials) {
     this.socket = socket;
+    this.#credentials = credentials;
     this.id = id;
     this.transport = transport;
     this.#ctx = ctx;

@@ -218,7 +218,8 @@ export class MuxDaemon {
       return;
     }
     // One user may not take every descriptor (uid-quota.ts); TCP clients have no uid.
-    const uid = transport === 'unix' ? this.#uidReader?.read(socket)?.uid : undefined;
+    const credentials = transport === 'unix' ? this.#uidReader?.read(socket) : undefined;
+    const uid = credentials?.uid;
     if (uid !== undefined && !this.#uidQuota.admit(uid, log)) {
       socket.destroy();
       return;
@@ -226,7 +227,8 @@ export class MuxDaemon {
     const id = this.#nextClientId++;
     // usbmuxd sets 128 KiB socket buffers; Node's defaults are close enough and not settable here.
     if (transport === 'tcp') socket.setNoDelay(true);
-    const client = new ClientSession(socket, id, this.#context, log, transport);
+    // The credentials read once here also serve the access policy (ClientSession.credentials).
+    const client = new ClientSession(socket, id, this.#context, log, transport, credentials);
     this.#clients.add(client);
     if (uid !== undefined) this.#clientUid.set(client, uid);
     if (log.enabled('debug')) client.log.debug(`accepted (${transport})`);

@@ -94,7 +94,9 @@ export class LockdowndConnection {
     }
     const request = value.Request;
     if (this.#log.enabled('debug')) this.#log.debug(`→ ${request}`);
-    this.#ctx.syslog.log('lockdownd', LOCKDOWND_PID, 'Notice', `${request}${describeFields(requestFields(value))} from ${this.#session ? 'a host in a session' : 'a host'}`);
+    if (this.#ctx.syslog.relays > 0) {
+      this.#ctx.syslog.log('lockdownd', LOCKDOWND_PID, 'Notice', `${request}${describeFields(requestFields(value))} from ${this.#session ? 'a host in a session' : 'a host'}`);
+    }
     switch (request) {
       case 'QueryType':
         return this.#reply(request, { Type: LOCKDOWN_TYPE });

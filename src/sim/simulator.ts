@@ -192,15 +192,14 @@ export class SimulatedDevice {
     let ownsAfcRoot = false;
     if (afcRoot === undefined && opts.stateDir !== undefined) {
       afcRoot = join(opts.stateDir, 'Media');
-      await makeDirectory(afcRoot);
     } else if (afcRoot === undefined) {
       afcRoot = await mkdtemp(join(tmpdir(), 'muxwire-sim-media-'));
       ownsAfcRoot = true;
     }
     const root = afcRoot;
-    // A missing root is made; one that cannot be served (a file, no permission) fails here with
-    // MUXWIRE_ERR_AFC_ROOT, before the device is plugged in and says it is ready, not at each AFC
-    // session later.
+    // A missing root is made (the caller's, or <state-dir>/Media); one that cannot be served (a
+    // file, no permission) fails here with MUXWIRE_ERR_AFC_ROOT, before the device is plugged in
+    // and says it is ready, not at each AFC session later.
     if (!ownsAfcRoot) await makeDirectory(root).catch(() => undefined);
     await AfcRoot.open(root);
     let backupRoot = opts.backupRoot;

@@ -56,6 +56,20 @@ function cutConnection(): void {
   fx.sockets.server.destroy();
 }
 
+/** A progress callback that cuts the connection once `bytes` have moved; `done` says it did. */
+function cutAfter(bytes: number): { onProgress: (p: { bytes: number }) => void; done: () => boolean } {
+  let cut = false;
+  return {
+    onProgress: (p) => {
+      if (!cut && p.bytes >= bytes) {
+        cut = true;
+        cutConnection();
+      }
+    },
+    done: () => cut,
+  };
+}
+
 describe('pullFile keeps what is on the host', () => {
   test('pulling a device directory fails before touching the host: an existing file stays byte-identical, no file is created', async () => {
     await mkdir(join(fx.sandbox.root, 'z'));
@@ -74,18 +88,10 @@ describe('pullFile keeps what is on the host', () => {
     const dest = join(host, 'dest.bin');
     const old = randomBytes(100 * KiB);
     await writeFile(dest, old);
-    let cut = false;
-    const pulling = afc.pullFile('/big.bin', dest, {
-      chunkSize: 64 * KiB,
-      onProgress: (p) => {
-        if (!cut && p.bytes >= 512 * KiB) {
-          cut = true;
-          cutConnection();
-        }
-      },
-    });
+    const cut = cutAfter(512 * KiB);
+    const pulling = afc.pullFile('/big.bin', dest, { chunkSize: 64 * KiB, onProgress: cut.onProgress });
     await assert.rejects(pulling, { code: /^MUXWIRE_ERR_(CLOSED|CONN_RESET)$/ });
-    assert.ok(cut, 'the connection was cut during the transfer');
+    assert.ok(cut.done(), 'the connection was cut during the transfer');
     assert.ok((await readFile(dest)).equals(old), 'the old file is byte-identical');
     assert.deepEqual(await readdir(host), ['dest.bin'], 'no part file is left');
   });
@@ -184,16 +190,8 @@ describe('pushFile keeps what is on the device', () => {
   test('a push cut off mid-transfer leaves no file under the destination name, only a part file', async () => {
     const local = join(host, 'big.bin');
     await writeFile(local, randomBytes(4 * MiB));
-    let cut = false;
-    const pushing = afc.pushFile(local, '/big.bin', {
-      chunkSize: 64 * KiB,
-      onProgress: (p) => {
-        if (!cut && p.bytes >= 512 * KiB) {
-          cut = true;
-          cutConnection();
-        }
-      },
-    });
+    const cut = cutAfter(512 * KiB);
+    const pushing = afc.pushFile(local, '/big.bin', { chunkSize: 64 * KiB, onProgress: cut.onProgress });
     await assert.rejects(pushing, { code: /^MUXWIRE_ERR_(CLOSED|CONN_RESET)$/ });
     await fx.session.finished;
     const left = await readdir(fx.sandbox.root);

@@ -158,6 +158,17 @@ afterEach(async () => {
   await sandbox.close();
 });
 
+/**
+ * A link race held: nothing landed outside, the racer never won, and the race really ran (some
+ * links went into the directory, some met the symlink and were refused).
+ */
+async function assertLinksHeld(seen: Map<AfcStatus, number>, won: boolean): Promise<void> {
+  assert.deepEqual(await readdir(outside), [], `a link landed outside the root (${describeSeen(seen)})`);
+  assert.equal(won, false);
+  assert.ok((seen.get(AfcStatus.SUCCESS) ?? 0) > 0, describeSeen(seen));
+  assert.ok((seen.get(AfcStatus.PERM_DENIED) ?? 0) > 0, describeSeen(seen));
+}
+
 describe('AFC sessions of one root racing a directory/symlink swap', () => {
   test('MAKE_LINK through the swapped name never plants a file outside the root', { timeout: 60_000 }, async () => {
     await swappable(sandbox.root, 'r4');
@@ -167,11 +178,7 @@ describe('AFC sessions of one root racing a directory/symlink swap', () => {
       async (i) => (await linker.statuses(hardLink(`${DEEP}/payload`, `r4/pwned-${i}`)))[0]!,
       async () => (await readdir(outside)).length > 0,
     );
-    assert.deepEqual(await readdir(outside), [], `a link landed outside the root (${describeSeen(seen)})`);
-    assert.equal(won, false);
-    // The race really ran: some links went into the directory, some met the symlink and were refused.
-    assert.ok((seen.get(AfcStatus.SUCCESS) ?? 0) > 0, describeSeen(seen));
-    assert.ok((seen.get(AfcStatus.PERM_DENIED) ?? 0) > 0, describeSeen(seen));
+    await assertLinksHeld(seen, won);
   });
 
   test('RENAME_PATH through the swapped name never pulls a file in from outside', { timeout: 60_000 }, async () => {
@@ -206,10 +213,7 @@ describe('AFC sessions of one root racing a directory/symlink swap', () => {
       async (i) => (await linker.statuses(hardLink(`${DEEP}/payload`, `r4/pwned-${i}`)))[0]!,
       async () => (await readdir(outside)).length > 0,
     );
-    assert.deepEqual(await readdir(outside), [], `a link landed outside the root (${describeSeen(seen)})`);
-    assert.equal(won, false);
-    assert.ok((seen.get(AfcStatus.SUCCESS) ?? 0) > 0, describeSeen(seen));
-    assert.ok((seen.get(AfcStatus.PERM_DENIED) ?? 0) > 0, describeSeen(seen));
+    await assertLinksHeld(seen, won);
   });
 });
 

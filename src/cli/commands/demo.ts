@@ -9,7 +9,6 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
 import { MuxwireError } from '../../errors.js';
 import { UsbmuxClient } from '../../client/usbmux-client.js';
 import { openLockdown, startService } from '../../client/device-services.js';
@@ -18,7 +17,7 @@ import { MuxDaemon } from '../../daemon/mux-daemon.js';
 import { VusbSource } from '../../transport/vusb-source.js';
 import { SimulatedDevice } from '../../sim/simulator.js';
 import { formatBytes, formatRate } from '../device-command.js';
-import { printJson, runCommand } from '../common.js';
+import { parseOptions, printJson, runCommand } from '../common.js';
 
 const HELP = `usage: muxwire demo [--size MIB] [--json]
 
@@ -40,11 +39,7 @@ options:
  * options (--socket, -u, --timeout) would be accepted and ignored.
  */
 function parseDemoArgs(argv: string[]): { size?: string; json?: boolean } {
-  try {
-    return parseArgs({ args: argv, options: { size: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } }, allowPositionals: false, strict: true }).values;
-  } catch (err) {
-    throw new MuxwireError('MUXWIRE_ERR_BAD_ARGUMENT', (err as Error).message.split('\n')[0] ?? 'bad arguments');
-  }
+  return parseOptions(argv, { size: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } }, false).values;
 }
 
 interface Step {
